@@ -1,0 +1,30 @@
+/* FUSE operations.  ops_read.c: lookup, attributes, listing, reads and
+ * xattrs; ops_write.c (rw mounts): creation, writes, renames, commits. */
+#ifndef CKPTFS_OPS_H
+#define CKPTFS_OPS_H
+
+#include <fuse.h>
+#include "mount.h"
+
+/* An open file: a tree node or a view.  Writers add their buffer. */
+typedef struct fs_handle {
+    struct fs_node *node;
+    struct fs_view *view;
+    void *wbuf;          /* ops_write.c: dirty data of a writable handle */
+} fs_handle;
+
+static inline fs_mount *fs_current_mount(void)
+{
+    return fuse_get_context()->private_data;
+}
+
+void fs_ops_fill_read(struct fuse_operations *ops);
+void fs_ops_fill_write(struct fuse_operations *ops); /* ops_write.c */
+
+/* Commits what is still pending when the filesystem goes away (rw). */
+void fs_unmount_commit(fs_mount *m);
+
+/* Shared by the read and write halves. */
+void fs_fill_stat(fs_mount *m, const fs_node *n, uint64_t size, struct stat *st);
+
+#endif

@@ -1,0 +1,501 @@
+/* Read-side FUSE operations, one per function.  Reads of tensors become
+ * load plans; chunks stored as-is are answered with file-descriptor buffers
+ * so libfuse can splice them from the shard file without a copy. */
+#include "ops.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+#include <cjson/cJSON.h>
+
+#include "chunk_reader.h"
+#include "geometry.h"
+#include "views.h"
+
+void fs_fill_stat(fs_mount *m, const fs_node *n, uint64_t size, struct stat *st)
+{
+    memset(st, 0, sizeof *st);
+    int wr = m->opts.rw;
+    if (n && n->is_dir) {
+        st->st_mode = S_IFDIR | (wr ? 0755 : 0555);
+        st->st_nlink = 2;
+    } else {
+        st->st_mode = S_IFREG | (wr ? 0644 : 0444);
+        st->st_nlink = 1;
+        st->st_size = (off_t)size;
+        st->st_blocks = (blkcnt_t)((size + 511) / 512);
+    }
+    st->st_blksize = 1 << 20;
+    st->st_uid = getuid();
+    st->st_gid = getgid();
+    st->st_mtim = m->ck->mtime;
+    st->st_ctim = m->ck->mtime;
+    st->st_atim = m->ck->mtime;
+}
+
+static int node_size(fs_mount *m, const fs_node *n, uint64_t *size)
+{
+    *size = 0;
+    if (n->is_dir || !n->key)
+        return 0;
+    return ck_key_size(m->ck, n->key, size);
+}
+
+static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+    fs_mount *m = fs_current_mount();
+    pthread_rwlock_rdlock(&m->lock);
+    int rc = 0;
+    fs_node *n = fs_tree_lookup(m->tree, path);
+    if (n) {
+        uint64_t size;
+        rc = node_size(m, n, &size);
+        if (!rc)
+            fs_fill_stat(m, n, size, st);
+        else
+            fs_fill_stat(m, n, 0, st), rc = 0; /* stat works; reads give EIO */
+    } else {
+        fs_view *v;
+        rc = fs_view_lookup(m, path, &v);
+        if (!rc) {
+            fs_node fake = { .is_dir = fs_view_is_dir(v) };
+            fs_fill_stat(m, &fake, fs_view_size(v), st);
+            if (!fake.is_dir)
+                st->st_mode = S_IFREG | 0444;
+            fs_view_release(m, v);
+        }
+    }
+    pthread_rwlock_unlock(&m->lock);
+    return rc;
+}
+
+typedef struct {
+    void *buf;
+    fuse_fill_dir_t filler;
+} fill_ctx;
+
+static int fill_name(void *ctx, const char *name)
+{
+    fill_ctx *f = ctx;
+    return f->filler(f->buf, name, NULL, 0, 0) ? -ENOMEM : 0;
+}
+
+static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
+                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+    fs_mount *m = fs_current_mount();
+    pthread_rwlock_rdlock(&m->lock);
+    int rc = 0;
+    fs_node *n = fs_tree_lookup(m->tree, path);
+    filler(buf, ".", NULL, 0, 0);
+    filler(buf, "..", NULL, 0, 0);
+    if (n && n->is_dir) {
+        char name[1100];
+        for (size_t i = 0; i < n->nchildren; i++) {
+            const fs_node *c = n->children[i];
+            const char *shown = c->name;
+            if (m->opts.npy && !c->is_dir && c->key && c->key->kind == CK_KEY_TENSOR &&
+                fs_view_npy_name(c->name, name, sizeof name) == 0)
+                shown = name;
+            if (filler(buf, shown, NULL, 0, 0))
+                break;
+        }
+    } else if (n) {
+        rc = -ENOTDIR;
+    } else {
+        fs_view *v;
+        rc = fs_view_lookup(m, path, &v);
+        if (!rc) {
+            fill_ctx f = { buf, filler };
+            rc = fs_view_is_dir(v) ? fs_view_list(m, v, fill_name, &f) : -ENOTDIR;
+            fs_view_release(m, v);
+        }
+    }
+    pthread_rwlock_unlock(&m->lock);
+    return rc;
+}
+
+static int op_open(const char *path, struct fuse_file_info *fi)
+{
+    fs_mount *m = fs_current_mount();
+    if ((fi->flags & O_ACCMODE) != O_RDONLY && !m->opts.rw)
+        return -EROFS;
+    pthread_rwlock_rdlock(&m->lock);
+    int rc = 0;
+    fs_handle *h = calloc(1, sizeof *h);
+    if (!h) {
+        rc = -ENOMEM;
+    } else if ((h->node = fs_tree_lookup(m->tree, path))) {
+        if (h->node->is_dir)
+            rc = -EISDIR;
+    } else {
+        rc = fs_view_lookup(m, path, &h->view);
+        if (!rc && fs_view_is_dir(h->view))
+            rc = -EISDIR;
+        if (!rc && (fi->flags & O_ACCMODE) != O_RDONLY)
+            rc = -EACCES; /* views are read-only even on rw mounts */
+    }
+    pthread_rwlock_unlock(&m->lock);
+    if (rc) {
+        if (h && h->view)
+            fs_view_release(m, h->view);
+        free(h);
+        return rc;
+    }
+    /* Contents never change under a read-only mount: keep the page cache
+     * across opens.  rw mounts drop it at commit instead. */
+    fi->keep_cache = 1;
+    fi->fh = (uint64_t)(uintptr_t)h;
+    return 0;
+}
+
+static int op_release(const char *path, struct fuse_file_info *fi)
+{
+    fs_mount *m = fs_current_mount();
+    fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
+    if (h && h->view)
+        fs_view_release(m, h->view);
+    free(h);
+    return 0;
+}
+
+/* ---- reads ---- */
+
+typedef struct {
+    struct fuse_bufvec *bv;
+    size_t cap;
+} bufvec_builder;
+
+static int bv_push(bufvec_builder *b, struct fuse_buf buf)
+{
+    struct fuse_bufvec *bv = b->bv;
+    if (bv->count > 0) {
+        struct fuse_buf *last = &bv->buf[bv->count - 1];
+        if ((last->flags & FUSE_BUF_IS_FD) && (buf.flags & FUSE_BUF_IS_FD) && last->fd == buf.fd &&
+            last->pos + (off_t)last->size == buf.pos) {
+            last->size += buf.size;
+            return 0;
+        }
+    }
+    if (bv->count == b->cap) {
+        size_t cap = b->cap * 2;
+        struct fuse_bufvec *nb = realloc(bv, sizeof *bv + cap * sizeof(struct fuse_buf));
+        if (!nb)
+            return -ENOMEM;
+        b->bv = bv = nb;
+        b->cap = cap;
+    }
+    bv->buf[bv->count++] = buf;
+    return 0;
+}
+
+static struct fuse_bufvec *bv_new(size_t cap)
+{
+    /* fuse_bufvec holds one fuse_buf; room for cap more */
+    struct fuse_bufvec *bv = calloc(1, sizeof *bv + cap * sizeof(struct fuse_buf));
+    if (bv) {
+        bv->count = 0;
+        bv->idx = 0;
+        bv->off = 0;
+    }
+    return bv;
+}
+
+static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size,
+                            struct fuse_bufvec **bufp)
+{
+    uint8_t *mem = malloc(size ? size : 1);
+    struct fuse_bufvec *bv = bv_new(1);
+    if (!mem || !bv) {
+        free(mem);
+        free(bv);
+        return -ENOMEM;
+    }
+    size_t got = 0;
+    int rc = h->view ? fs_view_read(m, h->view, off, mem, size, &got)
+                     : ck_key_read(m->ck, h->node->key, off, mem, size, &got);
+    if (rc) {
+        free(mem);
+        free(bv);
+        return rc;
+    }
+    bv->count = 1;
+    bv->buf[0] = (struct fuse_buf){ .size = got, .mem = mem };
+    *bufp = bv;
+    return 0;
+}
+
+/* A tensor read: direct chunk runs become fd buffers, the rest is copied
+ * into memory buffers between them. */
+static int read_tensor(fs_mount *m, const ck_key *key, uint64_t off, size_t size,
+                       struct fuse_bufvec **bufp)
+{
+    ck_read_vec plan = { 0 };
+    int rc = key->error ? key->error : ck_load_plan_for_range(key, off, size, &plan);
+    bufvec_builder b = { bv_new(8), 8 };
+    if (!b.bv)
+        rc = rc ? rc : -ENOMEM;
+    uint8_t *mem = NULL;      /* memory buffer being filled, last in the vector */
+    for (size_t i = 0; !rc && i < plan.n; i++) {
+        const ck_read *r = &plan.v[i];
+        ck_chunk *c = &key->chunks[r->chunk];
+        int fd;
+        uint64_t base;
+        rc = ck_chunk_direct(m->ck, key, c, &fd, &base);
+        if (rc == 0) {
+            mem = NULL;
+            rc = bv_push(&b, (struct fuse_buf){ .size = r->len,
+                                                .flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
+                                                .fd = fd,
+                                                .pos = (off_t)(base + r->src_off) });
+            continue;
+        }
+        if (rc != -EAGAIN)
+            break;
+        rc = 0;
+        if (!mem) {
+            if ((rc = bv_push(&b, (struct fuse_buf){ .size = 0, .mem = NULL })))
+                break;
+        }
+        struct fuse_buf *last = &b.bv->buf[b.bv->count - 1];
+        uint8_t *grown = realloc(last->mem, last->size + r->len);
+        if (!grown) {
+            rc = -ENOMEM;
+            break;
+        }
+        last->mem = mem = grown;
+        rc = ck_chunk_read(m->ck, key, c, r->src_off, mem + last->size, r->len);
+        last->size += r->len;
+    }
+    ck_read_vec_free(&plan);
+    if (rc) {
+        if (b.bv) {
+            for (size_t i = 0; i < b.bv->count; i++)
+                if (!(b.bv->buf[i].flags & FUSE_BUF_IS_FD))
+                    free(b.bv->buf[i].mem);
+            free(b.bv);
+        }
+        return rc == -ENOMEM ? rc : -EIO;
+    }
+    *bufp = b.bv;
+    return 0;
+}
+
+static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    fs_mount *m = fs_current_mount();
+    fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
+    if (off < 0)
+        return -EINVAL;
+    pthread_rwlock_rdlock(&m->lock);
+    int rc;
+    if (h->node && h->node->key && h->node->key->kind == CK_KEY_TENSOR && !h->wbuf)
+        rc = read_tensor(m, h->node->key, (uint64_t)off, size, bufp);
+    else if (h->node && !h->node->key)
+        rc = -EIO;
+    else
+        rc = read_into_memory(m, h, (uint64_t)off, size, bufp);
+    pthread_rwlock_unlock(&m->lock);
+    return rc == -ENOMEM ? rc : (rc ? -EIO : 0);
+}
+
+static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+    fs_mount *m = fs_current_mount();
+    fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
+    size_t got = 0;
+    pthread_rwlock_rdlock(&m->lock);
+    int rc = h->view ? fs_view_read(m, h->view, (uint64_t)off, buf, size, &got)
+                     : ck_key_read(m->ck, h->node->key, (uint64_t)off, buf, size, &got);
+    pthread_rwlock_unlock(&m->lock);
+    return rc ? (rc == -ENOMEM ? rc : -EIO) : (int)got;
+}
+
+/* ---- extended attributes ---- */
+
+static char *dims_json(uint32_t n, const uint64_t *d)
+{
+    size_t cap = 2 + (size_t)n * 21 + 1, used = 0;
+    char *s = malloc(cap);
+    if (!s)
+        return NULL;
+    used += (size_t)snprintf(s, cap, "[");
+    for (uint32_t k = 0; k < n; k++)
+        used += (size_t)snprintf(s + used, cap - used, "%s%" PRIu64, k ? "," : "", d[k]);
+    snprintf(s + used, cap - used, "]");
+    return s;
+}
+
+static char *chunks_json(const ck_checkpoint *ck, const ck_key *key)
+{
+    cJSON *arr = cJSON_CreateArray();
+    for (uint32_t i = 0; arr && i < key->nchunks; i++) {
+        const ck_chunk *c = &key->chunks[i];
+        cJSON *o = cJSON_CreateObject();
+        if (!o)
+            break;
+        cJSON_AddItemToArray(arr, o);
+        if (key->kind == CK_KEY_TENSOR) {
+            cJSON *offs = cJSON_AddArrayToObject(o, "offsets");
+            cJSON *sizes = cJSON_AddArrayToObject(o, "sizes");
+            for (uint32_t k = 0; k < key->ndim; k++) {
+                cJSON_AddItemToArray(offs, cJSON_CreateNumber((double)c->offsets[k]));
+                cJSON_AddItemToArray(sizes, cJSON_CreateNumber((double)c->sizes[k]));
+            }
+        }
+        cJSON_AddStringToObject(o, "file", c->file < ck->nfiles ? ck->files[c->file].path : "");
+        cJSON_AddNumberToObject(o, "offset", (double)c->offset);
+        cJSON_AddNumberToObject(o, "length", (double)c->length);
+        cJSON *tf = cJSON_AddArrayToObject(o, "transforms");
+        if (c->transforms & CK_TF_ZSTD)
+            cJSON_AddItemToArray(tf, cJSON_CreateString("stream.zstd/1"));
+        if (c->transforms & CK_TF_UNKNOWN)
+            cJSON_AddItemToArray(tf, cJSON_CreateString("unknown"));
+    }
+    char *s = arr ? cJSON_PrintUnformatted(arr) : NULL;
+    cJSON_Delete(arr);
+    return s;
+}
+
+/* The value of xattr `name` for key, malloc'd; NULL with *rc set otherwise. */
+static char *xattr_value(fs_mount *m, const ck_key *key, const char *name, int *rc)
+{
+    *rc = 0;
+    int tensor = key->kind == CK_KEY_TENSOR;
+    if (strcmp(name, "user.ckpt.fqn") == 0)
+        return strdup(key->fqn);
+    if (strcmp(name, "user.ckpt.kind") == 0)
+        return strdup(tensor ? "tensor" : "bytes");
+    if (strcmp(name, "user.ckpt.chunks") == 0)
+        return chunks_json(m->ck, key);
+    if (tensor && strcmp(name, "user.ckpt.dtype") == 0)
+        return strdup(ck_dtype_get(key->dtype)->torch_name);
+    if (tensor && strcmp(name, "user.ckpt.shape") == 0)
+        return dims_json(key->ndim, key->shape);
+    *rc = -ENODATA;
+    return NULL;
+}
+
+static const ck_key *key_at(fs_mount *m, const char *path, fs_view **view)
+{
+    *view = NULL;
+    fs_node *n = fs_tree_lookup(m->tree, path);
+    if (n)
+        return n->key;
+    if (fs_view_lookup(m, path, view) == 0)
+        return fs_view_key(*view);
+    return NULL;
+}
+
+static int op_getxattr(const char *path, const char *name, char *value, size_t size)
+{
+    fs_mount *m = fs_current_mount();
+    pthread_rwlock_rdlock(&m->lock);
+    fs_view *v;
+    int rc = -ENODATA;
+    const ck_key *key = key_at(m, path, &v);
+    if (key) {
+        char *s = xattr_value(m, key, name, &rc);
+        if (s) {
+            size_t n = strlen(s);
+            if (size == 0)
+                rc = (int)n;
+            else if (size < n)
+                rc = -ERANGE;
+            else
+                memcpy(value, s, n), rc = (int)n;
+            free(s);
+        } else if (!rc) {
+            rc = -ENOMEM;
+        }
+    } else if (!v && !fs_tree_lookup(m->tree, path)) {
+        rc = -ENOENT;
+    }
+    if (v)
+        fs_view_release(m, v);
+    pthread_rwlock_unlock(&m->lock);
+    return rc;
+}
+
+static int op_listxattr(const char *path, char *list, size_t size)
+{
+    static const char tensor_names[] =
+        "user.ckpt.dtype\0user.ckpt.shape\0user.ckpt.chunks\0user.ckpt.fqn\0user.ckpt.kind\0";
+    static const char bytes_names[] = "user.ckpt.chunks\0user.ckpt.fqn\0user.ckpt.kind\0";
+    fs_mount *m = fs_current_mount();
+    pthread_rwlock_rdlock(&m->lock);
+    fs_view *v;
+    const ck_key *key = key_at(m, path, &v);
+    int exists = key || v || fs_tree_lookup(m->tree, path);
+    if (v)
+        fs_view_release(m, v);
+    pthread_rwlock_unlock(&m->lock);
+    if (!exists)
+        return -ENOENT;
+    if (!key)
+        return 0;
+    const char *names = key->kind == CK_KEY_TENSOR ? tensor_names : bytes_names;
+    size_t n = key->kind == CK_KEY_TENSOR ? sizeof tensor_names - 1 : sizeof bytes_names - 1;
+    if (size == 0)
+        return (int)n;
+    if (size < n)
+        return -ERANGE;
+    memcpy(list, names, n);
+    return (int)n;
+}
+
+static int op_statfs(const char *path, struct statvfs *sv)
+{
+    fs_mount *m = fs_current_mount();
+    pthread_rwlock_rdlock(&m->lock);
+    uint64_t total = 0;
+    for (size_t i = 0; i < m->ck->nkeys; i++)
+        total += m->ck->keys[i].kind == CK_KEY_TENSOR ? m->ck->keys[i].nbytes
+                                                      : m->ck->keys[i].chunks[0].length;
+    memset(sv, 0, sizeof *sv);
+    sv->f_bsize = 4096;
+    sv->f_frsize = 4096;
+    sv->f_blocks = (total + 4095) / 4096;
+    sv->f_files = m->ck->nkeys;
+    sv->f_namemax = 255;
+    pthread_rwlock_unlock(&m->lock);
+    return 0;
+}
+
+static int op_access(const char *path, int mask)
+{
+    fs_mount *m = fs_current_mount();
+    if ((mask & W_OK) && !m->opts.rw)
+        return -EROFS;
+    struct stat st;
+    return op_getattr(path, &st, NULL);
+}
+
+static int op_opendir(const char *path, struct fuse_file_info *fi)
+{
+    struct stat st;
+    int rc = op_getattr(path, &st, NULL);
+    if (!rc && !S_ISDIR(st.st_mode))
+        rc = -ENOTDIR;
+    return rc;
+}
+
+void fs_ops_fill_read(struct fuse_operations *ops)
+{
+    ops->getattr = op_getattr;
+    ops->readdir = op_readdir;
+    ops->opendir = op_opendir;
+    ops->open = op_open;
+    ops->release = op_release;
+    ops->read = op_read;
+    ops->read_buf = op_read_buf;
+    ops->getxattr = op_getxattr;
+    ops->listxattr = op_listxattr;
+    ops->statfs = op_statfs;
+    ops->access = op_access;
+}

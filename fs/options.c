@@ -1,0 +1,123 @@
+#include "options.h"
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { KEY_HELP, KEY_VERSION, KEY_RW, KEY_RO, KEY_CACHE };
+
+typedef struct {
+    fs_options *opts;
+    int bad;
+} parse_ctx;
+
+#define OPT(t, p) { t, offsetof(fs_options, p), 1 }
+static const struct fuse_opt option_spec[] = {
+    OPT("flat", flat),
+    OPT("npy", npy),
+    OPT("create", create),
+    FUSE_OPT_KEY("rw", KEY_RW),
+    FUSE_OPT_KEY("ro", KEY_RO),
+    FUSE_OPT_KEY("cache=", KEY_CACHE),
+    FUSE_OPT_KEY("-h", KEY_HELP),
+    FUSE_OPT_KEY("--help", KEY_HELP),
+    FUSE_OPT_KEY("-V", KEY_VERSION),
+    FUSE_OPT_KEY("--version", KEY_VERSION),
+    FUSE_OPT_END
+};
+
+int fs_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return -EINVAL;
+    double mul = 1;
+    switch (*end) {
+    case 'k': case 'K': mul = 1024.0; end++; break;
+    case 'm': case 'M': mul = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mul = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': mul = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end == 'i' || *end == 'B')
+        end++;
+    if (*end == 'B')
+        end++;
+    if (*end || v * mul > 1.8e19)
+        return -EINVAL;
+    *out = (uint64_t)(v * mul);
+    return 0;
+}
+
+static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+    parse_ctx *ctx = data;
+    fs_options *o = ctx->opts;
+    switch (key) {
+    case KEY_HELP:
+        o->show_help = true;
+        return 0;
+    case KEY_VERSION:
+        o->show_version = true;
+        return 0;
+    case KEY_RW:
+        o->rw = true;
+        return 0; /* ours: read-only is the default and adds "ro" itself */
+    case KEY_RO:
+        o->rw = false;
+        return 0;
+    case KEY_CACHE:
+        if (fs_parse_size(arg + strlen("cache="), &o->cache_bytes)) {
+            fprintf(stderr, "ckptfs: bad -o %s (want a size such as 256M or 2G)\n", arg);
+            ctx->bad = 1;
+        }
+        return 0;
+    case FUSE_OPT_KEY_NONOPT:
+        if (!o->source) {
+            o->source = strdup(arg);
+            return 0;
+        }
+        if (!o->mountpoint) {
+            o->mountpoint = strdup(arg);
+            return 1; /* libfuse needs the mountpoint too */
+        }
+        fprintf(stderr, "ckptfs: unexpected argument '%s'\n", arg);
+        ctx->bad = 1;
+        return 0;
+    default:
+        return 1;
+    }
+}
+
+void fs_options_usage(const char *prog)
+{
+    printf("usage: %s [options] SOURCE MOUNTPOINT\n"
+           "\n"
+           "Mounts a PyTorch Distributed Checkpoint (a directory with .metadata), a\n"
+           ".safetensors file or a directory of them; every tensor key becomes a file.\n"
+           "Unmount with: fusermount3 -u MOUNTPOINT\n"
+           "\n"
+           "ckptfs options:\n"
+           "    -o cache=SIZE   memory for decoded (zstd/strided) chunks (default 256M)\n"
+           "    -o flat         every key as one file named by its FQN at the root\n"
+           "    -o npy          list PATH.npy views instead of raw tensor files\n"
+           "    -o rw           allow writes, committed as new DCP save plans\n"
+           "    -o create       with rw: SOURCE may be empty or missing (new checkpoint)\n"
+           "    -h, --help      this help\n"
+           "    -V, --version   version\n"
+           "\n"
+           "libfuse options:\n",
+           prog);
+}
+
+int fs_options_parse(struct fuse_args *args, fs_options *opts)
+{
+    parse_ctx ctx = { opts, 0 };
+    if (fuse_opt_parse(args, opts, option_spec, option_proc) != 0)
+        return -EINVAL;
+    return ctx.bad ? -EINVAL : 0;
+}

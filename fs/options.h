@@ -1,0 +1,24 @@
+/* Command-line options of ckptfs (SPEC "Command line"). */
+#ifndef CKPTFS_OPTIONS_H
+#define CKPTFS_OPTIONS_H
+
+#include <fuse.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct {
+    char *source;
+    char *mountpoint;
+    uint64_t cache_bytes; /* -o cache=SIZE */
+    bool rw, create, flat, npy;
+    bool show_help, show_version;
+} fs_options;
+
+/* Parses argv; leaves libfuse's own options in args.  Returns 0, or -EINVAL
+ * with a message printed to stderr. */
+int fs_options_parse(struct fuse_args *args, fs_options *opts);
+/* "256M", "1G", "4096", "1.5G" -> bytes; -EINVAL if malformed. */
+int fs_parse_size(const char *s, uint64_t *out);
+void fs_options_usage(const char *prog);
+
+#endif

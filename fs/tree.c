@@ -1,0 +1,288 @@
+/* Building the path tree once at mount: directories first (every proper
+ * prefix of every key), then files, so a key that collides with a
+ * directory is named NAME.tensor/NAME.bytes whatever the key order. */
+#include "tree.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct fs_tree {
+    fs_node *root;
+    fs_node **slots; /* open-addressing map path -> node */
+    size_t cap, count;
+    fs_node **all;   /* every node, for freeing */
+    size_t nall, allcap;
+};
+
+static uint64_t hash_path(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int map_grow(fs_tree *t)
+{
+    size_t cap = t->cap ? t->cap * 2 : 1024;
+    fs_node **slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < t->cap; i++) {
+        fs_node *n = t->slots[i];
+        if (!n)
+            continue;
+        size_t s = hash_path(n->path) & (cap - 1);
+        while (slots[s])
+            s = (s + 1) & (cap - 1);
+        slots[s] = n;
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->cap = cap;
+    return 0;
+}
+
+fs_node *fs_tree_lookup(fs_tree *t, const char *path)
+{
+    size_t s = hash_path(path) & (t->cap - 1);
+    while (t->slots[s]) {
+        if (strcmp(t->slots[s]->path, path) == 0)
+            return t->slots[s];
+        s = (s + 1) & (t->cap - 1);
+    }
+    return NULL;
+}
+
+static int map_insert(fs_tree *t, fs_node *n)
+{
+    if ((t->count + 1) * 2 > t->cap) {
+        int rc = map_grow(t);
+        if (rc)
+            return rc;
+    }
+    size_t s = hash_path(n->path) & (t->cap - 1);
+    while (t->slots[s])
+        s = (s + 1) & (t->cap - 1);
+    t->slots[s] = n;
+    t->count++;
+    return 0;
+}
+
+static int add_child(fs_node *dir, fs_node *child)
+{
+    if (dir->nchildren == dir->cap) {
+        size_t cap = dir->cap ? dir->cap * 2 : 8;
+        fs_node **c = realloc(dir->children, cap * sizeof *c);
+        if (!c)
+            return -ENOMEM;
+        dir->children = c;
+        dir->cap = cap;
+    }
+    dir->children[dir->nchildren++] = child;
+    child->parent = dir;
+    return 0;
+}
+
+static fs_node *new_node(fs_tree *t, fs_node *parent, const char *name, bool is_dir)
+{
+    if (t->nall == t->allcap) {
+        size_t cap = t->allcap ? t->allcap * 2 : 1024;
+        fs_node **a = realloc(t->all, cap * sizeof *a);
+        if (!a)
+            return NULL;
+        t->all = a;
+        t->allcap = cap;
+    }
+    fs_node *n = calloc(1, sizeof *n);
+    if (!n)
+        return NULL;
+    n->name = strdup(name);
+    if (parent) {
+        size_t pl = strlen(parent->path), nl = strlen(name);
+        n->path = malloc(pl + nl + 2);
+        if (n->path)
+            snprintf(n->path, pl + nl + 2, "%s%s%s", pl == 1 ? "" : parent->path, "/", name);
+    } else {
+        n->path = strdup("/");
+    }
+    n->is_dir = is_dir;
+    t->all[t->nall++] = n;
+    if (!n->name || !n->path)
+        return NULL;
+    if (parent && (add_child(parent, n) || map_insert(t, n)))
+        return NULL;
+    return n;
+}
+
+int fs_escape_component(const char *s, size_t n, char *out, size_t cap)
+{
+    const char *lit = NULL;
+    if (n == 0)
+        lit = "%";
+    else if (n == 1 && s[0] == '.')
+        lit = "%2E";
+    else if (n == 2 && s[0] == '.' && s[1] == '.')
+        lit = "%2E%2E";
+    if (lit) {
+        size_t l = strlen(lit);
+        if (l + 1 > cap)
+            return -ENAMETOOLONG;
+        memcpy(out, lit, l + 1);
+        return (int)l;
+    }
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *rep = s[i] == '%' ? "%25" : s[i] == '/' ? "%2F" : NULL;
+        size_t l = rep ? 3 : 1;
+        if (o + l + 1 > cap)
+            return -ENAMETOOLONG;
+        if (rep)
+            memcpy(out + o, rep, 3);
+        else
+            out[o] = s[i];
+        o += l;
+    }
+    out[o] = '\0';
+    return (int)o;
+}
+
+#define NAME_CAP 1024 /* longer than NAME_MAX so too-long names are caught, not cut */
+
+/* Walks/creates the directories for the first ncomp components of fqn. */
+static int ensure_dirs(fs_tree *t, const char *fqn, size_t ncomp, fs_node **out)
+{
+    fs_node *cur = t->root;
+    const char *p = fqn;
+    char name[NAME_CAP];
+    for (size_t i = 0; i < ncomp; i++) {
+        const char *dot = strchr(p, '.');
+        size_t n = (size_t)(dot - p);
+        if (fs_escape_component(p, n, name, sizeof name) < 0)
+            return -ENAMETOOLONG;
+        fs_node *next = NULL;
+        /* the most recent child is the usual match since keys are sorted */
+        if (cur->nchildren && strcmp(cur->children[cur->nchildren - 1]->name, name) == 0 &&
+            cur->children[cur->nchildren - 1]->is_dir)
+            next = cur->children[cur->nchildren - 1];
+        if (!next) {
+            size_t pl = strlen(cur->path), nl = strlen(name);
+            char *full = malloc(pl + nl + 2);
+            if (!full)
+                return -ENOMEM;
+            snprintf(full, pl + nl + 2, "%s/%s", pl == 1 ? "" : cur->path, name);
+            next = fs_tree_lookup(t, full);
+            free(full);
+        }
+        if (!next && !(next = new_node(t, cur, name, true)))
+            return -ENOMEM;
+        cur = next;
+        p = dot + 1;
+    }
+    *out = cur;
+    return 0;
+}
+
+static size_t count_dots(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        n += *s == '.';
+    return n;
+}
+
+static int cmp_child(const void *a, const void *b)
+{
+    return strcmp((*(fs_node *const *)a)->name, (*(fs_node *const *)b)->name);
+}
+
+static void sort_children(fs_tree *t)
+{
+    for (size_t i = 0; i < t->nall; i++)
+        if (t->all[i]->is_dir && t->all[i]->nchildren > 1)
+            qsort(t->all[i]->children, t->all[i]->nchildren, sizeof(fs_node *), cmp_child);
+}
+
+int fs_tree_build(const ck_checkpoint *ck, bool flat, fs_tree **out)
+{
+    fs_tree *t = calloc(1, sizeof *t);
+    if (!t)
+        return -ENOMEM;
+    int rc = map_grow(t);
+    if (!rc && !(t->root = new_node(t, NULL, "", true)))
+        rc = -ENOMEM;
+    if (!rc)
+        rc = map_insert(t, t->root);
+    char name[NAME_CAP + 8];
+    /* pass 1: directories */
+    for (size_t i = 0; !rc && !flat && i < ck->nkeys; i++) {
+        fs_node *d;
+        rc = ensure_dirs(t, ck->keys[i].fqn, count_dots(ck->keys[i].fqn), &d);
+    }
+    /* pass 2: files */
+    for (size_t i = 0; !rc && i < ck->nkeys; i++) {
+        const ck_key *k = &ck->keys[i];
+        fs_node *dir = t->root;
+        const char *last = k->fqn;
+        if (!flat) {
+            size_t nd = count_dots(k->fqn);
+            rc = ensure_dirs(t, k->fqn, nd, &dir);
+            if (rc)
+                break;
+            const char *dot = strrchr(k->fqn, '.');
+            last = dot ? dot + 1 : k->fqn;
+        }
+        int n = fs_escape_component(last, strlen(last), name, NAME_CAP);
+        if (n < 0) {
+            rc = n;
+            break;
+        }
+        size_t pl = strlen(dir->path);
+        char *full = malloc(pl + (size_t)n + 2);
+        if (!full) {
+            rc = -ENOMEM;
+            break;
+        }
+        snprintf(full, pl + (size_t)n + 2, "%s/%s", pl == 1 ? "" : dir->path, name);
+        fs_node *clash = fs_tree_lookup(t, full);
+        free(full);
+        if (clash)
+            strcat(name, k->kind == CK_KEY_BYTES ? ".bytes" : ".tensor");
+        fs_node *f = new_node(t, dir, name, false);
+        if (!f) {
+            rc = -ENOMEM;
+            break;
+        }
+        f->key = k;
+    }
+    if (rc) {
+        fs_tree_free(t);
+        return rc;
+    }
+    sort_children(t);
+    *out = t;
+    return 0;
+}
+
+fs_node *fs_tree_root(fs_tree *t)
+{
+    return t->root;
+}
+
+void fs_tree_free(fs_tree *t)
+{
+    if (!t)
+        return;
+    for (size_t i = 0; i < t->nall; i++) {
+        free(t->all[i]->name);
+        free(t->all[i]->path);
+        free(t->all[i]->children);
+        free(t->all[i]);
+    }
+    free(t->all);
+    free(t->slots);
+    free(t);
+}

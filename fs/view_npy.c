@@ -1,0 +1,81 @@
+/* The .npy view of one tensor (see view_npy.h). */
+#include "view_npy.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include "chunk_reader.h"
+#include "npy.h"
+
+/* Headers for up to CK_MAX_DIMS dims of 20 digits fit in far less. */
+#define NPY_HEADER_GUESS 4096
+
+int fs_npy_view_build(const ck_key *k, fs_npy_view *out)
+{
+    memset(out, 0, sizeof *out);
+    if (k->kind != CK_KEY_TENSOR || !ck_dtype_get(k->dtype))
+        return -EINVAL;
+    char small[NPY_HEADER_GUESS];
+    char *buf = small;
+    long n = ck_npy_header(k->dtype, k->ndim, k->shape, buf, sizeof small);
+    if (n == -ENOSPC) {
+        buf = malloc(CK_NPY_MAX_HEADER);
+        if (!buf)
+            return -ENOMEM;
+        n = ck_npy_header(k->dtype, k->ndim, k->shape, buf, CK_NPY_MAX_HEADER);
+    }
+    int rc = n < 0 ? (int)n : 0;
+    if (!rc && __builtin_add_overflow((uint64_t)n, k->nbytes, &out->size))
+        rc = -EOVERFLOW;
+    if (!rc && !(out->header = malloc((size_t)n)))
+        rc = -ENOMEM;
+    if (!rc) {
+        memcpy(out->header, buf, (size_t)n);
+        out->header_len = (size_t)n;
+        rc = fs_key_ref_init(&out->ref, k);
+    }
+    if (buf != small)
+        free(buf);
+    if (rc)
+        fs_npy_view_clear(out);
+    return rc;
+}
+
+void fs_npy_view_clear(fs_npy_view *v)
+{
+    fs_key_ref_clear(&v->ref);
+    free(v->header);
+    memset(v, 0, sizeof *v);
+}
+
+int fs_npy_view_read(ck_checkpoint *ck, const fs_npy_view *v, bool current, uint64_t off,
+                     void *dst, size_t len, size_t *got)
+{
+    *got = 0;
+    if (off >= v->size || len == 0)
+        return 0;
+    if (len > v->size - off)
+        len = (size_t)(v->size - off);
+    uint8_t *out = dst;
+    size_t done = 0;
+    if (off < v->header_len) {
+        size_t n = v->header_len - (size_t)off < len ? v->header_len - (size_t)off : len;
+        memcpy(out, v->header + off, n);
+        done = n;
+    }
+    if (done < len) {
+        const ck_key *k;
+        int rc = fs_key_ref_get(ck, &v->ref, current, &k);
+        if (rc)
+            return rc;
+        size_t n;
+        rc = ck_key_read(ck, k, off + done - v->header_len, out + done, len - done, &n);
+        if (rc)
+            return rc;
+        if (n != len - done)
+            return -EIO; /* the key is shorter than its dtype and shape say */
+        done += n;
+    }
+    *got = done;
+    return 0;
+}

@@ -1,0 +1,35 @@
+/* Views for frameworks (SPEC "Views for frameworks"): PATH.npy, DIR.safetensors,
+ * /.ckptfs/model.safetensors and /.ckptfs/metadata.json, answered by lookup
+ * when no real node has the name. */
+#ifndef CKPTFS_VIEWS_H
+#define CKPTFS_VIEWS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include "mount.h"
+
+typedef struct fs_view fs_view;
+
+int fs_views_new(fs_mount *m, fs_views **out);
+void fs_views_free(fs_views *v);
+/* Drops every cached view (after a commit changed the checkpoint). */
+void fs_views_invalidate(fs_views *v);
+
+/* If path names a view (or the /.ckptfs directory), returns 0 and a
+ * referenced view (release it); -ENOENT otherwise. */
+int fs_view_lookup(fs_mount *m, const char *path, fs_view **out);
+void fs_view_release(fs_mount *m, fs_view *v);
+int fs_view_is_dir(const fs_view *v);
+uint64_t fs_view_size(const fs_view *v);
+/* Reads bytes of a file view; *got may be short only at its end. */
+int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, size_t *got);
+/* Directory view (/.ckptfs): calls fill for each entry name. */
+int fs_view_list(fs_mount *m, fs_view *v, int (*fill)(void *ctx, const char *name), void *ctx);
+
+/* The tensor behind an npy view (for xattrs), else NULL. */
+const ck_key *fs_view_key(const fs_view *v);
+/* For -o npy listings: the .npy name of a tensor file node. */
+int fs_view_npy_name(const char *name, char *out, size_t cap);
+
+#endif

@@ -1,0 +1,19 @@
+/* A bump allocator for data that lives as long as one checkpoint model
+ * (key names, shapes, chunk arrays): one free() for all of it. */
+#ifndef CKPT_ARENA_H
+#define CKPT_ARENA_H
+
+#include <stddef.h>
+
+typedef struct ck_arena ck_arena;
+
+ck_arena *ck_arena_new(void);
+void ck_arena_free(ck_arena *a);
+/* Zeroed, 16-byte aligned; NULL on overflow or out of memory. */
+void *ck_arena_alloc(ck_arena *a, size_t size);
+/* n * size with overflow check. */
+void *ck_arena_calloc(ck_arena *a, size_t n, size_t size);
+char *ck_arena_strdup(ck_arena *a, const char *s);
+char *ck_arena_strndup(ck_arena *a, const char *s, size_t n);
+
+#endif

@@ -1,0 +1,23 @@
+/* Bounded LRU cache of decoded chunk images (zstd or strided items). */
+#ifndef CKPT_CHUNK_CACHE_H
+#define CKPT_CHUNK_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct ck_cache ck_cache;
+typedef struct ck_cache_entry ck_cache_entry;
+
+int ck_cache_new(uint64_t max_bytes, ck_cache **out);
+void ck_cache_free(ck_cache *c);
+/* Looks up id; on a hit returns a referenced entry (release it after use). */
+ck_cache_entry *ck_cache_get(ck_cache *c, uint64_t id);
+/* Inserts data (ownership passes to the cache, freed with free()) and
+ * returns a referenced entry.  If id is already present the given data is
+ * freed and the existing entry returned.  Entries larger than the bound are
+ * still returned but dropped once released. */
+ck_cache_entry *ck_cache_put(ck_cache *c, uint64_t id, uint8_t *data, uint64_t len);
+const uint8_t *ck_cache_entry_data(const ck_cache_entry *e, uint64_t *len);
+void ck_cache_release(ck_cache *c, ck_cache_entry *e);
+
+#endif

@@ -1,0 +1,356 @@
+/* From chunks to bytes.  A chunk is resolved once (its archive parsed) under
+ * the checkpoint lock; afterwards readers go lock-free to pread (direct
+ * chunks) or to the decoded-chunk cache (zstd or strided chunks). */
+#include "chunk_reader.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "chunk_cache.h"
+#include "geometry.h"
+#include "zstd_stream.h"
+
+/* A decoded item may exceed its chunk's image by the archive's own bytes
+ * (data.pkl, headers, padding); this bounds how much a zstd bomb can claim. */
+#define DECODE_SLACK (64ull << 20)
+
+static uint32_t chunk_index(const ck_key *key, const ck_chunk *c)
+{
+    return (uint32_t)(c - key->chunks);
+}
+
+static uint64_t cache_id(const ck_checkpoint *ck, const ck_key *key, const ck_chunk *c)
+{
+    return ((uint64_t)(key - ck->keys) << 32) | chunk_index(key, c);
+}
+
+static int chunk_fail(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int rc, const char *why)
+{
+    const char *file = c->file < ck->nfiles ? ck->files[c->file].path : "?";
+    fprintf(stderr, "ckptfs: key %s: file %s offset %" PRIu64 ": %s\n", key->fqn, file, c->offset,
+            why);
+    atomic_store_explicit(&c->state, rc, memory_order_release);
+    return rc;
+}
+
+static uint64_t chunk_image_bytes(const ck_key *key, const ck_chunk *c)
+{
+    uint64_t n = 1;
+    for (uint32_t k = 0; k < key->ndim; k++)
+        n *= c->sizes[k]; /* bounded by the key's numel, checked at open */
+    return n * ck_dtype_get(key->dtype)->size;
+}
+
+/* Reads and undoes the transforms of the whole item into memory. */
+static int load_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int fd, uint64_t expect,
+                     uint8_t **out, uint64_t *out_len, char *why, size_t whylen)
+{
+    ck_byte_source src = ck_byte_source_fd(fd, c->offset, c->length);
+    if (c->transforms & CK_TF_ZSTD) {
+        uint64_t max = expect > UINT64_MAX - DECODE_SLACK ? UINT64_MAX : expect + DECODE_SLACK;
+        return ck_zstd_decode(&src, max, out, out_len, why, whylen);
+    }
+    if (c->length > SIZE_MAX)
+        return -EFBIG;
+    uint8_t *buf = malloc(c->length ? c->length : 1);
+    if (!buf)
+        return -ENOMEM;
+    int rc = ck_byte_source_read(&src, 0, buf, c->length);
+    if (rc) {
+        free(buf);
+        snprintf(why, whylen, "item is truncated or unreadable");
+        return rc;
+    }
+    *out = buf;
+    *out_len = c->length;
+    return 0;
+}
+
+static int item_matches_chunk(const ck_key *key, const ck_chunk *c, const ck_torch_item *it,
+                              char *why, size_t whylen)
+{
+    if (it->dtype != key->dtype) {
+        snprintf(why, whylen, "item holds %s, metadata says %s", ck_dtype_get(it->dtype)->torch_name,
+                 ck_dtype_get(key->dtype)->torch_name);
+        return -EIO;
+    }
+    /* torch saves each chunk with the chunk's own sizes; 0-d is () on both */
+    if (it->ndim != key->ndim) {
+        snprintf(why, whylen, "item has %u dimensions, chunk %u", it->ndim, key->ndim);
+        return -EIO;
+    }
+    for (uint32_t k = 0; k < key->ndim; k++)
+        if (it->size[k] != c->sizes[k]) {
+            snprintf(why, whylen, "item size differs from chunk size in dimension %u", k);
+            return -EIO;
+        }
+    return 0;
+}
+
+/* Builds the chunk's row-major image from a decoded item and caches it. */
+static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c,
+                                 uint8_t *item, uint64_t item_len, char *why, size_t whylen)
+{
+    uint64_t nbytes = key->kind == CK_KEY_BYTES ? item_len : chunk_image_bytes(key, c);
+    uint8_t *img = item;
+    if (key->kind == CK_KEY_TENSOR) {
+        ck_byte_source src = ck_byte_source_mem(item, item_len);
+        int rc = ck_torch_item_parse(&src, &c->layout.item, why, whylen);
+        if (!rc)
+            rc = item_matches_chunk(key, c, &c->layout.item, why, whylen);
+        if (rc) {
+            free(item);
+            return rc < 0 ? rc : -EIO;
+        }
+        img = malloc(nbytes ? nbytes : 1);
+        if (!img) {
+            free(item);
+            return -ENOMEM;
+        }
+        rc = ck_torch_item_gather(&c->layout.item, item, item_len, img, nbytes);
+        free(item);
+        if (rc) {
+            free(img);
+            snprintf(why, whylen, "cannot gather strided elements");
+            return rc;
+        }
+    }
+    c->layout.nbytes = nbytes;
+    ck_cache_entry *e = ck_cache_put(ck->cache, cache_id(ck, key, c), img, nbytes);
+    if (!e)
+        return -ENOMEM;
+    ck_cache_release(ck->cache, e);
+    return 0;
+}
+
+static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
+{
+    char why[384] = "";
+    int fd, rc;
+    if (c->transforms & CK_TF_UNKNOWN)
+        return chunk_fail(ck, key, c, -EIO, "unknown storage transform");
+    rc = ck_file_fd(ck, c->file, &fd);
+    if (rc) {
+        snprintf(why, sizeof why, "cannot open: %s", strerror(-rc));
+        return chunk_fail(ck, key, c, -EIO, why);
+    }
+    struct stat st;
+    uint64_t end;
+    if (fstat(fd, &st) != 0 || __builtin_add_overflow(c->offset, c->length, &end) ||
+        (uint64_t)st.st_size < end) {
+        snprintf(why, sizeof why, "file ends at %" PRIu64 " before the item's end",
+                 (uint64_t)st.st_size);
+        return chunk_fail(ck, key, c, -EIO, why);
+    }
+    ck_chunk_layout *L = &c->layout;
+    if (c->format == CK_ITEM_RAW || (key->kind == CK_KEY_BYTES && !c->transforms)) {
+        L->direct = !c->transforms;
+        L->file_offset = c->offset;
+        L->nbytes = c->length;
+        if (c->format == CK_ITEM_RAW && L->nbytes != chunk_image_bytes(key, c))
+            return chunk_fail(ck, key, c, -EIO, "stored length differs from the chunk's size");
+        if (L->direct)
+            return 0;
+    }
+    if (c->transforms || c->format == CK_ITEM_RAW) {
+        uint8_t *item;
+        uint64_t item_len;
+        uint64_t expect = key->kind == CK_KEY_TENSOR ? chunk_image_bytes(key, c) : c->length * 64;
+        rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
+        if (!rc)
+            rc = cache_image_from_item(ck, key, c, item, item_len, why, sizeof why);
+        if (rc)
+            return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO,
+                              why[0] ? why : "cannot decode item");
+        L->direct = false;
+        return 0;
+    }
+    ck_byte_source src = ck_byte_source_fd(fd, c->offset, c->length);
+    rc = ck_torch_item_parse(&src, &L->item, why, sizeof why);
+    if (!rc)
+        rc = item_matches_chunk(key, c, &L->item, why, sizeof why);
+    if (rc)
+        return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO, why[0] ? why : "bad archive");
+    L->nbytes = chunk_image_bytes(key, c);
+    if (ck_torch_item_is_contiguous(&L->item)) {
+        L->direct = true;
+        L->file_offset = c->offset + L->item.data_offset +
+                         L->item.storage_offset * ck_dtype_get(key->dtype)->size;
+    } else {
+        L->direct = false;
+    }
+    return 0;
+}
+
+int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
+{
+    int st = atomic_load_explicit(&c->state, memory_order_acquire);
+    if (st == 1)
+        return 0;
+    if (st < 0)
+        return st;
+    pthread_mutex_lock(&ck->lock);
+    st = atomic_load(&c->state);
+    if (st == 0) {
+        int rc = resolve_locked(ck, key, c);
+        if (rc == 0)
+            atomic_store_explicit(&c->state, 1, memory_order_release);
+        else if (rc == -ENOMEM)
+            atomic_store(&c->state, 0); /* transient: try again later */
+        st = rc ? rc : 1;
+    }
+    pthread_mutex_unlock(&ck->lock);
+    return st == 1 ? 0 : st;
+}
+
+int ck_chunk_direct(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int *fd, uint64_t *off)
+{
+    int rc = ck_chunk_resolve(ck, key, c);
+    if (rc)
+        return rc;
+    if (!c->layout.direct)
+        return -EAGAIN;
+    rc = ck_file_fd(ck, c->file, fd);
+    if (rc)
+        return -EIO;
+    *off = c->layout.file_offset;
+    return 0;
+}
+
+/* A decoded image may have been evicted since resolution: decode again. */
+static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_cache_entry **out)
+{
+    uint64_t id = cache_id(ck, key, c);
+    ck_cache_entry *e = ck_cache_get(ck->cache, id);
+    if (e) {
+        *out = e;
+        return 0;
+    }
+    char why[384] = "";
+    int fd, rc = ck_file_fd(ck, c->file, &fd);
+    if (rc)
+        return -EIO;
+    uint8_t *item;
+    uint64_t item_len;
+    uint64_t expect = key->kind == CK_KEY_TENSOR ? c->layout.nbytes : c->length * 64;
+    rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
+    if (rc)
+        return rc == -ENOMEM ? rc : -EIO;
+    uint8_t *img = item;
+    if (key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE) {
+        img = malloc(c->layout.nbytes ? c->layout.nbytes : 1);
+        if (!img) {
+            free(item);
+            return -ENOMEM;
+        }
+        rc = ck_torch_item_gather(&c->layout.item, item, item_len, img, c->layout.nbytes);
+        free(item);
+        if (rc) {
+            free(img);
+            return -EIO;
+        }
+        item_len = c->layout.nbytes;
+    }
+    e = ck_cache_put(ck->cache, id, img, item_len);
+    if (!e)
+        return -ENOMEM;
+    *out = e;
+    return 0;
+}
+
+int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t off, void *dst,
+                  size_t len)
+{
+    int rc = ck_chunk_resolve(ck, key, c);
+    if (rc)
+        return rc;
+    uint64_t end;
+    if (__builtin_add_overflow(off, (uint64_t)len, &end) || end > c->layout.nbytes)
+        return -EINVAL;
+    if (c->layout.direct) {
+        int fd;
+        if (ck_file_fd(ck, c->file, &fd))
+            return -EIO;
+        size_t got = 0;
+        while (got < len) {
+            ssize_t r = pread(fd, (uint8_t *)dst + got, len - got,
+                              (off_t)(c->layout.file_offset + off + got));
+            if (r < 0) {
+                if (errno == EINTR)
+                    continue;
+                return -EIO;
+            }
+            if (r == 0)
+                return chunk_fail(ck, key, c, -EIO, "file shrank under the mount");
+            got += (size_t)r;
+        }
+        return 0;
+    }
+    ck_cache_entry *e;
+    rc = cached_image(ck, key, c, &e);
+    if (rc)
+        return rc;
+    uint64_t n;
+    const uint8_t *img = ck_cache_entry_data(e, &n);
+    if (end <= n)
+        memcpy(dst, img + off, len);
+    else
+        rc = -EIO;
+    ck_cache_release(ck->cache, e);
+    return rc;
+}
+
+int ck_key_size(ck_checkpoint *ck, const ck_key *key, uint64_t *size)
+{
+    if (key->kind == CK_KEY_TENSOR) {
+        *size = key->nbytes;
+        return 0;
+    }
+    ck_chunk *c = &key->chunks[0];
+    if (!c->transforms) {
+        *size = c->length; /* known without touching the file */
+        return 0;
+    }
+    int rc = ck_chunk_resolve(ck, key, c);
+    if (rc)
+        return rc;
+    *size = c->layout.nbytes;
+    return 0;
+}
+
+int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
+                size_t *got)
+{
+    uint64_t size;
+    *got = 0;
+    if (key->error)
+        return key->error;
+    int rc = ck_key_size(ck, key, &size);
+    if (rc)
+        return rc;
+    if (off >= size || len == 0)
+        return 0;
+    uint64_t n = size - off < len ? size - off : len;
+    if (key->kind == CK_KEY_BYTES) {
+        rc = ck_chunk_read(ck, key, &key->chunks[0], off, dst, (size_t)n);
+        if (!rc)
+            *got = (size_t)n;
+        return rc;
+    }
+    ck_read_vec plan = { 0 };
+    rc = ck_load_plan_for_range(key, off, n, &plan);
+    for (size_t i = 0; !rc && i < plan.n; i++) {
+        const ck_read *r = &plan.v[i];
+        rc = ck_chunk_read(ck, key, &key->chunks[r->chunk], r->src_off,
+                           (uint8_t *)dst + (r->dst_off - off), (size_t)r->len);
+    }
+    ck_read_vec_free(&plan);
+    if (!rc)
+        *got = (size_t)n;
+    return rc;
+}

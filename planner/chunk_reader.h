@@ -1,0 +1,26 @@
+/* Reading a chunk's row-major image: resolves the item layout on first use,
+ * serves direct chunks with pread, others (zstd, strided) from the decoded-
+ * chunk cache. */
+#ifndef CKPT_CHUNK_READER_H
+#define CKPT_CHUNK_READER_H
+
+#include "ckpt.h"
+
+/* Learns the chunk's layout (parses the zip and data.pkl).  0 or -errno;
+ * failures are logged once with key, file and offset and are sticky. */
+int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c);
+
+/* If the chunk's image sits as-is in a file, gives its fd and the offset of
+ * image byte 0.  Returns 0, -EAGAIN if it must be decoded, or -errno. */
+int ck_chunk_direct(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int *fd, uint64_t *off);
+
+/* Copies len bytes of the chunk's image starting at off into dst. */
+int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t off, void *dst,
+                  size_t len);
+
+/* Reads bytes [off, off+len) of a key's content into dst (clipped at its
+ * size); *got receives the count.  Uses the load planner for tensors. */
+int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
+                size_t *got);
+
+#endif

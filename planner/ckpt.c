@@ -1,0 +1,367 @@
+/* Opening a checkpoint: find out what SOURCE is, let the matching builder
+ * fill in keys and files, then sort, check and confine them. */
+#include "ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "arena.h"
+#include "chunk_cache.h"
+#include "ckpt_build.h"
+#include "geometry.h"
+
+#define DEFAULT_CACHE_BYTES (256ull << 20)
+/* Files kept open from mount on; beyond this they are opened on first read. */
+#define EAGER_OPEN_MAX 1024
+
+/* ---- path -> file index while building (open addressing on FNV-1a) ---- */
+
+typedef struct {
+    size_t cap;      /* power of two */
+    uint32_t *slots; /* file index + 1, 0 = empty */
+    size_t files_cap;
+} file_index;
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+static int file_index_grow(ck_checkpoint *ck, file_index *fi)
+{
+    size_t cap = fi->cap ? fi->cap * 2 : 64;
+    uint32_t *slots = calloc(cap, sizeof *slots);
+    if (!slots)
+        return -ENOMEM;
+    for (size_t i = 0; i < ck->nfiles; i++) {
+        size_t s = fnv1a(ck->files[i].path) & (cap - 1);
+        while (slots[s])
+            s = (s + 1) & (cap - 1);
+        slots[s] = (uint32_t)i + 1;
+    }
+    free(fi->slots);
+    fi->slots = slots;
+    fi->cap = cap;
+    return 0;
+}
+
+static int relpath_is_safe(const char *p)
+{
+    if (!*p || *p == '/')
+        return 0;
+    /* every component must be a plain name */
+    const char *c = p;
+    while (*c) {
+        const char *e = strchr(c, '/');
+        size_t n = e ? (size_t)(e - c) : strlen(c);
+        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
+            return 0;
+        c += n;
+        if (*c == '/')
+            c++;
+    }
+    return 1;
+}
+
+int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index)
+{
+    if (!relpath_is_safe(relpath) || strlen(relpath) >= PATH_MAX)
+        return -EINVAL;
+    file_index *fi = ck->file_index;
+    if (!fi) {
+        fi = calloc(1, sizeof *fi);
+        if (!fi)
+            return -ENOMEM;
+        ck->file_index = fi;
+    }
+    if ((ck->nfiles + 1) * 2 > fi->cap) {
+        int rc = file_index_grow(ck, fi);
+        if (rc)
+            return rc;
+    }
+    size_t s = fnv1a(relpath) & (fi->cap - 1);
+    while (fi->slots[s]) {
+        uint32_t i = fi->slots[s] - 1;
+        if (strcmp(ck->files[i].path, relpath) == 0) {
+            *index = i;
+            return 0;
+        }
+        s = (s + 1) & (fi->cap - 1);
+    }
+    if (ck->nfiles >= UINT32_MAX - 1)
+        return -E2BIG;
+    if (ck->nfiles == fi->files_cap) {
+        size_t cap = fi->files_cap ? fi->files_cap * 2 : 16;
+        ck_file *files = realloc(ck->files, cap * sizeof *files);
+        if (!files)
+            return -ENOMEM;
+        ck->files = files;
+        fi->files_cap = cap;
+    }
+    char *copy = ck_arena_strdup(ck->arena, relpath);
+    if (!copy)
+        return -ENOMEM;
+    ck->files[ck->nfiles].path = copy;
+    atomic_init(&ck->files[ck->nfiles].fd, -1);
+    fi->slots[s] = (uint32_t)ck->nfiles + 1;
+    *index = (uint32_t)ck->nfiles++;
+    return 0;
+}
+
+/* Opens a storage file so that neither "..", absolute symlinks nor links
+ * that climb out can take it outside the root: openat2 RESOLVE_BENEATH
+ * where the kernel has it, else O_NOFOLLOW on the last component after the
+ * lexical check done by ck_add_file. */
+static int open_beneath(int root_fd, const char *path)
+{
+    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC,
+                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+    long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof how);
+    if (fd >= 0)
+        return (int)fd;
+    if (errno != ENOSYS)
+        return -errno;
+    fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    return fd >= 0 ? (int)fd : -errno;
+}
+
+int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
+{
+    if (i >= ck->nfiles)
+        return -EINVAL;
+    int cur = atomic_load_explicit(&ck->files[i].fd, memory_order_acquire);
+    if (cur >= 0) {
+        *fd = cur;
+        return 0;
+    }
+    pthread_mutex_lock(&ck->lock);
+    cur = atomic_load(&ck->files[i].fd);
+    if (cur < 0) {
+        cur = open_beneath(ck->root_fd, ck->files[i].path);
+        if (cur >= 0)
+            atomic_store_explicit(&ck->files[i].fd, cur, memory_order_release);
+    }
+    pthread_mutex_unlock(&ck->lock);
+    if (cur < 0)
+        return cur;
+    *fd = cur;
+    return 0;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+    return strcmp(((const ck_key *)a)->fqn, ((const ck_key *)b)->fqn);
+}
+
+void ck_sort_keys(ck_checkpoint *ck)
+{
+    if (ck->nkeys > 1)
+        qsort(ck->keys, ck->nkeys, sizeof *ck->keys, key_cmp);
+}
+
+int ck_key_compute_size(ck_key *k)
+{
+    const ck_dtype_info *dt = ck_dtype_get(k->dtype);
+    if (!dt)
+        return -EINVAL;
+    if (ck_shape_numel(k->ndim, k->shape, &k->numel) ||
+        __builtin_mul_overflow(k->numel, (uint64_t)dt->size, &k->nbytes))
+        return -EOVERFLOW;
+    return 0;
+}
+
+const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn)
+{
+    size_t lo = 0, hi = ck->nkeys;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(ck->keys[mid].fqn, fqn);
+        if (c == 0)
+            return &ck->keys[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static int has_safetensors_files(int dirfd)
+{
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return 0;
+    }
+    int found = 0;
+    struct dirent *de;
+    while (!found && (de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        found = n > 12 && strcmp(de->d_name + n - 12, ".safetensors") == 0;
+    }
+    closedir(d);
+    return found;
+}
+
+/* Sorts keys, refuses duplicates, checks chunk tiling (a bad key is marked,
+ * not fatal) and confines every storage file to the root. */
+static int finish_model(ck_checkpoint *ck, char *err, size_t errlen)
+{
+    ck_sort_keys(ck);
+    for (size_t i = 1; i < ck->nkeys; i++) {
+        if (strcmp(ck->keys[i - 1].fqn, ck->keys[i].fqn) == 0) {
+            snprintf(err, errlen, "%s: key %s appears twice", ck->source, ck->keys[i].fqn);
+            return -EINVAL;
+        }
+    }
+    for (size_t i = 0; i < ck->nkeys; i++) {
+        ck_key *k = &ck->keys[i];
+        char why[512];
+        if (k->kind == CK_KEY_TENSOR && !k->error && ck_key_check_chunks(k, why, sizeof why)) {
+            k->error = -EIO;
+            fprintf(stderr, "ckptfs: %s: %s; reads of it will fail\n", ck->source, why);
+        }
+    }
+    for (size_t i = 0; i < ck->nfiles; i++) {
+        int fd = open_beneath(ck->root_fd, ck->files[i].path);
+        if (fd == -EXDEV || fd == -ELOOP) {
+            snprintf(err, errlen, "%s: storage path %s leaves the checkpoint directory",
+                     ck->source, ck->files[i].path);
+            return -EINVAL;
+        }
+        if (fd >= 0) {
+            if (i < EAGER_OPEN_MAX)
+                atomic_store(&ck->files[i].fd, fd);
+            else
+                close(fd);
+        }
+        /* A missing file is not fatal: reads that need it fail with EIO. */
+    }
+    return 0;
+}
+
+int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, char *err,
+            size_t errlen)
+{
+    struct stat st;
+    if (errlen)
+        err[0] = '\0';
+    if (stat(source, &st) != 0) {
+        snprintf(err, errlen, "%s: %s", source, strerror(errno));
+        return -errno;
+    }
+    ck_checkpoint *ck = calloc(1, sizeof *ck);
+    if (!ck)
+        return -ENOMEM;
+    pthread_mutex_init(&ck->lock, NULL);
+    ck->root_fd = -1;
+    ck->arena = ck_arena_new();
+    ck->source = strdup(source);
+    int rc = (!ck->arena || !ck->source) ? -ENOMEM : 0;
+    const char *file = NULL;
+    char *dir = NULL;
+    if (!rc && S_ISREG(st.st_mode)) {
+        dir = strdup(source);
+        if (!dir) {
+            rc = -ENOMEM;
+        } else {
+            char *slash = strrchr(dir, '/');
+            if (slash == dir) {
+                dir[1] = '\0';
+                file = source + 1;
+            } else if (slash) {
+                *slash = '\0';
+                file = source + (slash - dir) + 1;
+            } else {
+                strcpy(dir, ".");
+                file = source;
+            }
+        }
+    } else if (!rc && !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a checkpoint (neither a directory nor a file)", source);
+        rc = -EINVAL;
+    }
+    if (!rc) {
+        ck->root_fd = open(dir ? dir : source, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (ck->root_fd < 0) {
+            rc = -errno;
+            snprintf(err, errlen, "%s: %s", dir ? dir : source, strerror(errno));
+        }
+    }
+    if (!rc) {
+        ck->mtime = st.st_mtim;
+        struct stat mst;
+        if (file) {
+            size_t n = strlen(file);
+            if (n < 12 || strcmp(file + n - 12, ".safetensors") != 0) {
+                snprintf(err, errlen, "%s: not a checkpoint (expected a .safetensors file or a directory)",
+                         source);
+                rc = -EINVAL;
+            } else {
+                rc = ck_build_safetensors(ck, file, err, errlen);
+            }
+        } else if (fstatat(ck->root_fd, ".metadata", &mst, 0) == 0) {
+            ck->mtime = mst.st_mtim;
+            rc = ck_build_dcp(ck, err, errlen);
+        } else if (has_safetensors_files(ck->root_fd)) {
+            rc = ck_build_safetensors(ck, NULL, err, errlen);
+        } else {
+            snprintf(err, errlen, "%s: not a checkpoint (no .metadata and no .safetensors files)",
+                     source);
+            rc = -EINVAL;
+        }
+    }
+    if (!rc)
+        rc = finish_model(ck, err, errlen);
+    if (!rc)
+        rc = ck_cache_new(opts && opts->cache_bytes ? opts->cache_bytes : DEFAULT_CACHE_BYTES,
+                          &ck->cache);
+    free(dir);
+    if (ck->file_index) {
+        free(((file_index *)ck->file_index)->slots);
+        free(ck->file_index);
+        ck->file_index = NULL;
+    }
+    if (rc) {
+        if (!err[0])
+            snprintf(err, errlen, "%s: %s", source, strerror(-rc));
+        ck_close(ck);
+        return rc;
+    }
+    *out = ck;
+    return 0;
+}
+
+void ck_close(ck_checkpoint *ck)
+{
+    if (!ck)
+        return;
+    for (size_t i = 0; i < ck->nfiles; i++) {
+        int fd = atomic_load(&ck->files[i].fd);
+        if (fd >= 0)
+            close(fd);
+    }
+    free(ck->files);
+    if (ck->root_fd >= 0)
+        close(ck->root_fd);
+    ck_cache_free(ck->cache);
+    ck_arena_free(ck->arena);
+    pthread_mutex_destroy(&ck->lock);
+    free(ck->source);
+    free(ck);
+}

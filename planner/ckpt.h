@@ -1,0 +1,122 @@
+/* The in-memory model of a mounted checkpoint, whatever its source format:
+ * keys, their dtype and global shape, the chunks that tile them, and where
+ * each chunk's bytes live.  Built by dcp_metadata.c (DCP) or
+ * st_source.c (safetensors); read by the load planner and chunk reader. */
+#ifndef CKPT_CKPT_H
+#define CKPT_CKPT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+#include "dtype.h"
+#include "torch_item.h"
+
+typedef enum { CK_KEY_TENSOR = 0, CK_KEY_BYTES = 1 } ck_key_kind;
+
+/* CK_TF_UNKNOWN: a transform we cannot undo; reads of the chunk fail with EIO. */
+enum { CK_TF_ZSTD = 1u << 0, CK_TF_UNKNOWN = 1u << 31 };
+
+typedef enum {
+    CK_ITEM_TORCH_SAVE = 0, /* a torch.save archive (DCP FileSystemWriter) */
+    CK_ITEM_RAW = 1,        /* C-contiguous element bytes (safetensors) */
+} ck_item_format;
+
+typedef enum { CK_SRC_DCP = 0, CK_SRC_SAFETENSORS = 1, CK_SRC_DCP_HF = 2 } ck_source_kind;
+
+/* How a chunk's row-major image is reached, learnt on first use. */
+typedef struct {
+    bool direct;          /* image = bytes [file_offset, +nbytes) of the file, as is */
+    uint64_t file_offset; /* when direct */
+    uint64_t nbytes;      /* image length: chunk numel * element size (bytes key: payload) */
+    ck_torch_item item;   /* when format is torch.save */
+} ck_chunk_layout;
+
+typedef struct {
+    uint64_t *offsets;   /* ndim entries: where the chunk sits in the tensor */
+    uint64_t *sizes;     /* ndim entries */
+    uint32_t file;       /* index into ck_checkpoint.files */
+    uint64_t offset;     /* item bytes in the file */
+    uint64_t length;
+    uint32_t transforms; /* CK_TF_* */
+    ck_item_format format;
+    /* resolution: 0 = not yet, 1 = ok, < 0 = -errno (sticky) */
+    _Atomic int state;
+    ck_chunk_layout layout;
+} ck_chunk;
+
+typedef struct {
+    char *fqn;
+    ck_key_kind kind;
+    ck_dtype dtype;       /* tensors only */
+    uint32_t ndim;
+    uint64_t *shape;
+    uint64_t numel;
+    uint64_t nbytes;      /* tensors: numel * size; bytes keys: see ck_key_size() */
+    uint32_t nchunks;
+    ck_chunk *chunks;
+    /* 0, or -errno when the key cannot be read at all (chunks that do not
+     * tile it): the mount goes on, reads of this key fail. */
+    int error;
+    /* DCP planner_data: the nested-dict path, kept for commits; may be NULL */
+    char **planner_path;
+    uint8_t *planner_path_is_int; /* element i was an int, not a str */
+    uint32_t planner_path_len;
+} ck_key;
+
+typedef struct {
+    char *path;           /* relative to the checkpoint root */
+    _Atomic int fd;       /* -1 until first opened */
+} ck_file;
+
+typedef struct ck_cache ck_cache;
+
+typedef struct ck_checkpoint {
+    char *source;         /* as given */
+    int root_fd;          /* O_PATH|O_DIRECTORY fd of the root directory */
+    ck_source_kind kind;
+    size_t nkeys;
+    ck_key *keys;         /* sorted by fqn (strcmp) */
+    size_t nfiles;
+    ck_file *files;
+    struct timespec mtime;
+    char *version;        /* Metadata.version or NULL */
+    ck_cache *cache;
+    pthread_mutex_t lock; /* chunk resolution and file opening */
+    void *arena;          /* owner of strings/arrays above (ck_arena) */
+    void *file_index;     /* path -> file index while building (ckpt.c) */
+} ck_checkpoint;
+
+typedef struct {
+    uint64_t cache_bytes; /* decoded-chunk cache bound (default 256 MiB) */
+} ck_open_opts;
+
+/* Opens SOURCE: a DCP directory, a .safetensors file or a directory of them.
+ * Every structural check happens here (see dcp_metadata.c, st_source.c):
+ * bad metadata, storage paths leaving SOURCE, chunks that do not tile the
+ * tensor.  On error returns -errno and writes one line naming the file and
+ * the fault to err. */
+int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, char *err,
+            size_t errlen);
+void ck_close(ck_checkpoint *ck);
+/* For `-o rw,create`: like ck_open, but an empty or missing directory
+ * becomes a new, empty DCP checkpoint (its .metadata written at once). */
+int ck_open_or_create(const char *source, const ck_open_opts *opts, ck_checkpoint **out,
+                      char *err, size_t errlen);
+
+const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn);
+
+/* Opens (once) and returns the fd of file i, refusing symlinks that leave
+ * the root.  0 or -errno. */
+int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd);
+
+/* Size of a key's content: numel*elsize for tensors, the decoded payload for
+ * bytes keys (may decode a zstd item). */
+int ck_key_size(ck_checkpoint *ck, const ck_key *key, uint64_t *size);
+
+/* Checks that chunks lie inside the shape, do not overlap and cover it.
+ * ck_open runs it on every tensor key and marks failing keys' error. */
+int ck_key_check_chunks(const ck_key *key, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,29 @@
+/* Internal to planner/: the source-specific builders ck_open() calls.
+ * Each fills ck->keys/nkeys and ck->files/nfiles (allocated from
+ * ck->arena; keys in any order, ck_open sorts and checks them) and sets
+ * ck->kind.  ck->root_fd is already open on the root directory. */
+#ifndef CKPT_CKPT_BUILD_H
+#define CKPT_CKPT_BUILD_H
+
+#include "ckpt.h"
+
+/* DCP: parse root/.metadata (dcp_metadata.c). */
+int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen);
+/* Safetensors (st_source.c): `file` is the name of one .safetensors file in
+ * the root directory, or NULL for every *.safetensors there (using
+ * model.safetensors.index.json when present to check completeness).
+ * DCP_SHARDING_INFO pieces become chunks of one key (kind CK_SRC_DCP_HF). */
+int ck_build_safetensors(ck_checkpoint *ck, const char *file, char *err, size_t errlen);
+
+/* Registers a data file path (relative, already validated) and returns its
+ * index; the same path twice gives the same index.  -EINVAL for paths that
+ * are absolute, contain "..", or are empty. */
+int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index);
+
+/* Sorts ck->keys by fqn so ck_find_key works (ck_open sorts again). */
+void ck_sort_keys(ck_checkpoint *ck);
+/* Sets numel and nbytes from shape and dtype; -EOVERFLOW if they overflow,
+ * -EINVAL for an unknown dtype. */
+int ck_key_compute_size(ck_key *k);
+
+#endif

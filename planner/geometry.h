@@ -1,0 +1,33 @@
+/* Chunk geometry and the load planner: which chunk bytes make up a byte
+ * range of a tensor's row-major image. */
+#ifndef CKPT_GEOMETRY_H
+#define CKPT_GEOMETRY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ckpt.h"
+
+typedef struct {
+    uint32_t chunk;   /* index into key->chunks */
+    uint64_t src_off; /* byte offset in the chunk's row-major image */
+    uint64_t dst_off; /* byte offset in the tensor's row-major image */
+    uint64_t len;     /* bytes */
+} ck_read;
+
+typedef struct {
+    ck_read *v;
+    size_t n, cap;
+} ck_read_vec;
+
+void ck_read_vec_free(ck_read_vec *rv);
+
+/* Appends to out the reads that cover bytes [start, start+len) of key's
+ * image (clipped to its size).  Contiguous runs are merged: a row-sharded
+ * tensor yields one read per chunk touched.  Returns 0, -EIO if some byte
+ * is covered by no chunk, -ENOMEM, -EOVERFLOW. */
+int ck_load_plan_for_range(const ck_key *key, uint64_t start, uint64_t len, ck_read_vec *out);
+
+/* numel of a shape with overflow check: 0 or -EOVERFLOW. */
+int ck_shape_numel(uint32_t ndim, const uint64_t *shape, uint64_t *numel);
+
+#endif
