@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include <fuse_lowlevel.h>
+
 #include "ops.h"
 #include "views.h"
 
@@ -44,6 +46,35 @@ static void raise_fd_limit(void)
     }
 }
 
+/* fuse_main, spelled out so the loop gets its settings from us. */
+static int run_fuse(struct fuse_args *args, const struct fuse_operations *ops, fs_mount *m)
+{
+    struct fuse_cmdline_opts co;
+    if (fuse_parse_cmdline(args, &co) != 0)
+        return 1;
+    int rc = 1;
+    struct fuse *f = fuse_new(args, ops, sizeof *ops, m);
+    if (!f)
+        goto out;
+    if (fuse_mount(f, co.mountpoint) != 0)
+        goto out_destroy;
+    if (fuse_daemonize(co.foreground) != 0)
+        goto out_unmount;
+    struct fuse_session *se = fuse_get_session(f);
+    if (fuse_set_signal_handlers(se) != 0)
+        goto out_unmount;
+    rc = co.singlethread ? fuse_loop(f) : fuse_loop_mt(f, co.clone_fd);
+    rc = rc ? 1 : 0;
+    fuse_remove_signal_handlers(se);
+out_unmount:
+    fuse_unmount(f);
+out_destroy:
+    fuse_destroy(f);
+out:
+    free(co.mountpoint);
+    return rc;
+}
+
 int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -57,10 +88,8 @@ int main(int argc, char *argv[])
     }
     if (m.opts.show_help) {
         fs_options_usage(argv[0]);
-        fuse_opt_add_arg(&args, "--help");
-        args.argv[0][0] = '\0';
-        struct fuse_operations none = { 0 };
-        fuse_main(args.argc, args.argv, &none, NULL);
+        fuse_cmdline_help();
+        fuse_lib_help(&args);
         return 0;
     }
     if (!m.opts.source || !m.opts.mountpoint) {
@@ -106,7 +135,7 @@ int main(int argc, char *argv[])
     fuse_opt_add_arg(&args, "-ofsname=ckptfs");
     fuse_opt_add_arg(&args, "-osubtype=ckptfs");
 
-    rc = fuse_main(args.argc, args.argv, &ops, &m);
+    rc = run_fuse(&args, &ops, &m);
 
     if (m.opts.rw)
         fs_unmount_commit(&m); /* pending writes: last chance, see ops_write.c */

@@ -8,11 +8,6 @@
 
 enum { KEY_HELP, KEY_VERSION, KEY_RW, KEY_RO, KEY_CACHE };
 
-typedef struct {
-    fs_options *opts;
-    int bad;
-} parse_ctx;
-
 #define OPT(t, p) { t, offsetof(fs_options, p), 1 }
 static const struct fuse_opt option_spec[] = {
     OPT("flat", flat),
@@ -55,25 +50,24 @@ int fs_parse_size(const char *s, uint64_t *out)
 
 static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
-    parse_ctx *ctx = data;
-    fs_options *o = ctx->opts;
+    fs_options *o = data;
     switch (key) {
     case KEY_HELP:
-        o->show_help = true;
+        o->show_help = 1;
         return 0;
     case KEY_VERSION:
-        o->show_version = true;
+        o->show_version = 1;
         return 0;
     case KEY_RW:
-        o->rw = true;
+        o->rw = 1;
         return 0; /* ours: read-only is the default and adds "ro" itself */
     case KEY_RO:
-        o->rw = false;
+        o->rw = 0;
         return 0;
     case KEY_CACHE:
         if (fs_parse_size(arg + strlen("cache="), &o->cache_bytes)) {
             fprintf(stderr, "ckptfs: bad -o %s (want a size such as 256M or 2G)\n", arg);
-            ctx->bad = 1;
+            o->parse_error = 1;
         }
         return 0;
     case FUSE_OPT_KEY_NONOPT:
@@ -86,7 +80,7 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
             return 1; /* libfuse needs the mountpoint too */
         }
         fprintf(stderr, "ckptfs: unexpected argument '%s'\n", arg);
-        ctx->bad = 1;
+        o->parse_error = 1;
         return 0;
     default:
         return 1;
@@ -116,8 +110,7 @@ void fs_options_usage(const char *prog)
 
 int fs_options_parse(struct fuse_args *args, fs_options *opts)
 {
-    parse_ctx ctx = { opts, 0 };
     if (fuse_opt_parse(args, opts, option_spec, option_proc) != 0)
         return -EINVAL;
-    return ctx.bad ? -EINVAL : 0;
+    return opts->parse_error ? -EINVAL : 0;
 }

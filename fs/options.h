@@ -10,8 +10,10 @@ typedef struct {
     char *source;
     char *mountpoint;
     uint64_t cache_bytes; /* -o cache=SIZE */
-    bool rw, create, flat, npy;
-    bool show_help, show_version;
+    /* ints, not bools: fuse_opt stores option values through an int pointer */
+    int rw, create, flat, npy;
+    int show_help, show_version;
+    int parse_error;
 } fs_options;
 
 /* Parses argv; leaves libfuse's own options in args.  Returns 0, or -EINVAL
