@@ -229,6 +229,31 @@ static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size
     return 0;
 }
 
+/* Above this many runs a request is served by copying (ck_execute_plan
+ * fetches each chunk's rows with one pread) rather than by splicing every
+ * short run on its own. */
+#define SPLICE_MAX_RUNS 16
+
+static int read_plan_into_memory(fs_mount *m, const ck_key *key, const ck_read_vec *plan,
+                                 uint64_t off, struct fuse_bufvec **bufp)
+{
+    uint64_t size = 0;
+    for (size_t i = 0; i < plan->n; i++)
+        size += plan->v[i].len;
+    uint8_t *mem = malloc(size ? size : 1);
+    struct fuse_bufvec *bv = bv_new(1);
+    int rc = (!mem || !bv) ? -ENOMEM : ck_execute_plan(m->ck, key, plan, off, mem);
+    if (rc) {
+        free(mem);
+        free(bv);
+        return rc;
+    }
+    bv->count = 1;
+    bv->buf[0] = (struct fuse_buf){ .size = size, .mem = mem };
+    *bufp = bv;
+    return 0;
+}
+
 /* A tensor read: direct chunk runs become fd buffers, the rest is copied
  * into memory buffers between them. */
 static int read_tensor(fs_mount *m, const ck_key *key, uint64_t off, size_t size,
@@ -236,6 +261,11 @@ static int read_tensor(fs_mount *m, const ck_key *key, uint64_t off, size_t size
 {
     ck_read_vec plan = { 0 };
     int rc = key->error ? key->error : ck_load_plan_for_range(key, off, size, &plan);
+    if (!rc && plan.n > SPLICE_MAX_RUNS) {
+        rc = read_plan_into_memory(m, key, &plan, off, bufp);
+        ck_read_vec_free(&plan);
+        return rc == -ENOMEM ? rc : (rc ? -EIO : 0);
+    }
     bufvec_builder b = { bv_new(8), 8 };
     if (!b.bv)
         rc = rc ? rc : -ENOMEM;

@@ -323,6 +323,122 @@ int ck_key_size(ck_checkpoint *ck, const ck_key *key, uint64_t *size)
     return 0;
 }
 
+/* Coalescing: the reads one chunk contributes to a request are usually
+ * rows lying close together in its image (a column-sharded tensor gives
+ * one short run per row).  One pread of their whole span into a scratch
+ * buffer, then scattering, beats a syscall per row.  Spans much larger
+ * than the bytes wanted are not worth it. */
+#define COALESCE_MAX_SPAN (8ull << 20)
+
+static int cmp_read_by_chunk(const void *a, const void *b)
+{
+    const ck_read *x = *(const ck_read *const *)a, *y = *(const ck_read *const *)b;
+    if (x->chunk != y->chunk)
+        return x->chunk < y->chunk ? -1 : 1;
+    return x->src_off < y->src_off ? -1 : x->src_off > y->src_off;
+}
+
+static int pread_full(int fd, void *dst, size_t len, uint64_t off)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, (uint8_t *)dst + got, len - got, (off_t)(off + got));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -EIO;
+        }
+        if (r == 0)
+            return -EIO;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+/* Executes reads[0..n) (all of one chunk, sorted by src_off) into dst,
+ * whose byte 0 is tensor byte `base`. */
+static int read_chunk_group(ck_checkpoint *ck, const ck_key *key, ck_read *const *reads, size_t n,
+                            uint64_t base, uint8_t *dst, uint8_t **scratch, size_t *scratch_cap)
+{
+    ck_chunk *c = &key->chunks[reads[0]->chunk];
+    int rc = ck_chunk_resolve(ck, key, c);
+    if (rc)
+        return rc;
+    uint64_t lo = reads[0]->src_off, hi = 0, want = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t e = reads[i]->src_off + reads[i]->len;
+        hi = e > hi ? e : hi;
+        want += reads[i]->len;
+    }
+    if (hi > c->layout.nbytes)
+        return -EIO;
+    if (!c->layout.direct) {
+        ck_cache_entry *e;
+        rc = cached_image(ck, key, c, &e);
+        if (rc)
+            return rc;
+        uint64_t len;
+        const uint8_t *img = ck_cache_entry_data(e, &len);
+        if (hi <= len)
+            for (size_t i = 0; i < n; i++)
+                memcpy(dst + (reads[i]->dst_off - base), img + reads[i]->src_off, reads[i]->len);
+        else
+            rc = -EIO;
+        ck_cache_release(ck->cache, e);
+        return rc;
+    }
+    int fd;
+    if (ck_file_fd(ck, c->file, &fd))
+        return -EIO;
+    uint64_t span = hi - lo;
+    if (n > 1 && span <= COALESCE_MAX_SPAN && span <= 2 * want) {
+        if (*scratch_cap < span) {
+            uint8_t *s = realloc(*scratch, span);
+            if (!s)
+                return -ENOMEM;
+            *scratch = s;
+            *scratch_cap = span;
+        }
+        rc = pread_full(fd, *scratch, span, c->layout.file_offset + lo);
+        for (size_t i = 0; !rc && i < n; i++)
+            memcpy(dst + (reads[i]->dst_off - base), *scratch + (reads[i]->src_off - lo),
+                   reads[i]->len);
+    } else {
+        for (size_t i = 0; !rc && i < n; i++)
+            rc = pread_full(fd, dst + (reads[i]->dst_off - base), reads[i]->len,
+                            c->layout.file_offset + reads[i]->src_off);
+    }
+    if (rc == -EIO)
+        return chunk_fail(ck, key, c, -EIO, "file shrank under the mount");
+    return rc;
+}
+
+int ck_execute_plan(ck_checkpoint *ck, const ck_key *key, const ck_read_vec *plan, uint64_t base,
+                    void *dst)
+{
+    if (plan->n == 0)
+        return 0;
+    ck_read **order = malloc(plan->n * sizeof *order);
+    if (!order)
+        return -ENOMEM;
+    for (size_t i = 0; i < plan->n; i++)
+        order[i] = &plan->v[i];
+    qsort(order, plan->n, sizeof *order, cmp_read_by_chunk);
+    uint8_t *scratch = NULL;
+    size_t scratch_cap = 0;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < plan->n;) {
+        size_t j = i + 1;
+        while (j < plan->n && order[j]->chunk == order[i]->chunk)
+            j++;
+        rc = read_chunk_group(ck, key, order + i, j - i, base, dst, &scratch, &scratch_cap);
+        i = j;
+    }
+    free(scratch);
+    free(order);
+    return rc;
+}
+
 int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
                 size_t *got)
 {
@@ -344,11 +460,8 @@ int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, s
     }
     ck_read_vec plan = { 0 };
     rc = ck_load_plan_for_range(key, off, n, &plan);
-    for (size_t i = 0; !rc && i < plan.n; i++) {
-        const ck_read *r = &plan.v[i];
-        rc = ck_chunk_read(ck, key, &key->chunks[r->chunk], r->src_off,
-                           (uint8_t *)dst + (r->dst_off - off), (size_t)r->len);
-    }
+    if (!rc)
+        rc = ck_execute_plan(ck, key, &plan, off, dst);
     ck_read_vec_free(&plan);
     if (!rc)
         *got = (size_t)n;

@@ -5,6 +5,7 @@
 #define CKPT_CHUNK_READER_H
 
 #include "ckpt.h"
+#include "geometry.h"
 
 /* Learns the chunk's layout (parses the zip and data.pkl).  0 or -errno;
  * failures are logged once with key, file and offset and are sticky. */
@@ -17,6 +18,12 @@ int ck_chunk_direct(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int *fd, 
 /* Copies len bytes of the chunk's image starting at off into dst. */
 int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t off, void *dst,
                   size_t len);
+
+/* Carries out a load plan into dst (dst[0] is tensor byte `base`): reads
+ * are grouped per chunk; a direct chunk's nearby runs are fetched with one
+ * pread of their span, a decoded chunk's from one cache lookup. */
+int ck_execute_plan(ck_checkpoint *ck, const ck_key *key, const ck_read_vec *plan, uint64_t base,
+                    void *dst);
 
 /* Reads bytes [off, off+len) of a key's content into dst (clipped at its
  * size); *got receives the count.  Uses the load planner for tensors. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,10 +24,13 @@ typedef struct {
     size_t errlen;
 } dcp_ctx;
 
-static int fail(dcp_ctx *c, const char *fmt, const char *what)
+__attribute__((format(printf, 2, 3))) static int fail(dcp_ctx *c, const char *fmt, ...)
 {
     char msg[384];
-    snprintf(msg, sizeof msg, fmt, what ? what : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
     snprintf(c->err, c->errlen, "%s/.metadata: corrupt metadata: %s", c->ck->source, msg);
     return -EINVAL;
 }
@@ -185,7 +189,7 @@ static int build_keys(dcp_ctx *c, const pk_value *sdm)
 {
     ck_checkpoint *ck = c->ck;
     if (!sdm || sdm->kind != PK_DICT)
-        return fail(c, "%sstate_dict_metadata is not a dict", "");
+        return fail(c, "state_dict_metadata is not a dict");
     ck->nkeys = sdm->u.dict.len;
     ck->keys = ck_arena_calloc(ck->arena, ck->nkeys ? ck->nkeys : 1, sizeof *ck->keys);
     if (!ck->keys)
@@ -193,7 +197,7 @@ static int build_keys(dcp_ctx *c, const pk_value *sdm)
     for (size_t i = 0; i < ck->nkeys; i++) {
         const char *fqn = pk_as_str(sdm->u.dict.keys[i]);
         if (!fqn)
-            return fail(c, "%sa key is not a string", "");
+            return fail(c, "a key is not a string");
         ck_key *k = &ck->keys[i];
         k->fqn = ck_arena_strdup(ck->arena, fqn);
         if (!k->fqn)
@@ -249,11 +253,11 @@ static int read_transforms(dcp_ctx *c, const pk_value *td, uint32_t *out)
     if (!td || td->kind == PK_NONE)
         return 0;
     if (td->kind != PK_LIST && td->kind != PK_TUPLE)
-        return fail(c, "%stransform_descriptors is not a list", "");
+        return fail(c, "transform_descriptors is not a list");
     for (size_t i = 0; i < pk_seq_len(td); i++) {
         const char *s = pk_as_str(pk_seq_at(td, i));
         if (!s)
-            return fail(c, "%stransform descriptor is not a string", "");
+            return fail(c, "transform descriptor is not a string");
         if (strcmp(s, "stream.zstd/1") == 0 || strcmp(s, "stream.zstd") == 0)
             *out |= CK_TF_ZSTD;
         else
@@ -266,12 +270,12 @@ static int build_storage(dcp_ctx *c, const pk_value *sd)
 {
     ck_checkpoint *ck = c->ck;
     if (!sd || sd->kind != PK_DICT)
-        return fail(c, "%sstorage_data is not a dict", "");
+        return fail(c, "storage_data is not a dict");
     for (size_t i = 0; i < sd->u.dict.len; i++) {
         const pk_value *mi = fields_of(sd->u.dict.keys[i]);
         const pk_value *si = fields_of(sd->u.dict.vals[i]);
         if (!mi || !si)
-            return fail(c, "%sstorage_data entry is not MetadataIndex -> _StorageInfo", "");
+            return fail(c, "storage_data entry is not MetadataIndex -> _StorageInfo");
         const char *fqn = pk_as_str(pk_dict_get(mi, "fqn"));
         ck_key *k = fqn ? (ck_key *)ck_find_key(ck, fqn) : NULL;
         if (!k)
@@ -365,7 +369,7 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
     const char *cls = class_name(root);
     const pk_value *fields = fields_of(root);
     if (!cls || strcmp(cls, "Metadata") != 0 || !fields) {
-        rc = fail(&c, "%sthe pickle is not a DCP Metadata object", "");
+        rc = fail(&c, "the pickle is not a DCP Metadata object");
     } else {
         ck->kind = CK_SRC_DCP;
         rc = build_keys(&c, pk_dict_get(fields, "state_dict_metadata"));
