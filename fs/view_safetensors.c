@@ -1,0 +1,338 @@
+/* The safetensors view of a directory (see view_safetensors.h).
+ *
+ * Data regions follow each other in name order with no gap: the reference
+ * reader (safetensors' Metadata::validate) rejects a file whose regions,
+ * taken in offset order, leave a hole or do not end at the end of the
+ * file.  The header is padded with spaces to a multiple of 8 so every
+ * region starts 8-byte aligned, as safetensors' own writer does. */
+#include "view_safetensors.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "chunk_reader.h"
+#include "json_num.h"
+
+typedef struct {
+    const char *name; /* suffix of key->fqn */
+    const ck_key *key;
+} member;
+
+typedef struct {
+    member *v;
+    size_t n, cap;
+} member_vec;
+
+static int member_push(member_vec *mv, const char *name, const ck_key *k)
+{
+    if (mv->n == mv->cap) {
+        size_t cap = mv->cap ? mv->cap * 2 : 64;
+        member *v = realloc(mv->v, cap * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        mv->v = v;
+        mv->cap = cap;
+    }
+    mv->v[mv->n++] = (member){ name, k };
+    return 0;
+}
+
+static int cmp_member(const void *a, const void *b)
+{
+    return strcmp(((const member *)a)->name, ((const member *)b)->name);
+}
+
+/* The name of a key inside DIR's view: its FQN without DIR's components.
+ * Taken from the FQN, not the tree path, so escaped components ("%2F")
+ * come out as the original characters. */
+static const char *relative_name(const char *fqn, size_t depth)
+{
+    const char *p = fqn;
+    for (size_t i = 0; i < depth; i++) {
+        const char *dot = strchr(p, '.');
+        if (!dot)
+            return fqn; /* cannot happen for a key under DIR */
+        p = dot + 1;
+    }
+    return p;
+}
+
+/* Every file under dir, depth first without recursion (FQNs may be deep). */
+static int collect(const fs_node *dir, size_t depth, member_vec *out)
+{
+    const fs_node **stack = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    const fs_node *cur = dir;
+    for (;;) {
+        if (cur->is_dir) {
+            for (size_t i = 0; i < cur->nchildren; i++) {
+                if (n == cap) {
+                    size_t nc = cap ? cap * 2 : 64;
+                    const fs_node **s = realloc(stack, nc * sizeof *s);
+                    if (!s) {
+                        rc = -ENOMEM;
+                        goto out;
+                    }
+                    stack = s;
+                    cap = nc;
+                }
+                stack[n++] = cur->children[i];
+            }
+        } else if (cur->key) {
+            rc = member_push(out, relative_name(cur->key->fqn, depth), cur->key);
+            if (rc)
+                goto out;
+        }
+        if (!n)
+            break;
+        cur = stack[--n];
+    }
+out:
+    free(stack);
+    return rc;
+}
+
+static size_t node_depth(const fs_node *n)
+{
+    size_t d = 0;
+    for (; n && n->parent; n = n->parent)
+        d++;
+    return d;
+}
+
+/* Why k cannot be in a safetensors file, or NULL if it can. */
+static const char *skip_reason(const ck_key *k, char *buf, size_t cap)
+{
+    if (k->kind == CK_KEY_BYTES)
+        return "bytes entry (not a tensor)";
+    if (k->error) {
+        snprintf(buf, cap, "unreadable: %s", strerror(-k->error));
+        return buf;
+    }
+    const ck_dtype_info *info = ck_dtype_get(k->dtype);
+    if (!info)
+        return "unknown dtype";
+    if (!info->st_name) {
+        snprintf(buf, cap, "dtype %s has no safetensors name", info->torch_name);
+        return buf;
+    }
+    if (k->dtype == CK_DT_FLOAT4_E2M1FN_X2 && k->ndim == 0)
+        return "0-d float4_e2m1fn_x2 has no safetensors shape";
+    return NULL;
+}
+
+/* {"dtype", "shape", "data_offsets"} of one tensor. */
+static cJSON *tensor_json(const ck_key *k, uint64_t begin, uint64_t end)
+{
+    const ck_dtype_info *info = ck_dtype_get(k->dtype);
+    cJSON *o = cJSON_CreateObject();
+    cJSON *shape = fs_json_u64_array(k->shape, k->ndim);
+    uint64_t offs[2] = { begin, end };
+    cJSON *data = fs_json_u64_array(offs, 2);
+    bool ok = o && shape && data && cJSON_AddStringToObject(o, "dtype", info->st_name);
+    /* safetensors' F4 counts 4-bit values; torch's float4_e2m1fn_x2 packs two a byte */
+    if (ok && k->dtype == CK_DT_FLOAT4_E2M1FN_X2) {
+        uint64_t last;
+        cJSON *l = NULL;
+        ok = !__builtin_mul_overflow(k->shape[k->ndim - 1], 2, &last) &&
+             (l = fs_json_u64(last)) && cJSON_ReplaceItemInArray(shape, (int)k->ndim - 1, l);
+        if (!ok)
+            cJSON_Delete(l);
+    }
+    if (ok && cJSON_AddItemToObject(o, "shape", shape)) {
+        shape = NULL;
+        if (cJSON_AddItemToObject(o, "data_offsets", data))
+            return o;
+    }
+    cJSON_Delete(shape);
+    cJSON_Delete(data);
+    cJSON_Delete(o);
+    return NULL;
+}
+
+static cJSON *skipped_entry(const char *name, const char *reason)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o && cJSON_AddStringToObject(o, "name", name) &&
+        cJSON_AddStringToObject(o, "reason", reason))
+        return o;
+    cJSON_Delete(o);
+    return NULL;
+}
+
+/* __metadata__ values must be strings (a map of str to str), so the skipped
+ * list is stored as JSON text. */
+static int add_skipped(cJSON *meta, cJSON *skipped)
+{
+    if (cJSON_GetArraySize(skipped) == 0)
+        return 0;
+    char *text = cJSON_PrintUnformatted(skipped);
+    if (!text)
+        return -ENOMEM;
+    int rc = cJSON_AddStringToObject(meta, "ckptfs.skipped", text) ? 0 : -ENOMEM;
+    cJSON_free(text);
+    return rc;
+}
+
+static int build_header(fs_st_view *out, cJSON *root)
+{
+    char *text = cJSON_PrintUnformatted(root);
+    if (!text)
+        return -ENOMEM;
+    size_t len = strlen(text), padded, total;
+    int rc = 0;
+    /* 8 + padded is a multiple of 8: padded is len rounded up to 8 */
+    if (__builtin_add_overflow(len, 7, &padded))
+        rc = -EOVERFLOW;
+    padded &= ~(size_t)7;
+    if (!rc && __builtin_add_overflow(padded, 8, &total))
+        rc = -EOVERFLOW;
+    if (!rc && !(out->header = malloc(total)))
+        rc = -ENOMEM;
+    if (!rc) {
+        uint64_t n = padded;
+        for (int i = 0; i < 8; i++)
+            out->header[i] = (uint8_t)(n >> (8 * i));
+        memcpy(out->header + 8, text, len);
+        memset(out->header + 8 + len, ' ', padded - len);
+        out->header_len = total;
+    }
+    cJSON_free(text);
+    return rc;
+}
+
+int fs_st_view_build(const fs_node *dir, fs_st_view *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!dir->is_dir)
+        return -ENOTDIR;
+    member_vec mv = { 0 };
+    cJSON *root = cJSON_CreateObject();
+    cJSON *skipped = cJSON_CreateArray();
+    /* first, so a reader meets it before the tensors; filled after the walk */
+    cJSON *meta = root ? cJSON_AddObjectToObject(root, "__metadata__") : NULL;
+    int rc = skipped && meta && cJSON_AddStringToObject(meta, "format", "pt") ? 0 : -ENOMEM;
+    if (!rc)
+        rc = collect(dir, node_depth(dir), &mv);
+    if (!rc && mv.n) {
+        qsort(mv.v, mv.n, sizeof *mv.v, cmp_member);
+        if (!(out->entries = calloc(mv.n, sizeof *out->entries)))
+            rc = -ENOMEM;
+    }
+    uint64_t off = 0;
+    for (size_t i = 0; !rc && i < mv.n; i++) {
+        const ck_key *k = mv.v[i].key;
+        char why[160];
+        const char *reason = strcmp(mv.v[i].name, "__metadata__") == 0
+                                 ? "name reserved by safetensors"
+                                 : skip_reason(k, why, sizeof why);
+        if (reason) {
+            cJSON *e = skipped_entry(mv.v[i].name, reason);
+            if (!e || !cJSON_AddItemToArray(skipped, e)) {
+                cJSON_Delete(e);
+                rc = -ENOMEM;
+            }
+            continue;
+        }
+        uint64_t end;
+        if (__builtin_add_overflow(off, k->nbytes, &end)) {
+            rc = -EOVERFLOW;
+            break;
+        }
+        cJSON *t = tensor_json(k, off, end);
+        if (!t || !cJSON_AddItemToObject(root, mv.v[i].name, t)) {
+            cJSON_Delete(t);
+            rc = -ENOMEM;
+            break;
+        }
+        fs_st_entry *e = &out->entries[out->nentries];
+        rc = fs_key_ref_init(&e->ref, k);
+        if (rc)
+            break;
+        out->nentries++;
+        e->begin = off;
+        e->end = end;
+        off = end;
+    }
+    if (!rc)
+        rc = add_skipped(meta, skipped);
+    if (!rc)
+        rc = build_header(out, root);
+    if (!rc && __builtin_add_overflow(off, (uint64_t)out->header_len, &out->size))
+        rc = -EOVERFLOW;
+    for (size_t i = 0; !rc && i < out->nentries; i++) {
+        out->entries[i].begin += out->header_len;
+        out->entries[i].end += out->header_len;
+    }
+    cJSON_Delete(skipped);
+    cJSON_Delete(root);
+    free(mv.v);
+    if (rc)
+        fs_st_view_clear(out);
+    return rc;
+}
+
+void fs_st_view_clear(fs_st_view *v)
+{
+    for (size_t i = 0; i < v->nentries; i++)
+        fs_key_ref_clear(&v->entries[i].ref);
+    free(v->entries);
+    free(v->header);
+    memset(v, 0, sizeof *v);
+}
+
+/* Index of the first entry whose region ends after off. */
+static size_t first_entry_after(const fs_st_view *v, uint64_t off)
+{
+    size_t lo = 0, hi = v->nentries;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v->entries[mid].end <= off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, bool current, uint64_t off,
+                    void *dst, size_t len, size_t *got)
+{
+    *got = 0;
+    if (off >= v->size || len == 0)
+        return 0;
+    if (len > v->size - off)
+        len = (size_t)(v->size - off);
+    uint8_t *out = dst;
+    size_t done = 0;
+    if (off < v->header_len) {
+        size_t n = v->header_len - (size_t)off < len ? v->header_len - (size_t)off : len;
+        memcpy(out, v->header + off, n);
+        done = n;
+    }
+    for (size_t i = first_entry_after(v, off + done); done < len && i < v->nentries; i++) {
+        const fs_st_entry *e = &v->entries[i];
+        uint64_t pos = off + done;
+        if (e->end <= pos)
+            continue; /* an empty tensor */
+        uint64_t in_e = pos - e->begin;
+        size_t want = e->end - pos < len - done ? (size_t)(e->end - pos) : len - done;
+        const ck_key *k;
+        size_t n;
+        int rc = fs_key_ref_get(ck, &e->ref, current, &k);
+        if (!rc)
+            rc = ck_key_read(ck, k, in_e, out + done, want, &n);
+        if (rc)
+            return rc;
+        if (n != want)
+            return -EIO; /* the key is shorter than its dtype and shape say */
+        done += n;
+    }
+    if (done != len)
+        return -EIO; /* cannot happen: the regions tile the data */
+    *got = done;
+    return 0;
+}

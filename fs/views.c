@@ -1,0 +1,417 @@
+/* Views for frameworks: which path names which view, the view objects
+ * (reference counted: FUSE threads hold them across open/read/release) and
+ * the cache of the ones that cost something to build (safetensors headers
+ * per directory, metadata.json).
+ *
+ * A view may outlive the checkpoint it was built from: fs_views_invalidate
+ * bumps a generation, and a view of an older generation reads through the
+ * keys of the same FQN in the new checkpoint (view_key.h). */
+#include "views.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include "view_metadata.h"
+#include "view_npy.h"
+#include "view_safetensors.h"
+
+#define CKPTFS_DIR "/.ckptfs"
+#define CKPTFS_MODEL "model.safetensors"
+#define CKPTFS_METADATA "metadata.json"
+#define NPY_SUFFIX ".npy"
+#define ST_SUFFIX ".safetensors"
+
+typedef enum { VIEW_NPY, VIEW_ST, VIEW_JSON, VIEW_CKPTFS_DIR } view_kind;
+
+struct fs_view {
+    _Atomic unsigned long refs;
+    view_kind kind;
+    uint64_t gen; /* fs_views.gen when built */
+    union {
+        fs_npy_view npy;
+        fs_st_view st;
+        struct {
+            char *text;
+            size_t len;
+        } json;
+    } u;
+};
+
+typedef struct cache_entry {
+    char *path; /* the directory's tree path ("/" for the whole checkpoint) */
+    fs_view *view;
+    struct cache_entry *next;
+} cache_entry;
+
+struct fs_views {
+    pthread_mutex_t lock; /* the cache below */
+    _Atomic uint64_t gen;
+    cache_entry **buckets;
+    size_t nbuckets, count;
+    fs_view *metadata;
+};
+
+/* ---- view objects ---- */
+
+static fs_view *view_new(fs_views *vs, view_kind kind)
+{
+    fs_view *v = calloc(1, sizeof *v);
+    if (v) {
+        atomic_init(&v->refs, 1);
+        v->kind = kind;
+        v->gen = atomic_load(&vs->gen);
+    }
+    return v;
+}
+
+static void view_ref(fs_view *v)
+{
+    atomic_fetch_add(&v->refs, 1);
+}
+
+static void view_unref(fs_view *v)
+{
+    if (!v || atomic_fetch_sub(&v->refs, 1) != 1)
+        return;
+    switch (v->kind) {
+    case VIEW_NPY: fs_npy_view_clear(&v->u.npy); break;
+    case VIEW_ST: fs_st_view_clear(&v->u.st); break;
+    case VIEW_JSON: free(v->u.json.text); break;
+    case VIEW_CKPTFS_DIR: break;
+    }
+    free(v);
+}
+
+void fs_view_release(fs_mount *m, fs_view *v)
+{
+    view_unref(v);
+}
+
+int fs_view_is_dir(const fs_view *v)
+{
+    return v->kind == VIEW_CKPTFS_DIR;
+}
+
+uint64_t fs_view_size(const fs_view *v)
+{
+    switch (v->kind) {
+    case VIEW_NPY: return v->u.npy.size;
+    case VIEW_ST: return v->u.st.size;
+    case VIEW_JSON: return v->u.json.len;
+    case VIEW_CKPTFS_DIR: return 0;
+    }
+    return 0;
+}
+
+/* Valid while the view's generation is current, which the caller's hold
+ * of m->lock guarantees for a view it has just looked up. */
+const ck_key *fs_view_key(const fs_view *v)
+{
+    return v->kind == VIEW_NPY ? v->u.npy.ref.key : NULL;
+}
+
+int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, size_t *got)
+{
+    bool current = v->gen == atomic_load(&m->views->gen);
+    *got = 0;
+    switch (v->kind) {
+    case VIEW_NPY: return fs_npy_view_read(m->ck, &v->u.npy, current, off, dst, len, got);
+    case VIEW_ST: return fs_st_view_read(m->ck, &v->u.st, current, off, dst, len, got);
+    case VIEW_JSON:
+        if (off < v->u.json.len) {
+            size_t n = v->u.json.len - (size_t)off < len ? v->u.json.len - (size_t)off : len;
+            memcpy(dst, v->u.json.text + off, n);
+            *got = n;
+        }
+        return 0;
+    case VIEW_CKPTFS_DIR: return -EISDIR;
+    }
+    return -EINVAL;
+}
+
+int fs_view_list(fs_mount *m, fs_view *v, int (*fill)(void *ctx, const char *name), void *ctx)
+{
+    if (v->kind != VIEW_CKPTFS_DIR)
+        return -ENOTDIR;
+    int rc = fill(ctx, CKPTFS_METADATA);
+    return rc ? rc : fill(ctx, CKPTFS_MODEL);
+}
+
+int fs_view_npy_name(const char *name, char *out, size_t cap)
+{
+    size_t n = strlen(name), s = sizeof NPY_SUFFIX; /* counts the NUL */
+    if (n >= cap || s > cap - n)
+        return -ENAMETOOLONG;
+    memcpy(out, name, n);
+    memcpy(out + n, NPY_SUFFIX, s);
+    return 0;
+}
+
+/* ---- the cache ---- */
+
+static uint64_t hash_str(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ull;
+    return h;
+}
+
+int fs_views_new(fs_mount *m, fs_views **out)
+{
+    fs_views *vs = calloc(1, sizeof *vs);
+    if (!vs)
+        return -ENOMEM;
+    vs->nbuckets = 64;
+    vs->buckets = calloc(vs->nbuckets, sizeof *vs->buckets);
+    if (!vs->buckets) {
+        free(vs);
+        return -ENOMEM;
+    }
+    int rc = pthread_mutex_init(&vs->lock, NULL);
+    if (rc) {
+        free(vs->buckets);
+        free(vs);
+        return -rc;
+    }
+    atomic_init(&vs->gen, 0);
+    *out = vs;
+    return 0;
+}
+
+/* Caller holds vs->lock. */
+static void drop_cached(fs_views *vs)
+{
+    for (size_t i = 0; i < vs->nbuckets; i++) {
+        cache_entry *e = vs->buckets[i];
+        while (e) {
+            cache_entry *next = e->next;
+            view_unref(e->view);
+            free(e->path);
+            free(e);
+            e = next;
+        }
+        vs->buckets[i] = NULL;
+    }
+    vs->count = 0;
+    view_unref(vs->metadata);
+    vs->metadata = NULL;
+}
+
+void fs_views_free(fs_views *vs)
+{
+    if (!vs)
+        return;
+    drop_cached(vs);
+    free(vs->buckets);
+    pthread_mutex_destroy(&vs->lock);
+    free(vs);
+}
+
+void fs_views_invalidate(fs_views *vs)
+{
+    pthread_mutex_lock(&vs->lock);
+    atomic_fetch_add(&vs->gen, 1);
+    drop_cached(vs);
+    pthread_mutex_unlock(&vs->lock);
+}
+
+/* Caller holds vs->lock.  Returns a referenced view or NULL. */
+static fs_view *cache_get(fs_views *vs, const char *path)
+{
+    for (cache_entry *e = vs->buckets[hash_str(path) & (vs->nbuckets - 1)]; e; e = e->next)
+        if (strcmp(e->path, path) == 0) {
+            view_ref(e->view);
+            return e->view;
+        }
+    return NULL;
+}
+
+/* Caller holds vs->lock.  A full table just chains longer: growing is an
+ * optimisation, so its failure is not an error. */
+static void cache_grow(fs_views *vs)
+{
+    size_t nb = vs->nbuckets * 2;
+    cache_entry **b = calloc(nb, sizeof *b);
+    if (!b)
+        return;
+    for (size_t i = 0; i < vs->nbuckets; i++) {
+        cache_entry *e = vs->buckets[i];
+        while (e) {
+            cache_entry *next = e->next;
+            size_t s = hash_str(e->path) & (nb - 1);
+            e->next = b[s];
+            b[s] = e;
+            e = next;
+        }
+    }
+    free(vs->buckets);
+    vs->buckets = b;
+    vs->nbuckets = nb;
+}
+
+/* Caller holds vs->lock.  Takes a reference for the cache; a view of an
+ * older generation (built while a commit raced) is not kept. */
+static void cache_put(fs_views *vs, const char *path, fs_view *v)
+{
+    if (v->gen != atomic_load(&vs->gen))
+        return;
+    cache_entry *e = malloc(sizeof *e);
+    char *p = strdup(path);
+    if (!e || !p) {
+        free(e);
+        free(p);
+        return; /* not cached: built again next time */
+    }
+    if (vs->count + 1 > vs->nbuckets)
+        cache_grow(vs);
+    size_t s = hash_str(path) & (vs->nbuckets - 1);
+    e->path = p;
+    view_ref(v);
+    e->view = v;
+    e->next = vs->buckets[s];
+    vs->buckets[s] = e;
+    vs->count++;
+}
+
+/* ---- lookup ---- */
+
+static bool ends_with(const char *s, size_t n, const char *suffix)
+{
+    size_t k = strlen(suffix);
+    return n > k && memcmp(s + n - k, suffix, k) == 0;
+}
+
+static int lookup_npy(fs_mount *m, const char *path, size_t n, fs_view **out)
+{
+    char *base = strndup(path, n);
+    if (!base)
+        return -ENOMEM;
+    fs_node *node = fs_tree_lookup(m->tree, base);
+    free(base);
+    if (!node || node->is_dir || !node->key || node->key->kind != CK_KEY_TENSOR ||
+        !ck_dtype_get(node->key->dtype))
+        return -ENOENT;
+    fs_view *v = view_new(m->views, VIEW_NPY);
+    if (!v)
+        return -ENOMEM;
+    int rc = fs_npy_view_build(node->key, &v->u.npy);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    return 0;
+}
+
+/* dir_path: a directory's tree path. */
+static int lookup_st(fs_mount *m, const char *dir_path, fs_view **out)
+{
+    fs_views *vs = m->views;
+    fs_node *node = fs_tree_lookup(m->tree, dir_path);
+    if (!node || !node->is_dir)
+        return -ENOENT;
+    pthread_mutex_lock(&vs->lock);
+    fs_view *v = cache_get(vs, dir_path);
+    pthread_mutex_unlock(&vs->lock);
+    if (v) {
+        *out = v;
+        return 0;
+    }
+    /* Built outside the cache lock (a big directory takes a while); two
+     * threads may both build it, and the first to insert wins. */
+    v = view_new(vs, VIEW_ST);
+    if (!v)
+        return -ENOMEM;
+    int rc = fs_st_view_build(node, &v->u.st);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    pthread_mutex_lock(&vs->lock);
+    fs_view *other = cache_get(vs, dir_path);
+    if (!other)
+        cache_put(vs, dir_path, v);
+    pthread_mutex_unlock(&vs->lock);
+    if (other) {
+        view_unref(v);
+        v = other;
+    }
+    *out = v;
+    return 0;
+}
+
+static int lookup_metadata(fs_mount *m, fs_view **out)
+{
+    fs_views *vs = m->views;
+    pthread_mutex_lock(&vs->lock);
+    fs_view *v = vs->metadata;
+    if (v)
+        view_ref(v);
+    pthread_mutex_unlock(&vs->lock);
+    if (v) {
+        *out = v;
+        return 0;
+    }
+    v = view_new(vs, VIEW_JSON);
+    if (!v)
+        return -ENOMEM;
+    int rc = fs_metadata_json(m->ck, &v->u.json.text, &v->u.json.len);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    pthread_mutex_lock(&vs->lock);
+    fs_view *other = vs->metadata;
+    if (other) {
+        view_ref(other);
+    } else if (v->gen == atomic_load(&vs->gen)) {
+        view_ref(v); /* the cache's reference */
+        vs->metadata = v;
+    }
+    pthread_mutex_unlock(&vs->lock);
+    if (other) {
+        view_unref(v);
+        v = other;
+    }
+    *out = v;
+    return 0;
+}
+
+int fs_view_lookup(fs_mount *m, const char *path, fs_view **out)
+{
+    *out = NULL;
+    size_t n = strlen(path);
+    size_t dn = strlen(CKPTFS_DIR);
+    if (strcmp(path, CKPTFS_DIR) == 0) {
+        fs_view *v = view_new(m->views, VIEW_CKPTFS_DIR);
+        if (!v)
+            return -ENOMEM;
+        *out = v;
+        return 0;
+    }
+    if (n > dn && memcmp(path, CKPTFS_DIR "/", dn + 1) == 0) {
+        const char *name = path + dn + 1;
+        if (strcmp(name, CKPTFS_MODEL) == 0)
+            return lookup_st(m, "/", out);
+        if (strcmp(name, CKPTFS_METADATA) == 0)
+            return lookup_metadata(m, out);
+        return -ENOENT;
+    }
+    if (ends_with(path, n, NPY_SUFFIX))
+        return lookup_npy(m, path, n - strlen(NPY_SUFFIX), out);
+    if (ends_with(path, n, ST_SUFFIX)) {
+        size_t k = n - strlen(ST_SUFFIX);
+        if (path[k - 1] == '/')
+            return -ENOENT; /* "DIR/.safetensors": no directory has an empty name */
+        char *dir = strndup(path, k);
+        if (!dir)
+            return -ENOMEM;
+        int rc = lookup_st(m, dir, out);
+        free(dir);
+        return rc;
+    }
+    return -ENOENT;
+}
