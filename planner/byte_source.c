@@ -1,0 +1,49 @@
+#include "byte_source.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+ck_byte_source ck_byte_source_fd(int fd, uint64_t base, uint64_t len)
+{
+    ck_byte_source s = { .fd = fd, .base = base, .mem = NULL, .len = len };
+    return s;
+}
+
+ck_byte_source ck_byte_source_mem(const void *mem, uint64_t len)
+{
+    ck_byte_source s = { .fd = -1, .base = 0, .mem = mem, .len = len };
+    return s;
+}
+
+int ck_byte_source_read(const ck_byte_source *src, uint64_t off, void *buf, size_t n)
+{
+    if (off > src->len || n > src->len - off)
+        return -EIO;
+    if (n == 0)
+        return 0;
+    if (src->fd < 0) {
+        if (!src->mem)
+            return -EIO;
+        memcpy(buf, src->mem + off, n);
+        return 0;
+    }
+    uint64_t pos, end;
+    if (__builtin_add_overflow(src->base, off, &pos) || __builtin_add_overflow(pos, n, &end) ||
+        end > (uint64_t)INT64_MAX)
+        return -EIO;
+    uint8_t *p = buf;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = pread(src->fd, p + done, n - done, (off_t)(pos + done));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0) /* the file ends before the range its metadata promised */
+            return -EIO;
+        done += (size_t)r;
+    }
+    return 0;
+}

@@ -1,0 +1,583 @@
+#include "torch_save_writer.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "pickle_write.h"
+#include "torch_item.h"
+
+#define LFH_SIZE 30u
+#define CDH_SIZE 46u
+#define DD32_SIZE 16u
+#define DD64_SIZE 24u
+#define Z64_EOCD_SIZE 56u
+#define Z64_LOCATOR_SIZE 20u
+#define EOCD_SIZE 22u
+#define U32_SAT 0xFFFFFFFFu
+#define ALIGN 64u
+#define N_RECORDS 7
+/* Name-length limit of a zip entry; the longest member is this suffix. */
+#define LONGEST_SUFFIX "/.data/serialization_id"
+#define MAX_NAME 65535u
+
+/* What torch 2.x puts in the small records (torch/serialization.py _save and
+ * PyTorchStreamWriter::writeEndOfFile). */
+static const char FORMAT_VERSION[] = "1";
+static const char STORAGE_ALIGNMENT[] = "64";
+static const char BYTEORDER[] = "little";
+static const char VERSION[] = "3\n";
+#define SERIALIZATION_ID_LEN 40u
+
+__attribute__((format(printf, 4, 5)))
+static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return rc;
+}
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
+static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
+static uint32_t sat32(uint64_t v) { return v >= U32_SAT ? U32_SAT : (uint32_t)v; }
+
+/* ---- serialization id ---------------------------------------------------
+ * torch names each archive by "%020llu%020llu" of two hash_combine chains:
+ * std::hash of every record name (libstdc++'s _Hash_bytes, a MurmurHash2
+ * variant) and every CRC-32 that passes through its write callback inside a
+ * data descriptor.  Reproducing it keeps our items byte-identical to
+ * torch's. */
+
+static uint64_t hash_combine(uint64_t seed, uint64_t value)
+{
+    return seed ^ (value + 0x9e3779b9u + (seed << 6) + (seed >> 2));
+}
+
+static uint64_t shift_mix(uint64_t v) { return v ^ (v >> 47); }
+
+static uint64_t load_le(const uint8_t *p, size_t n)
+{
+    uint64_t v = 0;
+    while (n-- > 0)
+        v = (v << 8) | p[n];
+    return v;
+}
+
+static uint64_t std_hash_string(const char *s)
+{
+    const uint64_t mul = ((uint64_t)0xc6a4a793u << 32) + 0x5bd1e995u;
+    const uint8_t *p = (const uint8_t *)s;
+    size_t len = strlen(s);
+    size_t aligned = len & ~(size_t)7;
+    uint64_t h = 0xc70f6907u ^ (len * mul);
+    for (size_t i = 0; i < aligned; i += 8) {
+        h ^= shift_mix(load_le(p + i, 8) * mul) * mul;
+        h *= mul;
+    }
+    if (len & 7) {
+        h ^= load_le(p + aligned, len & 7);
+        h *= mul;
+    }
+    return shift_mix(shift_mix(h) * mul);
+}
+
+/* ---- archive state ------------------------------------------------------ */
+
+typedef struct {
+    const char *name;    /* record name inside the archive folder */
+    uint64_t local_off;
+    uint64_t size;
+    uint32_t crc;
+    bool zip64;          /* the entry carries a ZIP64 extra field */
+} record;
+
+typedef struct {
+    ck_sink_fn sink;     /* NULL: only count (length computation) */
+    void *sink_ctx;
+    const char *archive;
+    size_t archive_len;
+    uint64_t pos;
+    record rec[N_RECORDS];
+    int nrec;
+    uint64_t crc_chain;  /* torch's combined_uncomp_crc32_ */
+    uint8_t *buf;        /* one piece of tensor data */
+    char *err;
+    size_t errlen;
+} zwriter;
+
+static int emit(zwriter *z, const void *p, size_t n)
+{
+    if (__builtin_add_overflow(z->pos, (uint64_t)n, &z->pos))
+        return fail(z->err, z->errlen, -EOVERFLOW, "torch.save: archive too large");
+    if (!z->sink || n == 0)
+        return 0;
+    int rc = z->sink(z->sink_ctx, p, n);
+    if (rc < 0)
+        return fail(z->err, z->errlen, rc, "torch.save: cannot write archive bytes at %llu: %s",
+                    (unsigned long long)(z->pos - n), strerror(-rc));
+    return 0;
+}
+
+/* torch's write callback looks at every write it gets, not only at data
+ * descriptors: any write of 8+ bytes that starts with the descriptor
+ * signature feeds the id (a record whose data begins with "PK\7\b" does). */
+static void observe_torch_write(zwriter *z, const uint8_t *p, uint64_t n)
+{
+    if (n >= 8 && p[0] == 'P' && p[1] == 'K' && p[2] == 7 && p[3] == 8)
+        z->crc_chain = hash_combine(z->crc_chain, (uint32_t)load_le(p + 4, 4));
+}
+
+/* Local header, name, ZIP64 extra (when needed) and the "FB" padding field
+ * that moves the data to the next multiple of 64, as miniz writes them for
+ * PyTorchStreamWriter::writeRecord. */
+static int begin_record(zwriter *z, const char *name, uint64_t size)
+{
+    record *r = &z->rec[z->nrec++];
+    r->name = name;
+    r->local_off = z->pos;
+    r->size = size;
+    r->crc = 0;
+    bool big_size = size >= U32_SAT, big_off = z->pos >= U32_SAT;
+    r->zip64 = big_size || big_off;
+
+    size_t name_len = z->archive_len + 1 + strlen(name);
+    uint8_t z64[4 + 24];
+    size_t z64_len = 0;
+    if (r->zip64) {
+        size_t f = 4;
+        if (big_size) {
+            put64(z64 + f, size);
+            put64(z64 + f + 8, 0); /* compressed size is not known yet here */
+            f += 16;
+        }
+        if (big_off) {
+            put64(z64 + f, r->local_off);
+            f += 8;
+        }
+        put16(z64, 0x0001);
+        put16(z64 + 2, (uint16_t)(f - 4));
+        z64_len = f;
+    }
+    uint64_t start = z->pos + LFH_SIZE + name_len + z64_len + 4;
+    size_t pad = (size_t)((ALIGN - start % ALIGN) % ALIGN);
+    uint8_t padding[4 + ALIGN];
+    padding[0] = 'F';
+    padding[1] = 'B';
+    put16(padding + 2, (uint16_t)pad);
+    memset(padding + 4, 'Z', pad);
+
+    uint8_t lfh[LFH_SIZE] = { 0 };
+    put32(lfh, 0x04034b50u);
+    /* version needed 0, method 0, time/date 0, crc and sizes 0: all in the
+     * data descriptor (miniz omits the descriptor for empty members) */
+    put16(lfh + 6, (uint16_t)(size > 0 ? 0x0808 : 0x0800));
+    put16(lfh + 26, (uint16_t)name_len);
+    put16(lfh + 28, (uint16_t)(z64_len + 4 + pad));
+
+    /* torch writes the full name in one call; only its first 8 bytes can
+     * matter to the id */
+    uint8_t head[9];
+    snprintf((char *)head, sizeof head, "%s/%s", z->archive, name);
+    observe_torch_write(z, head, name_len);
+    int rc = emit(z, lfh, sizeof lfh);
+    if (rc == 0)
+        rc = emit(z, z->archive, z->archive_len);
+    if (rc == 0)
+        rc = emit(z, "/", 1);
+    if (rc == 0)
+        rc = emit(z, name, strlen(name));
+    if (rc == 0)
+        rc = emit(z, z64, z64_len);
+    if (rc == 0)
+        rc = emit(z, padding, 4 + pad);
+    return rc;
+}
+
+static int end_record(zwriter *z)
+{
+    record *r = &z->rec[z->nrec - 1];
+    if (r->size == 0)
+        return 0;
+    uint8_t dd[DD64_SIZE];
+    put32(dd, 0x08074b50u);
+    put32(dd + 4, r->crc);
+    size_t n;
+    if (r->zip64) {
+        put64(dd + 8, r->size);
+        put64(dd + 16, r->size);
+        n = DD64_SIZE;
+    } else {
+        put32(dd + 8, (uint32_t)r->size);
+        put32(dd + 12, (uint32_t)r->size);
+        n = DD32_SIZE;
+    }
+    observe_torch_write(z, dd, n);
+    return emit(z, dd, n);
+}
+
+static int small_record(zwriter *z, const char *name, const void *data, size_t len)
+{
+    int rc = begin_record(z, name, len);
+    if (rc < 0)
+        return rc;
+    z->rec[z->nrec - 1].crc = (uint32_t)crc32(0L, data, (uInt)len);
+    observe_torch_write(z, data, len);
+    rc = emit(z, data, len);
+    return rc < 0 ? rc : end_record(z);
+}
+
+/* data/0, pulled from read_data piece by piece. */
+static int data_record(zwriter *z, uint64_t size, ck_tensor_read_fn read_data, void *read_ctx)
+{
+    int rc = begin_record(z, "data/0", size);
+    if (rc < 0)
+        return rc;
+    record *r = &z->rec[z->nrec - 1];
+    if (!z->sink) { /* counting only */
+        z->pos += size;
+        return end_record(z);
+    }
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (uint64_t off = 0; off < size;) {
+        size_t n = size - off < CK_TSW_PIECE ? (size_t)(size - off) : CK_TSW_PIECE;
+        rc = read_data(read_ctx, off, z->buf, n);
+        if (rc < 0)
+            return fail(z->err, z->errlen, rc, "torch.save: cannot read tensor bytes at %llu: %s",
+                        (unsigned long long)off, strerror(-rc));
+        if (off == 0)
+            observe_torch_write(z, z->buf, size); /* torch writes data/0 in one call */
+        crc = crc32_z(crc, z->buf, n);
+        rc = emit(z, z->buf, n);
+        if (rc < 0)
+            return rc;
+        off += n;
+    }
+    r->crc = (uint32_t)crc;
+    return end_record(z);
+}
+
+static int central_directory(zwriter *z)
+{
+    /* 46 + name + ZIP64 extra per entry: a few hundred bytes in all */
+    size_t cap = 0;
+    for (int i = 0; i < z->nrec; i++)
+        cap += CDH_SIZE + z->archive_len + 1 + strlen(z->rec[i].name) + 28;
+    uint8_t *cd = malloc(cap);
+    if (!cd)
+        return -ENOMEM;
+    size_t p = 0;
+    uint64_t cd_off = z->pos;
+    for (int i = 0; i < z->nrec; i++) {
+        const record *r = &z->rec[i];
+        bool big_size = r->size >= U32_SAT, big_off = r->local_off >= U32_SAT;
+        size_t name_len = z->archive_len + 1 + strlen(r->name);
+        size_t x = 0;
+        uint8_t z64[4 + 24];
+        if (r->zip64) {
+            size_t f = 4;
+            if (big_size) {
+                put64(z64 + f, r->size);
+                put64(z64 + f + 8, r->size);
+                f += 16;
+            }
+            if (big_off) {
+                put64(z64 + f, r->local_off);
+                f += 8;
+            }
+            put16(z64, 0x0001);
+            put16(z64 + 2, (uint16_t)(f - 4));
+            x = f;
+        }
+        uint8_t *h = cd + p;
+        memset(h, 0, CDH_SIZE);
+        put32(h, 0x02014b50u);
+        put16(h + 8, (uint16_t)(r->size > 0 ? 0x0808 : 0x0800));
+        put32(h + 16, r->crc);
+        put32(h + 20, sat32(r->size));
+        put32(h + 24, sat32(r->size));
+        put16(h + 28, (uint16_t)name_len);
+        put16(h + 30, (uint16_t)x);
+        put32(h + 42, sat32(r->local_off));
+        p += CDH_SIZE;
+        memcpy(cd + p, z->archive, z->archive_len);
+        cd[p + z->archive_len] = '/';
+        memcpy(cd + p + z->archive_len + 1, r->name, strlen(r->name));
+        p += name_len;
+        memcpy(cd + p, z64, x);
+        p += x;
+    }
+    int rc = emit(z, cd, p);
+    free(cd);
+    if (rc < 0)
+        return rc;
+
+    /* torch asks miniz for ZIP64 end records on every archive */
+    uint64_t z64_off = z->pos;
+    uint8_t end[Z64_EOCD_SIZE + Z64_LOCATOR_SIZE + EOCD_SIZE] = { 0 };
+    uint8_t *e = end;
+    put32(e, 0x06064b50u);
+    put64(e + 4, Z64_EOCD_SIZE - 12);
+    put16(e + 12, 0x031E);
+    put16(e + 14, 0x002D);
+    put64(e + 24, (uint64_t)z->nrec);
+    put64(e + 32, (uint64_t)z->nrec);
+    put64(e + 40, p);
+    put64(e + 48, cd_off);
+    e += Z64_EOCD_SIZE;
+    put32(e, 0x07064b50u);
+    put64(e + 8, z64_off);
+    put32(e + 16, 1);
+    e += Z64_LOCATOR_SIZE;
+    put32(e, 0x06054b50u);
+    put16(e + 8, (uint16_t)z->nrec);
+    put16(e + 10, (uint16_t)z->nrec);
+    put32(e + 12, sat32(p));
+    put32(e + 16, sat32(cd_off));
+    return emit(z, end, sizeof end);
+}
+
+/* ---- data.pkl ----------------------------------------------------------- */
+
+static int build_data_pkl(const ck_dtype_info *info, uint32_t ndim, const uint64_t *shape,
+                          uint64_t numel, uint64_t nbytes, uint8_t **out, size_t *out_len)
+{
+    int64_t stride[CK_MAX_DIMS];
+    uint64_t s = 1;
+    for (uint32_t d = ndim; d-- > 0;) {
+        /* torch's contiguous strides treat a 0-size dim as 1 */
+        stride[d] = (int64_t)s;
+        s *= shape[d] ? shape[d] : 1;
+    }
+    bool v3 = info->storage_class == NULL;
+    pkw *w = pkw_new(2);
+    if (!w)
+        return -ENOMEM;
+    pkw_global(w, "torch._utils", v3 ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2");
+    pkw_op(w, PKW_MARK);
+    /* persistent id ('storage', class, key, location, count) */
+    pkw_op(w, PKW_MARK);
+    pkw_str(w, "storage");
+    if (v3)
+        pkw_global(w, "torch.storage", "UntypedStorage");
+    else
+        pkw_global(w, "torch", info->storage_class);
+    pkw_str(w, "0");
+    pkw_str(w, "cpu");
+    pkw_int(w, (int64_t)(v3 ? nbytes : numel)); /* UntypedStorage counts bytes */
+    pkw_op(w, PKW_TUPLE);
+    pkw_op(w, PKW_BINPERSID);
+    pkw_int(w, 0); /* storage_offset */
+    for (int pass = 0; pass < 2; pass++) {
+        /* size, then stride: tuples as pickle writes them */
+        if (ndim == 0) {
+            pkw_op(w, PKW_EMPTY_TUPLE);
+            continue;
+        }
+        if (ndim > 3)
+            pkw_op(w, PKW_MARK);
+        for (uint32_t d = 0; d < ndim; d++)
+            pkw_int(w, pass == 0 ? (int64_t)shape[d] : stride[d]);
+        static const uint8_t tuple_n[4] = { 0, PKW_TUPLE1, PKW_TUPLE2, PKW_TUPLE3 };
+        pkw_op(w, ndim > 3 ? PKW_TUPLE : tuple_n[ndim]);
+    }
+    pkw_bool(w, 0); /* requires_grad */
+    pkw_global(w, "collections", "OrderedDict");
+    pkw_op(w, PKW_EMPTY_TUPLE);
+    pkw_op(w, PKW_REDUCE); /* backward_hooks = OrderedDict() */
+    if (v3)
+        pkw_global(w, "torch", info->torch_name);
+    pkw_op(w, PKW_TUPLE);
+    pkw_op(w, PKW_REDUCE);
+    int rc = pkw_finish(w, out, out_len);
+    pkw_free(w);
+    return rc;
+}
+
+/* ---- entry points ------------------------------------------------------- */
+
+static int check_args(const char *archive_name, ck_dtype dt, uint32_t ndim, const uint64_t *shape,
+                      const ck_dtype_info **info, uint64_t *numel, uint64_t *nbytes, char *err,
+                      size_t errlen)
+{
+    if (!archive_name || archive_name[0] == '\0' || strchr(archive_name, '/') ||
+        strlen(archive_name) > MAX_NAME - strlen(LONGEST_SUFFIX))
+        return fail(err, errlen, -EINVAL, "torch.save: bad archive name");
+    *info = ck_dtype_get(dt);
+    if (!*info)
+        return fail(err, errlen, -EINVAL, "torch.save: invalid dtype %d", (int)dt);
+    if (dt == CK_DT_QINT8 || dt == CK_DT_QUINT8 || dt == CK_DT_QINT32)
+        return fail(err, errlen, -ENOTSUP, "torch.save: quantized tensors (%s) are not written",
+                    (*info)->torch_name);
+    if (ndim > CK_MAX_DIMS)
+        return fail(err, errlen, -EINVAL, "torch.save: %u dimensions exceed the limit of %d", ndim,
+                    CK_MAX_DIMS);
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < ndim; d++)
+        if (shape[d] > (uint64_t)INT64_MAX || __builtin_mul_overflow(n, shape[d], &n))
+            return fail(err, errlen, -EOVERFLOW, "torch.save: shape overflows");
+    if (n > (uint64_t)INT64_MAX || __builtin_mul_overflow(n, (uint64_t)(*info)->size, nbytes) ||
+        *nbytes > (uint64_t)INT64_MAX)
+        return fail(err, errlen, -EOVERFLOW, "torch.save: tensor size overflows");
+    *numel = n;
+    return 0;
+}
+
+static int write_archive(ck_sink_fn sink, void *sink_ctx, const char *archive_name, ck_dtype dt,
+                         uint32_t ndim, const uint64_t *shape, ck_tensor_read_fn read_data,
+                         void *read_ctx, uint64_t *item_len, char *err, size_t errlen)
+{
+    const ck_dtype_info *info = NULL;
+    uint64_t numel = 0, nbytes = 0;
+    int rc = check_args(archive_name, dt, ndim, shape, &info, &numel, &nbytes, err, errlen);
+    if (rc < 0)
+        return rc;
+    uint8_t *pkl = NULL;
+    size_t pkl_len = 0;
+    rc = build_data_pkl(info, ndim, shape, numel, nbytes, &pkl, &pkl_len);
+    if (rc < 0)
+        return fail(err, errlen, rc, "torch.save: cannot build data.pkl");
+
+    zwriter z = { .sink = sink, .sink_ctx = sink_ctx, .archive = archive_name,
+                  .archive_len = strlen(archive_name), .err = err, .errlen = errlen };
+    if (sink && nbytes > 0) {
+        z.buf = malloc(nbytes < CK_TSW_PIECE ? (size_t)nbytes : CK_TSW_PIECE);
+        if (!z.buf) {
+            free(pkl);
+            return -ENOMEM;
+        }
+    }
+    rc = small_record(&z, "data.pkl", pkl, pkl_len);
+    if (rc == 0)
+        rc = small_record(&z, ".format_version", FORMAT_VERSION, strlen(FORMAT_VERSION));
+    if (rc == 0)
+        rc = small_record(&z, ".storage_alignment", STORAGE_ALIGNMENT, strlen(STORAGE_ALIGNMENT));
+    if (rc == 0)
+        rc = small_record(&z, "byteorder", BYTEORDER, strlen(BYTEORDER));
+    if (rc == 0)
+        rc = data_record(&z, nbytes, read_data, read_ctx);
+    if (rc == 0)
+        rc = small_record(&z, "version", VERSION, strlen(VERSION));
+    if (rc == 0) {
+        /* libstdc++'s unordered_set yields these six names in reverse order
+         * of insertion, and torch combines them in that order */
+        uint64_t names = 0;
+        for (int i = z.nrec; i-- > 0;)
+            names = hash_combine(names, std_hash_string(z.rec[i].name));
+        char id[SERIALIZATION_ID_LEN + 1];
+        snprintf(id, sizeof id, "%020llu%020llu", (unsigned long long)names,
+                 (unsigned long long)z.crc_chain);
+        rc = small_record(&z, ".data/serialization_id", id, SERIALIZATION_ID_LEN);
+    }
+    if (rc == 0)
+        rc = central_directory(&z);
+    free(z.buf);
+    free(pkl);
+    if (rc == 0 && item_len)
+        *item_len = z.pos;
+    return rc;
+}
+
+int ck_torch_save_tensor_len(const char *archive_name, ck_dtype dt, uint32_t ndim,
+                             const uint64_t *shape, uint64_t *item_len, char *err, size_t errlen)
+{
+    return write_archive(NULL, NULL, archive_name, dt, ndim, shape, NULL, NULL, item_len, err, errlen);
+}
+
+int ck_torch_save_tensor_to_sink(ck_sink_fn sink, void *sink_ctx, const char *archive_name,
+                                 ck_dtype dt, uint32_t ndim, const uint64_t *shape,
+                                 ck_tensor_read_fn read_data, void *read_ctx, uint64_t *item_len,
+                                 char *err, size_t errlen)
+{
+    if (!sink || !read_data)
+        return fail(err, errlen, -EINVAL, "torch.save: no sink or no data source");
+    return write_archive(sink, sink_ctx, archive_name, dt, ndim, shape, read_data, read_ctx,
+                         item_len, err, errlen);
+}
+
+int ck_fd_sink_write(void *ctx, const void *buf, size_t len)
+{
+    ck_fd_sink *s = ctx;
+    const uint8_t *p = buf;
+    while (len > 0) {
+        if (s->off > (uint64_t)INT64_MAX - len)
+            return -EFBIG;
+        ssize_t w = pwrite(s->fd, p, len, (off_t)s->off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (w == 0)
+            return -EIO;
+        p += w;
+        len -= (size_t)w;
+        s->off += (uint64_t)w;
+    }
+    return 0;
+}
+
+int ck_torch_save_write_tensor(int fd, uint64_t file_off, const char *archive_name, ck_dtype dt,
+                               uint32_t ndim, const uint64_t *shape, ck_tensor_read_fn read_data,
+                               void *read_ctx, uint64_t *item_len, char *err, size_t errlen)
+{
+    ck_fd_sink s = { fd, file_off };
+    return ck_torch_save_tensor_to_sink(ck_fd_sink_write, &s, archive_name, dt, ndim, shape,
+                                        read_data, read_ctx, item_len, err, errlen);
+}
+
+typedef struct {
+    uint8_t *data;
+    uint64_t len, cap;
+} mem_out;
+
+static int mem_out_write(void *ctx, const void *buf, size_t len)
+{
+    mem_out *m = ctx;
+    if (len > m->cap - m->len)
+        return -EOVERFLOW; /* the length was computed up front; more is a bug */
+    memcpy(m->data + m->len, buf, len);
+    m->len += len;
+    return 0;
+}
+
+static int mem_read(void *ctx, uint64_t off, void *buf, size_t len)
+{
+    memcpy(buf, (const uint8_t *)ctx + off, len);
+    return 0;
+}
+
+int ck_torch_save_tensor_mem(const char *archive_name, ck_dtype dt, uint32_t ndim,
+                             const uint64_t *shape, const void *data, uint8_t **out,
+                             uint64_t *out_len, char *err, size_t errlen)
+{
+    *out = NULL;
+    *out_len = 0;
+    uint64_t len;
+    int rc = ck_torch_save_tensor_len(archive_name, dt, ndim, shape, &len, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (len > SIZE_MAX)
+        return fail(err, errlen, -EOVERFLOW, "torch.save: archive does not fit in memory");
+    mem_out m = { malloc((size_t)len), 0, len };
+    if (!m.data)
+        return -ENOMEM;
+    rc = ck_torch_save_tensor_to_sink(mem_out_write, &m, archive_name, dt, ndim, shape, mem_read,
+                                      (void *)data, NULL, err, errlen);
+    if (rc < 0) {
+        free(m.data);
+        return rc;
+    }
+    *out = m.data;
+    *out_len = m.len;
+    return 0;
+}
