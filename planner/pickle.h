@@ -70,6 +70,9 @@ const pk_value *pk_root(const pk_doc *doc);
 void pk_free(pk_doc *doc);
 
 /* Lookups that return NULL when the shape does not match. */
+/* A PK_DICT keeps every SETITEM, duplicates included (Python would keep one
+ * key); pk_dict_get returns the value of the last PK_STR key equal to key,
+ * the one Python would see. */
 const pk_value *pk_dict_get(const pk_value *dict, const char *key);
 bool pk_is_global(const pk_value *v, const char *module, const char *name);
 /* true if v is a PK_OBJECT whose callable is the global module.name */
@@ -83,5 +86,8 @@ const pk_value *pk_seq_at(const pk_value *v, size_t i);
 int pk_as_int(const pk_value *v, int64_t *out);
 /* A string's bytes, or NULL if not a PK_STR. */
 const char *pk_as_str(const pk_value *v);
+/* Whether s[0..n) is UTF-8 as Python's pickle reads it (surrogatepass):
+ * what every PK_STR holds and what the writer insists on. */
+bool pk_utf8_valid(const char *s, size_t n);
 
 #endif
