@@ -101,7 +101,17 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
             if (m->opts.npy && !c->is_dir && c->key && c->key->kind == CK_KEY_TENSOR &&
                 fs_view_npy_name(c->name, name, sizeof name) == 0)
                 shown = name;
-            if (filler(buf, shown, NULL, 0, 0))
+            /* With READDIRPLUS the attributes travel with the names, which
+             * spares the kernel one LOOKUP per entry (find, ls -l). */
+            struct stat st;
+            uint64_t size = 0;
+            int plus = (flags & FUSE_READDIR_PLUS) && (c->is_dir || !c->key ||
+                                                      node_size(m, c, &size) == 0);
+            if (plus && shown == name)
+                plus = 0; /* an npy view's size is not the raw file's */
+            if (plus)
+                fs_fill_stat(m, c, size, &st);
+            if (filler(buf, shown, plus ? &st : NULL, 0, plus ? FUSE_FILL_DIR_PLUS : 0))
                 break;
         }
     } else if (n) {
