@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "arena.h"
 #include "chunk_cache.h"
 #include "geometry.h"
 #include "zstd_stream.h"
@@ -100,9 +101,13 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
     uint8_t *img = item;
     if (key->kind == CK_KEY_TENSOR) {
         ck_byte_source src = ck_byte_source_mem(item, item_len);
-        int rc = ck_torch_item_parse(&src, &c->layout.item, why, whylen);
+        if (!c->layout.item && !(c->layout.item = ck_arena_alloc(ck->arena, sizeof(ck_torch_item)))) {
+            free(item);
+            return -ENOMEM;
+        }
+        int rc = ck_torch_item_parse(&src, c->layout.item, why, whylen);
         if (!rc)
-            rc = item_matches_chunk(key, c, &c->layout.item, why, whylen);
+            rc = item_matches_chunk(key, c, c->layout.item, why, whylen);
         if (rc) {
             free(item);
             return rc < 0 ? rc : -EIO;
@@ -112,7 +117,7 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
             free(item);
             return -ENOMEM;
         }
-        rc = ck_torch_item_gather(&c->layout.item, item, item_len, img, nbytes);
+        rc = ck_torch_item_gather(c->layout.item, item, item_len, img, nbytes);
         free(item);
         if (rc) {
             free(img);
@@ -171,19 +176,23 @@ static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
         return 0;
     }
     ck_byte_source src = ck_byte_source_fd(fd, c->offset, c->length);
-    rc = ck_torch_item_parse(&src, &L->item, why, sizeof why);
+    ck_torch_item it;
+    rc = ck_torch_item_parse(&src, &it, why, sizeof why);
     if (!rc)
-        rc = item_matches_chunk(key, c, &L->item, why, sizeof why);
+        rc = item_matches_chunk(key, c, &it, why, sizeof why);
     if (rc)
         return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO, why[0] ? why : "bad archive");
     L->nbytes = chunk_image_bytes(key, c);
-    if (ck_torch_item_is_contiguous(&L->item)) {
+    if (ck_torch_item_is_contiguous(&it)) {
         L->direct = true;
-        L->file_offset = c->offset + L->item.data_offset +
-                         L->item.storage_offset * ck_dtype_get(key->dtype)->size;
-    } else {
-        L->direct = false;
+        L->file_offset = c->offset + it.data_offset + it.storage_offset * ck_dtype_get(key->dtype)->size;
+        return 0;
     }
+    L->direct = false;
+    L->item = ck_arena_alloc(ck->arena, sizeof it); /* under ck->lock */
+    if (!L->item)
+        return -ENOMEM;
+    *L->item = it;
     return 0;
 }
 
@@ -248,7 +257,7 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
             free(item);
             return -ENOMEM;
         }
-        rc = ck_torch_item_gather(&c->layout.item, item, item_len, img, c->layout.nbytes);
+        rc = ck_torch_item_gather(c->layout.item, item, item_len, img, c->layout.nbytes);
         free(item);
         if (rc) {
             free(img);

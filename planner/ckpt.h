@@ -30,7 +30,10 @@ typedef struct {
     bool direct;          /* image = bytes [file_offset, +nbytes) of the file, as is */
     uint64_t file_offset; /* when direct */
     uint64_t nbytes;      /* image length: chunk numel * element size (bytes key: payload) */
-    ck_torch_item item;   /* when format is torch.save */
+    /* The item's layout, kept only for chunks that must be decoded or
+     * gathered (a direct chunk needs none of it): a checkpoint with
+     * 100,000 chunks should not carry 100,000 copies of 32 strides. */
+    ck_torch_item *item;
 } ck_chunk_layout;
 
 typedef struct {

@@ -128,6 +128,8 @@ static void *arena_alloc(arena *a, size_t size)
 
 /* ---- values ----------------------------------------------------------- */
 
+#define SMALL_INTS 1024
+
 enum {
     NODE_ADOPTED = 1, /* referenced by another value: frozen from now on */
     NODE_SET = 2,     /* a PK_LIST standing for a set / frozenset */
@@ -138,9 +140,12 @@ enum {
  * pointer handed out converts back. */
 typedef struct {
     pk_value v;
-    uint32_t height; /* longest path down to a leaf */
-    uint32_t flags;
-    uint64_t weight; /* values a full recursive walk visits */
+    /* Small fields keep a node at 64 bytes: a 100,000-key .metadata holds
+     * millions of values.  height <= PK_MAX_DEPTH and weight never passes
+     * 2 * PK_MAX_ELEMENTS, as both are refused as soon as they exceed. */
+    uint16_t height; /* longest path down to a leaf */
+    uint16_t flags;
+    uint32_t weight; /* values a full recursive walk visits */
 } node;
 
 struct pk_doc {
@@ -148,10 +153,6 @@ struct pk_doc {
     node *root;
 };
 
-typedef struct {
-    uint32_t key;
-    node *val; /* NULL: free slot */
-} memo_slot;
 
 typedef struct {
     const uint8_t *buf;
@@ -163,9 +164,10 @@ typedef struct {
     size_t sp, stack_cap;
     size_t marks[PK_MAX_DEPTH];
     size_t nmarks;
-    memo_slot *memo;
+    node **memo;             /* memo key -> value, NULL where never stored */
+    node *small_ints[SMALL_INTS];
+    node *bools[2];
     size_t memo_cap, memo_len;
-    unsigned memo_bits;
     uint64_t nvalues;
     char *err;
     size_t errlen;
@@ -225,7 +227,7 @@ static int adopt(parser *p, node *parent, node *child)
     if (child->height >= PK_MAX_DEPTH)
         return fail(p, -E2BIG, "nesting deeper than %d", PK_MAX_DEPTH);
     if (child->height + 1 > parent->height)
-        parent->height = child->height + 1;
+        parent->height = (uint16_t)(child->height + 1);
     parent->weight += child->weight;
     if (parent->weight > PK_MAX_ELEMENTS)
         return fail(p, -E2BIG, "more than %u values when shared values are counted each time",
@@ -552,59 +554,39 @@ static int pop_mark_target(parser *p, size_t *mark, node **target)
 
 /* ---- memo ------------------------------------------------------------- */
 
-static size_t memo_hash(const parser *p, uint32_t key)
-{
-    return (size_t)(((uint64_t)key * 0x9E3779B97F4A7C15ull) >> (64 - p->memo_bits));
-}
-
-static memo_slot *memo_find(const parser *p, uint32_t key)
-{
-    if (!p->memo_cap)
-        return NULL;
-    size_t mask = p->memo_cap - 1;
-    for (size_t i = memo_hash(p, key);; i = (i + 1) & mask) {
-        memo_slot *s = &p->memo[i];
-        if (!s->val || s->key == key)
-            return s;
-    }
-}
+/* The memo is a dense array indexed by memo key: picklers number their
+ * memo entries 0, 1, 2... so a hash table only adds cache misses (a
+ * 100,000-key .metadata stores millions).  A key far beyond the entries
+ * stored so far would make the array huge and is refused instead. */
+#define MEMO_SLACK 65536u
 
 static int memo_put(parser *p, uint32_t key, node *val)
 {
-    memo_slot *s = memo_find(p, key);
-    if (s && s->val) {
-        s->val = val; /* Python's memo is a dict: a second PUT replaces */
-        return 0;
-    }
-    if ((p->memo_len + 1) * 2 > p->memo_cap) {
-        unsigned bits = p->memo_bits ? p->memo_bits + 1 : 6;
-        size_t ncap = (size_t)1 << bits;
-        memo_slot *nm = calloc(ncap, sizeof *nm);
+    if (key >= p->memo_cap) {
+        if ((uint64_t)key > 2 * (uint64_t)p->memo_len + MEMO_SLACK)
+            return fail(p, -EINVAL, "memo index %u far beyond the %zu entries stored", key,
+                        p->memo_len);
+        size_t ncap = p->memo_cap ? p->memo_cap : 64;
+        while (ncap <= key)
+            ncap *= 2;
+        node **nm = realloc(p->memo, ncap * sizeof *nm);
         if (!nm)
             return oom(p);
-        memo_slot *old = p->memo;
-        size_t ocap = p->memo_cap;
+        memset(nm + p->memo_cap, 0, (ncap - p->memo_cap) * sizeof *nm);
         p->memo = nm;
         p->memo_cap = ncap;
-        p->memo_bits = bits;
-        for (size_t i = 0; i < ocap; i++)
-            if (old[i].val)
-                *memo_find(p, old[i].key) = old[i];
-        free(old);
-        s = memo_find(p, key);
     }
-    s->key = key;
-    s->val = val;
-    p->memo_len++;
+    if (!p->memo[key])
+        p->memo_len++;
+    p->memo[key] = val; /* Python's memo is a dict: a second PUT replaces */
     return 0;
 }
 
 static int memo_get(parser *p, uint32_t key)
 {
-    memo_slot *s = memo_find(p, key);
-    if (!s || !s->val)
+    if (key >= p->memo_cap || !p->memo[key])
         return fail(p, -EINVAL, "%s of memo index %u that was never stored", opname(p->op), key);
-    return push(p, s->val);
+    return push(p, p->memo[key]);
 }
 
 static int memo_put_top(parser *p, uint32_t key)
@@ -616,23 +598,34 @@ static int memo_put_top(parser *p, uint32_t key)
 
 /* ---- leaf values ------------------------------------------------------ */
 
+/* Small ints are shared: values are immutable once built, and a DCP
+ * .metadata is mostly chunk offsets and sizes, so this saves a node for
+ * most ints. */
 static int push_int(parser *p, int64_t v)
 {
     node *n;
+    bool small = v >= 0 && v < SMALL_INTS;
+    if (small && p->small_ints[v])
+        return push(p, p->small_ints[v]);
     int rc = new_node(p, PK_INT, &n);
     if (rc)
         return rc;
     n->v.u.i = v;
+    if (small)
+        p->small_ints[v] = n;
     return push(p, n);
 }
 
 static int push_bool(parser *p, bool b)
 {
-    node *n;
+    node *n = p->bools[b];
+    if (n)
+        return push(p, n); /* shared like small ints */
     int rc = new_node(p, PK_BOOL, &n);
     if (rc)
         return rc;
     n->v.u.b = b;
+    p->bools[b] = n;
     return push(p, n);
 }
 
@@ -981,12 +974,12 @@ static int object_items(parser *p, node *o, pk_kind kind, node **out)
 
 /* Keeps an object's height and weight in step with its items container,
  * which is filled after being adopted. */
-static int object_grew(parser *p, node *o, node *inner, uint64_t added_weight)
+static int object_grew(parser *p, node *o, node *inner, uint32_t added_weight)
 {
     if (inner->height >= PK_MAX_DEPTH)
         return fail(p, -E2BIG, "nesting deeper than %d", PK_MAX_DEPTH);
     if (inner->height + 1 > o->height)
-        o->height = inner->height + 1;
+        o->height = (uint16_t)(inner->height + 1);
     o->weight += added_weight;
     if (o->weight > PK_MAX_ELEMENTS)
         return fail(p, -E2BIG, "more than %u values when shared values are counted each time",
@@ -1012,7 +1005,7 @@ static int append_items(parser *p, node *target, node *const *items, size_t n, b
         if (items[i] == target) /* only reachable that way: see adopt() */
             return fail(p, -EINVAL, "%s puts a value inside itself (cyclic pickle)",
                         opname(p->op));
-        uint64_t before = list->weight;
+        uint32_t before = list->weight;
         if ((rc = seq_push(p, list, items[i])))
             return rc;
         if (list != target && (rc = object_grew(p, target, list, list->weight - before)))
@@ -1039,7 +1032,7 @@ static int set_items(parser *p, node *target, node *const *items, size_t n)
         if (items[i] == target || items[i + 1] == target)
             return fail(p, -EINVAL, "%s puts a value inside itself (cyclic pickle)",
                         opname(p->op));
-        uint64_t before = dict->weight;
+        uint32_t before = dict->weight;
         if ((rc = dict_put(p, dict, items[i], items[i + 1])))
             return rc;
         if (dict != target && (rc = object_grew(p, target, dict, dict->weight - before)))
@@ -1411,6 +1404,16 @@ int pk_parse(const uint8_t *buf, size_t len, pk_doc **out, char *err, size_t err
     parser p = { .buf = buf, .len = buf ? len : 0, .a = &doc->a, .err = err, .errlen = errlen };
     bool stop = false;
     int rc = 0;
+    /* Allocated up front: opcodes take `p->stack + mark` even when nothing
+     * was pushed, and pointer arithmetic on NULL is undefined. */
+    p.stack = malloc(64 * sizeof *p.stack);
+    if (!p.stack) {
+        pk_free(doc);
+        if (err && errlen)
+            snprintf(err, errlen, "pickle: out of memory");
+        return -ENOMEM;
+    }
+    p.stack_cap = 64;
     while (!stop && !(rc = step(&p, &stop)))
         ;
     /* Python ignores what follows STOP and what is left on the stack. */
