@@ -23,9 +23,14 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     /* A read-only checkpoint never changes under us: let the kernel keep
      * pages, attributes and names for as long as it likes. */
     cfg->kernel_cache = !m->opts.rw;
-    cfg->entry_timeout = m->opts.rw ? 1.0 : 3600.0;
-    cfg->attr_timeout = m->opts.rw ? 1.0 : 3600.0;
+    /* rw: names and sizes change under open files (commits turn X.npy into
+     * X, xattrs give a new file its size), so the kernel asks every time */
+    cfg->entry_timeout = m->opts.rw ? 0.0 : 3600.0;
+    cfg->attr_timeout = m->opts.rw ? 0.0 : 3600.0;
     cfg->negative_timeout = m->opts.rw ? 0.0 : 3600.0;
+    /* rw: an unlinked open file must not be renamed to .fuse_hidden*, which
+     * would commit a key of that name (ops_write.c) */
+    cfg->hard_remove = m->opts.rw;
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
     if (conn->capable & FUSE_CAP_SPLICE_MOVE)
@@ -120,6 +125,13 @@ int main(int argc, char *argv[])
     if (rc) {
         fprintf(stderr, "ckptfs: %s: cannot build the file tree: %s\n", m.opts.source,
                 strerror(-rc));
+        ck_close(m.ck);
+        return 1;
+    }
+    if (m.opts.rw && (rc = fs_write_init(&m, err, sizeof err)) != 0) {
+        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
+        fs_views_free(m.views);
+        fs_tree_free(m.tree);
         ck_close(m.ck);
         return 1;
     }

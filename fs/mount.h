@@ -8,6 +8,7 @@
 #include "tree.h"
 
 typedef struct fs_views fs_views; /* views.c */
+typedef struct fs_wstate fs_wstate; /* write_state.c: pending writes (rw mounts) */
 
 typedef struct {
     ck_checkpoint *ck;
@@ -17,6 +18,7 @@ typedef struct {
     /* Held shared by every operation that reads ck/tree, exclusively by a
      * commit that replaces them (rw mounts). */
     pthread_rwlock_t lock;
+    fs_wstate *ws; /* rw mounts only */
 } fs_mount;
 
 #endif

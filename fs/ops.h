@@ -21,7 +21,11 @@ static inline fs_mount *fs_current_mount(void)
 void fs_ops_fill_read(struct fuse_operations *ops);
 void fs_ops_fill_write(struct fuse_operations *ops); /* ops_write.c */
 
-/* Commits what is still pending when the filesystem goes away (rw). */
+/* rw mounts: sets up m->ws before anything is mounted (it opens SOURCE
+ * while relative paths still resolve).  0 or -errno with err set. */
+int fs_write_init(fs_mount *m, char *err, size_t errlen);
+/* Commits what is still pending when the filesystem goes away (rw), then
+ * frees m->ws. */
 void fs_unmount_commit(fs_mount *m);
 
 /* Shared by the read and write halves. */

@@ -10,10 +10,12 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "arena.h"
 #include "chunk_cache.h"
 #include "geometry.h"
+#include "zip_reader.h"
 #include "zstd_stream.h"
 
 /* A decoded item may exceed its chunk's image by the archive's own bytes
@@ -93,6 +95,34 @@ static int item_matches_chunk(const ck_key *key, const ck_chunk *c, const ck_tor
     return 0;
 }
 
+/* torch's zstd frames carry no checksum, so a damaged frame can decode to
+ * wrong bytes without an error.  The archive inside records the CRC-32 of
+ * data/0, and a decoded item is in memory anyway: check it.  A CRC of 0 is
+ * taken as "not recorded" (torch.serialization.config.save.compute_crc32). */
+static int check_data_crc(const uint8_t *item, uint64_t item_len, char *why, size_t whylen)
+{
+    ck_byte_source src = ck_byte_source_mem(item, item_len);
+    ck_zip_member m;
+    int rc = ck_zip_find(&src, "/data/0", &m, why, whylen);
+    if (rc)
+        return -EIO;
+    if (m.crc32 == 0)
+        return 0;
+    uLong crc = crc32(0L, Z_NULL, 0);
+    const uint8_t *p = item + m.data_offset;
+    for (uint64_t left = m.size; left > 0;) {
+        uInt n = left > (1u << 30) ? (1u << 30) : (uInt)left;
+        crc = crc32(crc, p, n);
+        p += n;
+        left -= n;
+    }
+    if ((uint32_t)crc != m.crc32) {
+        snprintf(why, whylen, "data/0 fails its CRC-32 check after decoding (damaged frame)");
+        return -EIO;
+    }
+    return 0;
+}
+
 /* Builds the chunk's row-major image from a decoded item and caches it. */
 static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c,
                                  uint8_t *item, uint64_t item_len, char *why, size_t whylen)
@@ -108,6 +138,8 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
         int rc = ck_torch_item_parse(&src, c->layout.item, why, whylen);
         if (!rc)
             rc = item_matches_chunk(key, c, c->layout.item, why, whylen);
+        if (!rc && c->transforms)
+            rc = check_data_crc(item, item_len, why, whylen);
         if (rc) {
             free(item);
             return rc < 0 ? rc : -EIO;
@@ -250,6 +282,11 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
     rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
     if (rc)
         return rc == -ENOMEM ? rc : -EIO;
+    if (c->transforms && key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE &&
+        check_data_crc(item, item_len, why, sizeof why)) {
+        free(item);
+        return -EIO; /* the file changed since the chunk was resolved */
+    }
     uint8_t *img = item;
     if (key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE) {
         img = malloc(c->layout.nbytes ? c->layout.nbytes : 1);

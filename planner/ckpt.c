@@ -126,15 +126,21 @@ int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index)
  * lexical check done by ck_add_file. */
 static int open_beneath(int root_fd, const char *path)
 {
-    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC,
+    /* O_NONBLOCK: opening a FIFO planted as a data file must not hang the
+     * mount; it is then refused as not a regular file. */
+    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
                             .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
     long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof how);
-    if (fd >= 0)
-        return (int)fd;
-    if (errno != ENOSYS)
+    if (fd < 0 && errno == ENOSYS)
+        fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd < 0)
         return -errno;
-    fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    return fd >= 0 ? (int)fd : -errno;
+    struct stat st;
+    if (fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close((int)fd);
+        return -EINVAL;
+    }
+    return (int)fd;
 }
 
 int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
@@ -146,17 +152,19 @@ int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
         *fd = cur;
         return 0;
     }
-    pthread_mutex_lock(&ck->lock);
-    cur = atomic_load(&ck->files[i].fd);
-    if (cur < 0) {
-        cur = open_beneath(ck->root_fd, ck->files[i].path);
-        if (cur >= 0)
-            atomic_store_explicit(&ck->files[i].fd, cur, memory_order_release);
+    /* No lock here: chunk resolution calls this while holding ck->lock (a
+     * file missing at mount, or beyond EAGER_OPEN_MAX).  Racing openers
+     * agree through the compare-exchange; the loser closes its fd. */
+    int opened = open_beneath(ck->root_fd, ck->files[i].path);
+    if (opened < 0)
+        return opened;
+    int expect = -1;
+    if (!atomic_compare_exchange_strong_explicit(&ck->files[i].fd, &expect, opened,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        close(opened);
+        opened = expect;
     }
-    pthread_mutex_unlock(&ck->lock);
-    if (cur < 0)
-        return cur;
-    *fd = cur;
+    *fd = opened;
     return 0;
 }
 
@@ -255,6 +263,16 @@ static int finish_model(ck_checkpoint *ck, char *err, size_t errlen)
     return 0;
 }
 
+/* Messages quote names taken from the checkpoint (keys, paths, header
+ * fields), which may hold newlines or escape sequences; the refusal must
+ * stay the one line SPEC promises, so control bytes become '?'. */
+static void keep_one_line(char *err)
+{
+    for (unsigned char *p = (unsigned char *)err; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            *p = '?';
+}
+
 int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, char *err,
             size_t errlen)
 {
@@ -340,6 +358,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
     if (rc) {
         if (!err[0])
             snprintf(err, errlen, "%s: %s", source, strerror(-rc));
+        keep_one_line(err);
         ck_close(ck);
         return rc;
     }

@@ -37,7 +37,8 @@ __attribute__((format(printf, 2, 3))) static int fail(dcp_ctx *c, const char *fm
 
 static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len)
 {
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    /* O_NONBLOCK: a FIFO named .metadata is refused below, not waited on */
+    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return -errno;
     struct stat st;

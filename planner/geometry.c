@@ -95,6 +95,14 @@ static uint64_t run_elements(const ck_key *key, const ck_chunk *c, const uint64_
     return run;
 }
 
+static int chunk_inside_shape(const ck_key *key, const ck_chunk *c)
+{
+    for (uint32_t k = 0; k < key->ndim; k++)
+        if (c->sizes[k] > key->shape[k] || c->offsets[k] > key->shape[k] - c->sizes[k])
+            return 0;
+    return 1;
+}
+
 static uint64_t chunk_local_element(const ck_key *key, const ck_chunk *c, const uint64_t *idx)
 {
     uint64_t off = 0;
@@ -130,6 +138,12 @@ int ck_load_plan_for_range(const ck_key *key, uint64_t start, uint64_t len, ck_r
             return -EIO;
         hint = (uint32_t)c;
         const ck_chunk *ch = &key->chunks[c];
+        /* Keys whose chunks fail ck_key_check_chunks are never planned by
+         * ckptfs, but a chunk reaching past the shape would make the run
+         * arithmetic below wrap (a zero-length run: no progress), so the
+         * planner refuses it itself rather than trusting its caller. */
+        if (!chunk_inside_shape(key, ch))
+            return -EIO;
         /* numel fits in uint64 with es, so these products cannot overflow */
         uint64_t run_bytes = run_elements(key, ch, idx) * es - within;
         uint64_t src = chunk_local_element(key, ch, idx) * es + within;

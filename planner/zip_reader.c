@@ -17,6 +17,7 @@
 #define CDH_SIG 0x02014b50u
 #define CDH_SIZE 46u
 #define LFH_SIG 0x04034b50u
+#define DD_SIG 0x08074b50u /* data descriptor */
 #define LFH_SIZE 30u
 #define ZIP64_EXTRA_ID 0x0001u
 /* A torch item's directory is a few hundred bytes; this only stops a forged
@@ -229,6 +230,31 @@ static bool name_matches(const uint8_t *name, size_t name_len, const char *suffi
     return prefix_len > 0 && memchr(name, '/', prefix_len) == NULL;
 }
 
+/* The local extra field's length fixes where the member's data starts and
+ * nothing else states it: a damaged length would shift every byte served.
+ * What follows the data confirms it: the next local header, a data
+ * descriptor (with its signature, or starting with the member's CRC-32), or
+ * the central directory. */
+static int check_data_end(const ck_byte_source *src, uint64_t end, uint64_t cd_offset,
+                          uint32_t crc, const char *suffix, char *err, size_t errlen)
+{
+    if (end == cd_offset)
+        return 0;
+    uint8_t b[4];
+    if (cd_offset - end < sizeof b)
+        return fail(err, errlen, -EINVAL, "zip: data of \"%s\" ends %llu bytes before the directory",
+                    suffix, (unsigned long long)(cd_offset - end));
+    int rc = ck_byte_source_read(src, end, b, sizeof b);
+    if (rc < 0)
+        return read_err(err, errlen, rc, "member end", end);
+    uint32_t v = le32(b);
+    if (v == LFH_SIG || v == DD_SIG || v == crc)
+        return 0;
+    return fail(err, errlen, -EINVAL,
+                "zip: data of \"%s\" is not followed by a header at %llu (damaged local header?)",
+                suffix, (unsigned long long)end);
+}
+
 int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *out, char *err,
                 size_t errlen)
 {
@@ -330,6 +356,9 @@ int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *ou
                   (unsigned long long)loc.cd_offset);
         goto out;
     }
+    rc = check_data_end(src, data_off + usize, loc.cd_offset, crc, suffix, err, errlen);
+    if (rc < 0)
+        goto out;
     out->data_offset = data_off;
     out->size = usize;
     out->crc32 = crc;

@@ -1,0 +1,651 @@
+/* The commit protocol (see commit.h).  Every syscall that changes the disk
+ * goes through step_* below, which also serve the test hooks that kill the
+ * process or fail the call at a chosen step, so the crash test can stop a
+ * commit between any two of them. */
+#include "commit.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "geometry.h"
+#include "metadata_write.h"
+#include "torch_save_writer.h"
+#include "zstd_stream.h"
+
+#define ARCHIVE_NAME "archive" /* what torch.save names an archive written to a buffer */
+#define SINK_BUF (1u << 20)
+#define DATA_PREFIX "__ckptfs_"
+#define TMP_PREFIX ".metadata.ckptfs-tmp-"
+
+typedef struct {
+    const ck_commit_opts *opts;
+    uint64_t steps;
+} step_ctx;
+
+/* Before a counted syscall: the fail hook. */
+static int step_injected(step_ctx *s)
+{
+    if (s->opts->fail_after && s->steps + 1 == s->opts->fail_after) {
+        s->steps++;
+        return s->opts->fail_errno ? -s->opts->fail_errno : -EIO;
+    }
+    return 0;
+}
+
+/* After a counted syscall: the crash hook. */
+static void step_done(step_ctx *s)
+{
+    s->steps++;
+    if (s->opts->crash_after && s->steps == s->opts->crash_after)
+        raise(SIGKILL);
+}
+
+static int step_pwrite(step_ctx *s, int fd, const void *buf, size_t len, uint64_t off)
+{
+    const uint8_t *p = buf;
+    while (len > 0) {
+        int rc = step_injected(s);
+        if (rc)
+            return rc;
+        ssize_t w = pwrite(fd, p, len, (off_t)off);
+        int e = errno;
+        step_done(s);
+        if (w < 0) {
+            if (e == EINTR)
+                continue;
+            return -e;
+        }
+        if (w == 0)
+            return -EIO;
+        p += w;
+        len -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return 0;
+}
+
+static int step_fsync(step_ctx *s, int fd)
+{
+    int rc = step_injected(s);
+    if (rc)
+        return rc;
+    rc = fsync(fd) ? -errno : 0;
+    step_done(s);
+    return rc;
+}
+
+static int step_rename(step_ctx *s, int dirfd, const char *from, const char *to)
+{
+    int rc = step_injected(s);
+    if (rc)
+        return rc;
+    rc = renameat(dirfd, from, dirfd, to) ? -errno : 0;
+    step_done(s);
+    return rc;
+}
+
+static int step_unlink(step_ctx *s, int dirfd, const char *name)
+{
+    int rc = step_injected(s);
+    if (rc)
+        return rc;
+    rc = unlinkat(dirfd, name, 0) ? -errno : 0;
+    step_done(s);
+    return rc;
+}
+
+/* ---- the data file: a buffered sequential sink ---- */
+
+typedef struct {
+    step_ctx *steps;
+    int fd;
+    uint64_t off;  /* file offset of buf[0] */
+    uint8_t *buf;
+    size_t used;
+} data_sink;
+
+static int sink_flush(data_sink *d)
+{
+    if (!d->used)
+        return 0;
+    int rc = step_pwrite(d->steps, d->fd, d->buf, d->used, d->off);
+    if (!rc) {
+        d->off += d->used;
+        d->used = 0;
+    }
+    return rc;
+}
+
+static int sink_write(void *ctx, const void *buf, size_t len)
+{
+    data_sink *d = ctx;
+    const uint8_t *p = buf;
+    while (len > 0) {
+        size_t room = SINK_BUF - d->used;
+        size_t n = len < room ? len : room;
+        memcpy(d->buf + d->used, p, n);
+        d->used += n;
+        p += n;
+        len -= n;
+        if (d->used == SINK_BUF) {
+            int rc = sink_flush(d);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static uint64_t sink_pos(const data_sink *d)
+{
+    return d->off + d->used;
+}
+
+/* ---- items ---- */
+
+typedef struct {
+    const ck_key *key;
+    const ck_chunk *chunk;
+    const ck_save_key *sk;
+} chunk_src;
+
+static int read_chunk_image(void *ctx, uint64_t off, void *buf, size_t len)
+{
+    chunk_src *c = ctx;
+    return ck_chunk_image_read(c->key, c->chunk, off, buf, len, c->sk->read, c->sk->read_ctx);
+}
+
+/* Pushes the payload bytes of a bytes key through sink. */
+static int copy_payload(const ck_save_key *sk, ck_sink_fn sink, void *sink_ctx)
+{
+    uint8_t *buf = malloc(CK_TSW_PIECE);
+    if (!buf)
+        return -ENOMEM;
+    int rc = 0;
+    for (uint64_t off = 0; !rc && off < sk->bytes_len;) {
+        size_t n = sk->bytes_len - off < CK_TSW_PIECE ? (size_t)(sk->bytes_len - off) : CK_TSW_PIECE;
+        rc = sk->read(sk->read_ctx, off, buf, n);
+        if (!rc)
+            rc = sink(sink_ctx, buf, n);
+        off += n;
+    }
+    free(buf);
+    return rc;
+}
+
+/* One item at the sink's current position: a torch.save archive of the
+ * tensor (dt, ndim, sizes) read through read, or (sk->rewrite_bytes) the
+ * raw payload, compressed when transforms say so. */
+static int write_item(data_sink *d, const ck_save_key *sk, ck_dtype dt, uint32_t ndim,
+                      const uint64_t *sizes, ck_tensor_read_fn read, void *read_ctx,
+                      uint32_t transforms, ck_md_storage *out, char *err, size_t errlen)
+{
+    uint64_t start = sink_pos(d), raw_len = 0;
+    int rc = 0;
+    if (sk->rewrite_bytes)
+        raw_len = sk->bytes_len;
+    else
+        rc = ck_torch_save_tensor_len(ARCHIVE_NAME, dt, ndim, sizes, &raw_len, err, errlen);
+    if (rc)
+        return rc;
+    ck_sink_fn sink = sink_write;
+    void *sink_ctx = d;
+    ck_zstd_writer *z = NULL;
+    if (transforms & CK_TF_ZSTD) {
+        rc = ck_zstd_writer_new(&z, raw_len, sink_write, d);
+        if (rc) {
+            snprintf(err, errlen, "key %s: cannot start a zstd frame", sk->fqn);
+            return rc;
+        }
+        sink = ck_zstd_writer_write;
+        sink_ctx = z;
+    }
+    if (sk->rewrite_bytes)
+        rc = copy_payload(sk, sink, sink_ctx);
+    else
+        rc = ck_torch_save_tensor_to_sink(sink, sink_ctx, ARCHIVE_NAME, dt, ndim, sizes, read,
+                                          read_ctx, NULL, err, errlen);
+    if (!rc && z)
+        rc = ck_zstd_writer_finish(z);
+    ck_zstd_writer_free(z);
+    if (rc) {
+        if (!err[0])
+            snprintf(err, errlen, "key %s: cannot write an item: %s", sk->fqn, strerror(-rc));
+        return rc;
+    }
+    out->offset = start;
+    out->length = sink_pos(d) - start;
+    out->transforms = transforms & CK_TF_ZSTD;
+    return 0;
+}
+
+/* ---- the plan ---- */
+
+typedef struct {
+    ck_md_key *md;          /* one per key */
+    ck_md_chunk **chunks;   /* per key, owned */
+    uint8_t **rewrite;      /* per key: chunks written again (old tensors), owned */
+    uint64_t *zeros;        /* CK_MAX_DIMS zeros: offsets of new keys' chunk */
+} plan;
+
+static void plan_free(plan *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (p->chunks)
+            free(p->chunks[i]);
+        if (p->rewrite)
+            free(p->rewrite[i]);
+    }
+    free(p->md);
+    free(p->chunks);
+    free(p->rewrite);
+    free(p->zeros);
+}
+
+static int cmp_str_ptr(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int check_keys(const ck_save_key *keys, size_t n, char *err, size_t errlen)
+{
+    const char **names = malloc((n ? n : 1) * sizeof *names);
+    if (!names)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        names[i] = keys[i].fqn;
+    qsort(names, n, sizeof *names, cmp_str_ptr);
+    int rc = 0;
+    for (size_t i = 1; i < n && !rc; i++)
+        if (strcmp(names[i - 1], names[i]) == 0) {
+            snprintf(err, errlen, "two keys named %s", names[i]);
+            rc = -EEXIST;
+        }
+    free(names);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const ck_save_key *k = &keys[i];
+        const ck_key *o = k->old;
+        if (!o) {
+            const ck_dtype_info *dt = ck_dtype_get(k->dtype);
+            uint64_t numel, bytes;
+            if (!dt || k->ndim > CK_MAX_DIMS || (k->ndim && !k->shape) ||
+                ck_shape_numel(k->ndim, k->shape, &numel) ||
+                __builtin_mul_overflow(numel, (uint64_t)dt->size, &bytes) || bytes > INT64_MAX) {
+                snprintf(err, errlen, "key %s: bad dtype or shape for a new tensor", k->fqn);
+                rc = -EINVAL;
+            } else if (!k->read) {
+                snprintf(err, errlen, "key %s: no content", k->fqn);
+                rc = -EINVAL;
+            }
+            continue;
+        }
+        if ((k->ndirty || k->rewrite_bytes) && (o->error || !k->read)) {
+            snprintf(err, errlen, "key %s: its stored chunks cannot be read, so it cannot be patched",
+                     k->fqn);
+            rc = -EIO;
+        }
+        if (k->rewrite_bytes && o->kind != CK_KEY_BYTES) {
+            snprintf(err, errlen, "key %s: not a bytes entry", k->fqn);
+            rc = -EINVAL;
+        }
+        for (uint32_t j = 0; j < o->nchunks && !rc; j++)
+            if (o->chunks[j].transforms & CK_TF_UNKNOWN) {
+                snprintf(err, errlen,
+                         "key %s: an item has a storage transform ckptfs cannot write back",
+                         k->fqn);
+                rc = -ENOTSUP;
+            }
+    }
+    return rc;
+}
+
+static int build_plan(ck_checkpoint *ck, const ck_save_key *keys, size_t n, plan *p,
+                      uint64_t *nitems, char *err, size_t errlen)
+{
+    memset(p, 0, sizeof *p);
+    p->md = calloc(n ? n : 1, sizeof *p->md);
+    p->chunks = calloc(n ? n : 1, sizeof *p->chunks);
+    p->rewrite = calloc(n ? n : 1, sizeof *p->rewrite);
+    p->zeros = calloc(CK_MAX_DIMS, sizeof *p->zeros);
+    if (!p->md || !p->chunks || !p->rewrite || !p->zeros)
+        return -ENOMEM;
+    *nitems = 0;
+    for (size_t i = 0; i < n; i++) {
+        const ck_save_key *k = &keys[i];
+        const ck_key *o = k->old;
+        ck_md_key *m = &p->md[i];
+        m->fqn = k->fqn;
+        uint32_t nch = o ? o->nchunks : 1;
+        p->chunks[i] = calloc(nch ? nch : 1, sizeof **p->chunks);
+        p->rewrite[i] = calloc(nch ? nch : 1, 1);
+        if (!p->chunks[i] || !p->rewrite[i])
+            return -ENOMEM;
+        m->chunks = p->chunks[i];
+        m->nchunks = nch;
+        if (!o) {
+            m->kind = CK_KEY_TENSOR;
+            m->dtype = k->dtype;
+            m->ndim = k->ndim;
+            m->shape = k->shape;
+            p->chunks[i][0].offsets = p->zeros;
+            p->chunks[i][0].sizes = k->shape;
+            p->rewrite[i][0] = 1;
+            (*nitems)++;
+            continue;
+        }
+        m->kind = o->kind;
+        m->dtype = o->dtype;
+        m->ndim = o->ndim;
+        m->shape = o->shape;
+        /* the nested-dict path only still describes the key under its name */
+        if (strcmp(o->fqn, k->fqn) == 0) {
+            m->planner_path = o->planner_path;
+            m->planner_path_is_int = o->planner_path_is_int;
+            m->planner_path_len = o->planner_path_len;
+        }
+        for (uint32_t j = 0; j < nch; j++) {
+            const ck_chunk *c = &o->chunks[j];
+            ck_md_chunk *mc = &p->chunks[i][j];
+            mc->offsets = c->offsets;
+            mc->sizes = c->sizes;
+            mc->storage = (ck_md_storage){ c->file < ck->nfiles ? ck->files[c->file].path : NULL,
+                                           c->offset, c->length, c->transforms };
+        }
+        if (o->kind == CK_KEY_BYTES) {
+            if (k->rewrite_bytes) {
+                p->rewrite[i][0] = 1;
+                (*nitems)++;
+            }
+            continue;
+        }
+        if (k->ndirty) {
+            int rc = ck_save_plan_chunks(o, k->dirty, k->ndirty, p->rewrite[i]);
+            if (rc) {
+                snprintf(err, errlen, "key %s: cannot plan its chunks: %s", k->fqn, strerror(-rc));
+                return rc;
+            }
+            for (uint32_t j = 0; j < nch; j++)
+                *nitems += p->rewrite[i][j];
+        }
+    }
+    return 0;
+}
+
+/* ---- names ---- */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Creates a file no other name can clash with: O_EXCL, counting up. */
+static int create_unique(int dirfd, const char *prefix, const char *suffix, char *name, size_t cap)
+{
+    uint64_t t = now_ns();
+    for (unsigned n = 0; n < 1000; n++) {
+        snprintf(name, cap, "%s%" PRIu64 "_%u%s", prefix, t, n, suffix);
+        int fd = openat(dirfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd >= 0)
+            return fd;
+        if (errno != EEXIST)
+            return -errno;
+    }
+    return -EEXIST;
+}
+
+static void make_save_id(char *out, size_t cap)
+{
+    uint8_t r[16] = { 0 };
+    if (getrandom(r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        uint64_t t = now_ns() ^ ((uint64_t)getpid() << 32);
+        memcpy(r, &t, sizeof t);
+    }
+    r[6] = (uint8_t)((r[6] & 0x0f) | 0x40);
+    r[8] = (uint8_t)((r[8] & 0x3f) | 0x80);
+    snprintf(out, cap,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+             r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], r[10], r[11], r[12], r[13],
+             r[14], r[15]);
+}
+
+/* ---- metadata replacement ---- */
+
+static int replace_metadata(step_ctx *s, int dirfd, const uint8_t *buf, size_t len, char *err,
+                            size_t errlen)
+{
+    char tmp[128];
+    int fd = create_unique(dirfd, TMP_PREFIX, "", tmp, sizeof tmp);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot create a temporary metadata file: %s", strerror(-fd));
+        return fd;
+    }
+    int rc = step_pwrite(s, fd, buf, len, 0);
+    if (!rc)
+        rc = step_fsync(s, fd);
+    if (close(fd) && !rc)
+        rc = -errno;
+    if (!rc)
+        rc = step_rename(s, dirfd, tmp, ".metadata");
+    if (rc) {
+        snprintf(err, errlen, "cannot write .metadata: %s", strerror(-rc));
+        unlinkat(dirfd, tmp, 0);
+        return rc;
+    }
+    /* the rename is durable once the directory is; the new state is already
+     * the visible one, so a failure here is reported but not undone */
+    int drc = step_fsync(s, dirfd);
+    if (drc)
+        fprintf(stderr, "ckptfs: fsync of the checkpoint directory failed: %s\n", strerror(-drc));
+    return 0;
+}
+
+/* ---- garbage ---- */
+
+/* Set of paths the new metadata uses, for the removal pass. */
+typedef struct {
+    const char **v;
+    size_t n;
+} path_set;
+
+static int path_set_build(const ck_md *md, path_set *ps)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < md->nkeys; i++)
+        total += md->keys[i].nchunks;
+    ps->v = malloc((total ? total : 1) * sizeof *ps->v);
+    if (!ps->v)
+        return -ENOMEM;
+    ps->n = 0;
+    for (size_t i = 0; i < md->nkeys; i++)
+        for (uint32_t j = 0; j < md->keys[i].nchunks; j++)
+            ps->v[ps->n++] = md->keys[i].chunks[j].storage.relative_path;
+    qsort(ps->v, ps->n, sizeof *ps->v, cmp_str_ptr);
+    return 0;
+}
+
+static int path_set_has(const path_set *ps, const char *p)
+{
+    size_t lo = 0, hi = ps->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = strcmp(ps->v[mid], p);
+        if (c == 0)
+            return 1;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+static int has_suffix(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && strcmp(s + n - m, suf) == 0;
+}
+
+/* After the rename: files only the old state used, and debris of commits
+ * that never reached their rename.  Failures only leave garbage behind. */
+static uint64_t remove_unreferenced(step_ctx *s, ck_checkpoint *old, int dirfd, const ck_md *md)
+{
+    path_set ps;
+    uint64_t removed = 0;
+    if (path_set_build(md, &ps))
+        return 0;
+    for (size_t i = 0; i < old->nfiles; i++)
+        if (!path_set_has(&ps, old->files[i].path) &&
+            step_unlink(s, dirfd, old->files[i].path) == 0)
+            removed++;
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d && fd >= 0)
+        close(fd);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        const char *nm = de->d_name;
+        int ours = strncmp(nm, DATA_PREFIX, strlen(DATA_PREFIX)) == 0 && has_suffix(nm, ".distcp");
+        int tmp = strncmp(nm, TMP_PREFIX, strlen(TMP_PREFIX)) == 0;
+        if ((ours && !path_set_has(&ps, nm)) || tmp)
+            if (step_unlink(s, dirfd, nm) == 0)
+                removed++;
+    }
+    if (d)
+        closedir(d);
+    free(ps.v);
+    return removed;
+}
+
+/* ---- the commit ---- */
+
+static int write_items(const ck_save_key *keys, size_t n, plan *p, data_sink *d,
+                       char *data_name, ck_commit_stats *st, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        const ck_save_key *k = &keys[i];
+        ck_md_key *m = &p->md[i];
+        for (uint32_t j = 0; j < m->nchunks; j++) {
+            if (!p->rewrite[i][j])
+                continue;
+            ck_md_chunk *mc = &p->chunks[i][j];
+            int rc;
+            if (!k->old) {
+                rc = write_item(d, k, k->dtype, k->ndim, k->shape, k->read, k->read_ctx,
+                                k->transforms, &mc->storage, err, errlen);
+            } else if (k->old->kind == CK_KEY_BYTES) {
+                rc = write_item(d, k, CK_DT_UINT8, 0, NULL, NULL, NULL, k->old->chunks[0].transforms,
+                                &mc->storage, err, errlen);
+            } else {
+                const ck_chunk *c = &k->old->chunks[j];
+                chunk_src src = { k->old, c, k };
+                rc = write_item(d, k, k->old->dtype, k->old->ndim, c->sizes, read_chunk_image, &src,
+                                c->transforms, &mc->storage, err, errlen);
+            }
+            if (rc)
+                return rc;
+            mc->storage.relative_path = data_name;
+            st->items++;
+            st->item_bytes += mc->storage.length;
+        }
+    }
+    return sink_flush(d);
+}
+
+int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck_commit_opts *opts,
+              ck_commit_stats *stats, char *err, size_t errlen)
+{
+    ck_commit_stats local;
+    ck_commit_stats *st = stats ? stats : &local;
+    memset(st, 0, sizeof *st);
+    if (errlen)
+        err[0] = '\0';
+    step_ctx steps = { opts, 0 };
+    int rc = check_keys(keys, nkeys, err, errlen);
+    plan p;
+    uint64_t nitems = 0;
+    if (!rc)
+        rc = build_plan(ck, keys, nkeys, &p, &nitems, err, errlen);
+    else
+        memset(&p, 0, sizeof p);
+    int data_fd = -1;
+    data_sink d = { &steps, -1, 0, NULL, 0 };
+    if (!rc && nitems) {
+        d.buf = malloc(SINK_BUF);
+        if (!d.buf)
+            rc = -ENOMEM;
+        if (!rc) {
+            data_fd = create_unique(opts->dirfd, DATA_PREFIX, ".distcp", st->data_file,
+                                    sizeof st->data_file);
+            if (data_fd < 0) {
+                rc = data_fd;
+                st->data_file[0] = '\0';
+                snprintf(err, errlen, "cannot create a data file: %s", strerror(-rc));
+            }
+        }
+        d.fd = data_fd;
+        if (!rc)
+            rc = write_items(keys, nkeys, &p, &d, st->data_file, st, err, errlen);
+        if (!rc)
+            rc = step_fsync(&steps, data_fd);
+        if (data_fd >= 0 && close(data_fd) && !rc)
+            rc = -errno;
+        /* the new file's name must be durable before a metadata names it */
+        if (!rc)
+            rc = step_fsync(&steps, opts->dirfd);
+        if (rc && !err[0])
+            snprintf(err, errlen, "cannot write %s: %s", st->data_file, strerror(-rc));
+    }
+    free(d.buf);
+    ck_md md = { p.md, nkeys, opts->checkpoint_id, NULL };
+    char save_id[40];
+    make_save_id(save_id, sizeof save_id);
+    md.save_id = save_id;
+    uint8_t *mbuf = NULL;
+    size_t mlen = 0;
+    if (!rc)
+        rc = ck_metadata_write(&md, &mbuf, &mlen, err, errlen);
+    if (!rc)
+        rc = replace_metadata(&steps, opts->dirfd, mbuf, mlen, err, errlen);
+    free(mbuf);
+    if (rc) {
+        if (st->data_file[0])
+            unlinkat(opts->dirfd, st->data_file, 0);
+        st->data_file[0] = '\0';
+    } else {
+        st->removed = remove_unreferenced(&steps, ck, opts->dirfd, &md);
+    }
+    st->syscalls = steps.steps;
+    plan_free(&p, nkeys);
+    return rc;
+}
+
+int ck_commit_empty(int dirfd, const char *checkpoint_id, char *err, size_t errlen)
+{
+    ck_commit_opts opts = { .dirfd = dirfd, .checkpoint_id = checkpoint_id };
+    step_ctx steps = { &opts, 0 };
+    ck_md md = { NULL, 0, checkpoint_id, NULL };
+    char save_id[40];
+    make_save_id(save_id, sizeof save_id);
+    md.save_id = save_id;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (errlen)
+        err[0] = '\0';
+    int rc = ck_metadata_write(&md, &buf, &len, err, errlen);
+    if (!rc)
+        rc = replace_metadata(&steps, dirfd, buf, len, err, errlen);
+    free(buf);
+    return rc;
+}
