@@ -80,61 +80,77 @@ out:
     return rc;
 }
 
+/* Everything main allocated; safe on partly built state. */
+static void mount_free(fs_mount *m, struct fuse_args *args)
+{
+    fs_views_free(m->views);
+    fs_tree_free(m->tree);
+    ck_close(m->ck);
+    fuse_opt_free_args(args);
+    free(m->opts.source);
+    free(m->opts.mountpoint);
+}
+
+/* Opens SOURCE and builds the tree and views; 0, or -errno after printing
+ * the one-line reason. */
+static int mount_prepare(fs_mount *m)
+{
+    char err[1024] = "";
+    ck_open_opts oo = { .cache_bytes = m->opts.cache_bytes };
+    int rc = m->opts.rw && m->opts.create
+                 ? ck_open_or_create(m->opts.source, &oo, &m->ck, err, sizeof err)
+                 : ck_open(m->opts.source, &oo, &m->ck, err, sizeof err);
+    if (rc) {
+        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
+        return rc;
+    }
+    if (m->opts.rw && m->ck->kind != CK_SRC_DCP) {
+        fprintf(stderr, "ckptfs: %s: -o rw needs a DCP checkpoint (safetensors sources are read-only)\n",
+                m->opts.source);
+        return -EINVAL;
+    }
+    rc = fs_tree_build(m->ck, m->opts.flat, &m->tree);
+    if (!rc)
+        rc = fs_views_new(m, &m->views);
+    if (rc) {
+        fprintf(stderr, "ckptfs: %s: cannot build the file tree: %s\n", m->opts.source,
+                strerror(-rc));
+        return rc;
+    }
+    if (m->opts.rw && (rc = fs_write_init(m, err, sizeof err)) != 0) {
+        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
+        return rc;
+    }
+    return 0;
+}
+
 int main(int argc, char *argv[])
 {
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     fs_mount m;
     memset(&m, 0, sizeof m);
+    int status = 1;
     if (fs_options_parse(&args, &m.opts) != 0)
-        return 1;
+        goto out;
     if (m.opts.show_version) {
         printf("ckptfs %s (libfuse %s)\n", CKPTFS_VERSION, fuse_pkgversion());
-        return 0;
+        status = 0;
+        goto out;
     }
     if (m.opts.show_help) {
         fs_options_usage(argv[0]);
         fuse_cmdline_help();
         fuse_lib_help(&args);
-        return 0;
+        status = 0;
+        goto out;
     }
     if (!m.opts.source || !m.opts.mountpoint) {
         fprintf(stderr, "usage: %s [options] SOURCE MOUNTPOINT (see --help)\n", argv[0]);
-        return 1;
+        goto out;
     }
     raise_fd_limit();
-    char err[1024] = "";
-    ck_open_opts oo = { .cache_bytes = m.opts.cache_bytes };
-    int rc;
-    if (m.opts.rw && m.opts.create)
-        rc = ck_open_or_create(m.opts.source, &oo, &m.ck, err, sizeof err);
-    else
-        rc = ck_open(m.opts.source, &oo, &m.ck, err, sizeof err);
-    if (rc) {
-        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
-        return 1;
-    }
-    if (m.opts.rw && m.ck->kind != CK_SRC_DCP) {
-        fprintf(stderr, "ckptfs: %s: -o rw needs a DCP checkpoint (safetensors sources are read-only)\n",
-                m.opts.source);
-        ck_close(m.ck);
-        return 1;
-    }
-    rc = fs_tree_build(m.ck, m.opts.flat, &m.tree);
-    if (!rc)
-        rc = fs_views_new(&m, &m.views);
-    if (rc) {
-        fprintf(stderr, "ckptfs: %s: cannot build the file tree: %s\n", m.opts.source,
-                strerror(-rc));
-        ck_close(m.ck);
-        return 1;
-    }
-    if (m.opts.rw && (rc = fs_write_init(&m, err, sizeof err)) != 0) {
-        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
-        fs_views_free(m.views);
-        fs_tree_free(m.tree);
-        ck_close(m.ck);
-        return 1;
-    }
+    if (mount_prepare(&m) != 0)
+        goto out;
     pthread_rwlock_init(&m.lock, NULL);
 
     struct fuse_operations ops = { 0 };
@@ -147,16 +163,12 @@ int main(int argc, char *argv[])
     fuse_opt_add_arg(&args, "-ofsname=ckptfs");
     fuse_opt_add_arg(&args, "-osubtype=ckptfs");
 
-    rc = run_fuse(&args, &ops, &m);
+    status = run_fuse(&args, &ops, &m) ? 1 : 0;
 
     if (m.opts.rw)
         fs_unmount_commit(&m); /* pending writes: last chance, see ops_write.c */
-    fs_views_free(m.views);
-    fs_tree_free(m.tree);
-    ck_close(m.ck);
     pthread_rwlock_destroy(&m.lock);
-    fuse_opt_free_args(&args);
-    free(m.opts.source);
-    free(m.opts.mountpoint);
-    return rc ? 1 : 0;
+out:
+    mount_free(&m, &args);
+    return status;
 }
