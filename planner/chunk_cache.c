@@ -67,11 +67,15 @@ static void push_front(ck_cache *c, ck_cache_entry *e)
 }
 
 /* Drops least recently used entries until the bound holds; entries still
- * referenced are freed by their last release. */
+ * referenced are freed by their last release.  The most recent entry always
+ * stays: a chunk larger than the bound would otherwise be decoded again for
+ * every read of it (a sequential read of a 1 GiB zstd chunk in 256 KiB
+ * requests would decode it 4096 times), so the cache may hold the bound
+ * plus one chunk. */
 static void evict(ck_cache *c)
 {
     ck_cache_entry *e = c->tail;
-    while (e && c->bytes > c->max_bytes) {
+    while (e && e != c->head && c->bytes > c->max_bytes) {
         ck_cache_entry *prev = e->prev;
         unlink_entry(c, e);
         if (e->refs == 0)

@@ -14,8 +14,8 @@ void ck_cache_free(ck_cache *c);
 ck_cache_entry *ck_cache_get(ck_cache *c, uint64_t id);
 /* Inserts data (ownership passes to the cache, freed with free()) and
  * returns a referenced entry.  If id is already present the given data is
- * freed and the existing entry returned.  Entries larger than the bound are
- * still returned but dropped once released. */
+ * freed and the existing entry returned.  The most recently used entry is
+ * never evicted, so memory stays below the bound plus one entry. */
 ck_cache_entry *ck_cache_put(ck_cache *c, uint64_t id, uint8_t *data, uint64_t len);
 const uint8_t *ck_cache_entry_data(const ck_cache_entry *e, uint64_t *len);
 void ck_cache_release(ck_cache *c, ck_cache_entry *e);
