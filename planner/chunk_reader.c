@@ -123,12 +123,50 @@ static int check_data_crc(const uint8_t *item, uint64_t item_len, char *why, siz
     return 0;
 }
 
-/* Builds the chunk's row-major image from a decoded item and caches it. */
+/* The cached form of a chunk's image, made from its decoded item (which
+ * it takes over): when the elements are one contiguous run of the item,
+ * the item itself, with the image starting at *img_off (no copy of a
+ * possibly huge buffer); otherwise a gathered row-major copy. */
+static int image_from_item(const ck_key *key, const ck_chunk *c, uint8_t *item, uint64_t item_len,
+                           uint8_t **img, uint64_t *img_len, uint64_t *img_off)
+{
+    *img = item;
+    *img_len = item_len;
+    *img_off = 0;
+    if (key->kind != CK_KEY_TENSOR || c->format != CK_ITEM_TORCH_SAVE)
+        return 0;
+    const ck_torch_item *it = c->layout.item;
+    uint64_t nbytes = chunk_image_bytes(key, c);
+    if (ck_torch_item_is_contiguous(it)) {
+        uint64_t start = it->data_offset + it->storage_offset * ck_dtype_get(key->dtype)->size;
+        if (start > item_len || item_len - start < nbytes) {
+            free(item);
+            return -EIO;
+        }
+        *img_off = start;
+        return 0;
+    }
+    uint8_t *g = malloc(nbytes ? nbytes : 1);
+    if (!g) {
+        free(item);
+        return -ENOMEM;
+    }
+    int rc = ck_torch_item_gather(it, item, item_len, g, nbytes);
+    free(item);
+    if (rc) {
+        free(g);
+        return -EIO;
+    }
+    *img = g;
+    *img_len = nbytes;
+    return 0;
+}
+
+/* Parses a decoded item, checks it against the chunk and caches its image. */
 static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c,
                                  uint8_t *item, uint64_t item_len, char *why, size_t whylen)
 {
     uint64_t nbytes = key->kind == CK_KEY_BYTES ? item_len : chunk_image_bytes(key, c);
-    uint8_t *img = item;
     if (key->kind == CK_KEY_TENSOR) {
         ck_byte_source src = ck_byte_source_mem(item, item_len);
         if (!c->layout.item && !(c->layout.item = ck_arena_alloc(ck->arena, sizeof(ck_torch_item)))) {
@@ -144,21 +182,17 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
             free(item);
             return rc < 0 ? rc : -EIO;
         }
-        img = malloc(nbytes ? nbytes : 1);
-        if (!img) {
-            free(item);
-            return -ENOMEM;
-        }
-        rc = ck_torch_item_gather(c->layout.item, item, item_len, img, nbytes);
-        free(item);
-        if (rc) {
-            free(img);
-            snprintf(why, whylen, "cannot gather strided elements");
-            return rc;
-        }
+    }
+    uint8_t *img;
+    uint64_t img_len, img_off;
+    int rc = image_from_item(key, c, item, item_len, &img, &img_len, &img_off);
+    if (rc) {
+        snprintf(why, whylen, "cannot lay out the item's elements");
+        return rc;
     }
     c->layout.nbytes = nbytes;
-    ck_cache_entry *e = ck_cache_put(ck->cache, cache_id(ck, key, c), img, nbytes);
+    c->layout.cache_offset = img_off;
+    ck_cache_entry *e = ck_cache_put(ck->cache, cache_id(ck, key, c), img, img_len);
     if (!e)
         return -ENOMEM;
     ck_cache_release(ck->cache, e);
@@ -287,21 +321,12 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
         free(item);
         return -EIO; /* the file changed since the chunk was resolved */
     }
-    uint8_t *img = item;
-    if (key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE) {
-        img = malloc(c->layout.nbytes ? c->layout.nbytes : 1);
-        if (!img) {
-            free(item);
-            return -ENOMEM;
-        }
-        rc = ck_torch_item_gather(c->layout.item, item, item_len, img, c->layout.nbytes);
-        free(item);
-        if (rc) {
-            free(img);
-            return -EIO;
-        }
-        item_len = c->layout.nbytes;
-    }
+    uint8_t *img;
+    uint64_t img_len, img_off;
+    rc = image_from_item(key, c, item, item_len, &img, &img_len, &img_off);
+    if (rc)
+        return rc;
+    item_len = img_len;
     e = ck_cache_put(ck->cache, id, img, item_len);
     if (!e)
         return -ENOMEM;
@@ -343,7 +368,8 @@ int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t of
         return rc;
     uint64_t n;
     const uint8_t *img = ck_cache_entry_data(e, &n);
-    if (end <= n)
+    img += c->layout.cache_offset;
+    if (c->layout.cache_offset <= n && end <= n - c->layout.cache_offset)
         memcpy(dst, img + off, len);
     else
         rc = -EIO;
@@ -425,7 +451,8 @@ static int read_chunk_group(ck_checkpoint *ck, const ck_key *key, ck_read *const
             return rc;
         uint64_t len;
         const uint8_t *img = ck_cache_entry_data(e, &len);
-        if (hi <= len)
+        img += c->layout.cache_offset;
+        if (c->layout.cache_offset <= len && hi <= len - c->layout.cache_offset)
             for (size_t i = 0; i < n; i++)
                 memcpy(dst + (reads[i]->dst_off - base), img + reads[i]->src_off, reads[i]->len);
         else

@@ -30,6 +30,7 @@ typedef struct {
     bool direct;          /* image = bytes [file_offset, +nbytes) of the file, as is */
     uint64_t file_offset; /* when direct */
     uint64_t nbytes;      /* image length: chunk numel * element size (bytes key: payload) */
+    uint64_t cache_offset; /* decoded chunks: where the image starts in the cached buffer */
     /* The item's layout, kept only for chunks that must be decoded or
      * gathered (a direct chunk needs none of it): a checkpoint with
      * 100,000 chunks should not carry 100,000 copies of 32 strides. */
