@@ -1,3 +1,4 @@
+#include "errmsg.h"
 #include "torch_item.h"
 
 #include <errno.h>
@@ -15,17 +16,6 @@
  * not a torch.save archive we know. */
 #define MAX_STORAGE_KEY 64
 
-__attribute__((format(printf, 4, 5)))
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 static bool is_global_named(const pk_value *v, const char *const *modules, size_t n_modules,
                             const char *name)
@@ -41,15 +31,15 @@ static int read_dims(const pk_value *v, const char *what, uint32_t *ndim, int64_
                      size_t errlen)
 {
     if (!v || (v->kind != PK_TUPLE && v->kind != PK_LIST))
-        return fail(err, errlen, -EINVAL, "data.pkl: %s is not a tuple", what);
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: %s is not a tuple", what);
     size_t n = pk_seq_len(v);
     if (n > CK_MAX_DIMS)
-        return fail(err, errlen, -EINVAL, "data.pkl: %zu dimensions exceed the limit of %d", n,
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: %zu dimensions exceed the limit of %d", n,
                     CK_MAX_DIMS);
     for (size_t i = 0; i < n; i++) {
         int64_t x;
         if (pk_as_int(pk_seq_at(v, i), &x) < 0 || x < 0)
-            return fail(err, errlen, -EINVAL, "data.pkl: %s[%zu] is not a non-negative integer", what, i);
+            return ck_fail(err, errlen, -EINVAL, "data.pkl: %s[%zu] is not a non-negative integer", what, i);
         vals[i] = x;
     }
     *ndim = (uint32_t)n;
@@ -83,65 +73,65 @@ static int addressed_bytes(const ck_torch_item *it, size_t elsize, uint64_t *out
 static int parse_pickle(const pk_value *root, ck_torch_item *out, char *key, char *err, size_t errlen)
 {
     if (!root || root->kind != PK_OBJECT || root->u.obj.newobj)
-        return fail(err, errlen, -EINVAL, "data.pkl: not a tensor (expected a _rebuild_tensor call)");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: not a tensor (expected a _rebuild_tensor call)");
     bool v3 = pk_is_global(root->u.obj.callable, "torch._utils", "_rebuild_tensor_v3");
     if (!v3 && !pk_is_global(root->u.obj.callable, "torch._utils", "_rebuild_tensor_v2")) {
         const pk_value *c = root->u.obj.callable;
         if (c && c->kind == PK_GLOBAL)
-            return fail(err, errlen, -EINVAL, "data.pkl: not a tensor (built by %s.%s)",
+            return ck_fail(err, errlen, -EINVAL, "data.pkl: not a tensor (built by %s.%s)",
                         c->u.global.module, c->u.global.name);
-        return fail(err, errlen, -EINVAL, "data.pkl: not a tensor");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: not a tensor");
     }
     const pk_value *args = root->u.obj.args;
     size_t nargs = pk_seq_len(args);
     /* (storage, storage_offset, size, stride, requires_grad, backward_hooks
      *  [, dtype if v3] [, metadata]) */
     if (nargs < (v3 ? 7u : 6u))
-        return fail(err, errlen, -EINVAL, "data.pkl: _rebuild_tensor_%s has %zu arguments",
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: _rebuild_tensor_%s has %zu arguments",
                     v3 ? "v3" : "v2", nargs);
 
     const pk_value *storage = pk_seq_at(args, 0);
     if (!storage || storage->kind != PK_PERSID)
-        return fail(err, errlen, -EINVAL, "data.pkl: tensor storage is not a persistent id");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: tensor storage is not a persistent id");
     const pk_value *pid = storage->u.persid.pid;
     if (!pid || pid->kind != PK_TUPLE || pk_seq_len(pid) != 5)
-        return fail(err, errlen, -EINVAL, "data.pkl: storage id is not a 5-tuple");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: storage id is not a 5-tuple");
     const char *tag = pk_as_str(pk_seq_at(pid, 0));
     if (!tag || strcmp(tag, "storage") != 0)
-        return fail(err, errlen, -EINVAL, "data.pkl: persistent id is not a storage");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: persistent id is not a storage");
     const pk_value *storage_type = pk_seq_at(pid, 1);
     const char *key_str = pk_as_str(pk_seq_at(pid, 2));
     if (!key_str || key_str[0] == '\0' || strlen(key_str) > MAX_STORAGE_KEY || strchr(key_str, '/'))
-        return fail(err, errlen, -EINVAL, "data.pkl: bad storage key");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: bad storage key");
     strcpy(key, key_str);
     int64_t storage_numel;
     if (pk_as_int(pk_seq_at(pid, 4), &storage_numel) < 0 || storage_numel < 0)
-        return fail(err, errlen, -EINVAL, "data.pkl: bad storage size");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: bad storage size");
 
     ck_dtype dt;
     if (v3) {
         static const char *const untyped_modules[] = { "torch.storage", "torch" };
         if (!is_global_named(storage_type, untyped_modules, 2, "UntypedStorage"))
-            return fail(err, errlen, -EINVAL, "data.pkl: _rebuild_tensor_v3 storage is not UntypedStorage");
+            return ck_fail(err, errlen, -EINVAL, "data.pkl: _rebuild_tensor_v3 storage is not UntypedStorage");
         const pk_value *dtv = pk_seq_at(args, 6);
         if (!dtv || dtv->kind != PK_GLOBAL || strcmp(dtv->u.global.module, "torch") != 0)
-            return fail(err, errlen, -EINVAL, "data.pkl: _rebuild_tensor_v3 dtype is not a torch dtype");
+            return ck_fail(err, errlen, -EINVAL, "data.pkl: _rebuild_tensor_v3 dtype is not a torch dtype");
         dt = ck_dtype_from_torch_name(dtv->u.global.name);
         if (dt == CK_DT_INVALID)
-            return fail(err, errlen, -ENOTSUP, "data.pkl: unknown dtype torch.%s", dtv->u.global.name);
+            return ck_fail(err, errlen, -ENOTSUP, "data.pkl: unknown dtype torch.%s", dtv->u.global.name);
     } else {
         if (!storage_type || storage_type->kind != PK_GLOBAL ||
             strcmp(storage_type->u.global.module, "torch") != 0)
-            return fail(err, errlen, -EINVAL, "data.pkl: storage type is not a torch storage class");
+            return ck_fail(err, errlen, -EINVAL, "data.pkl: storage type is not a torch storage class");
         dt = ck_dtype_from_storage_class(storage_type->u.global.name);
         if (dt == CK_DT_INVALID)
-            return fail(err, errlen, -ENOTSUP, "data.pkl: unknown storage class torch.%s",
+            return ck_fail(err, errlen, -ENOTSUP, "data.pkl: unknown storage class torch.%s",
                         storage_type->u.global.name);
     }
 
     int64_t storage_offset;
     if (pk_as_int(pk_seq_at(args, 1), &storage_offset) < 0 || storage_offset < 0)
-        return fail(err, errlen, -EINVAL, "data.pkl: bad storage offset");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: bad storage offset");
 
     int64_t sizes[CK_MAX_DIMS], strides[CK_MAX_DIMS];
     uint32_t nsize, nstride;
@@ -152,7 +142,7 @@ static int parse_pickle(const pk_value *root, ck_torch_item *out, char *key, cha
     if (rc < 0)
         return rc;
     if (nsize != nstride)
-        return fail(err, errlen, -EINVAL, "data.pkl: %u sizes but %u strides", nsize, nstride);
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: %u sizes but %u strides", nsize, nstride);
 
     out->dtype = dt;
     out->storage_offset = (uint64_t)storage_offset;
@@ -172,7 +162,7 @@ int ck_torch_item_parse(const ck_byte_source *src, ck_torch_item *out, char *err
     if (rc < 0)
         return rc;
     if (pkl.size > CK_MAX_DATA_PKL)
-        return fail(err, errlen, -EINVAL, "data.pkl of %llu bytes exceeds the limit of %u",
+        return ck_fail(err, errlen, -EINVAL, "data.pkl of %llu bytes exceeds the limit of %u",
                     (unsigned long long)pkl.size, (unsigned)CK_MAX_DATA_PKL);
     uint8_t *buf = malloc(pkl.size ? (size_t)pkl.size : 1);
     if (!buf)
@@ -180,7 +170,7 @@ int ck_torch_item_parse(const ck_byte_source *src, ck_torch_item *out, char *err
     rc = ck_byte_source_read(src, pkl.data_offset, buf, (size_t)pkl.size);
     if (rc < 0) {
         free(buf);
-        return fail(err, errlen, rc, "cannot read data.pkl at offset %llu",
+        return ck_fail(err, errlen, rc, "cannot read data.pkl at offset %llu",
                     (unsigned long long)pkl.data_offset);
     }
     /* data.pkl says where every element lies: a flipped bit in a stride or
@@ -210,15 +200,15 @@ int ck_torch_item_parse(const ck_byte_source *src, ck_torch_item *out, char *err
 
     const ck_dtype_info *info = ck_dtype_get(out->dtype);
     if (!info || info->size == 0)
-        return fail(err, errlen, -ENOTSUP, "data.pkl: dtype without an element size");
+        return ck_fail(err, errlen, -ENOTSUP, "data.pkl: dtype without an element size");
     uint64_t need;
     if (addressed_bytes(out, info->size, &need) < 0)
-        return fail(err, errlen, -EINVAL, "data.pkl: size/stride/offset overflow");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl: size/stride/offset overflow");
     if (need > data.size)
-        return fail(err, errlen, -EINVAL, "data.pkl describes %llu bytes but data/%s holds %llu",
+        return ck_fail(err, errlen, -EINVAL, "data.pkl describes %llu bytes but data/%s holds %llu",
                     (unsigned long long)need, key, (unsigned long long)data.size);
     if (!pkl_crc_ok)
-        return fail(err, errlen, -EINVAL, "data.pkl fails its CRC-32 check");
+        return ck_fail(err, errlen, -EINVAL, "data.pkl fails its CRC-32 check");
     return 0;
 }
 

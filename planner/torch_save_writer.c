@@ -1,3 +1,4 @@
+#include "errmsg.h"
 #include "torch_save_writer.h"
 
 #include <errno.h>
@@ -34,17 +35,6 @@ static const char BYTEORDER[] = "little";
 static const char VERSION[] = "3\n";
 #define SERIALIZATION_ID_LEN 40u
 
-__attribute__((format(printf, 4, 5)))
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
@@ -118,12 +108,12 @@ typedef struct {
 static int emit(zwriter *z, const void *p, size_t n)
 {
     if (__builtin_add_overflow(z->pos, (uint64_t)n, &z->pos))
-        return fail(z->err, z->errlen, -EOVERFLOW, "torch.save: archive too large");
+        return ck_fail(z->err, z->errlen, -EOVERFLOW, "torch.save: archive too large");
     if (!z->sink || n == 0)
         return 0;
     int rc = z->sink(z->sink_ctx, p, n);
     if (rc < 0)
-        return fail(z->err, z->errlen, rc, "torch.save: cannot write archive bytes at %llu: %s",
+        return ck_fail(z->err, z->errlen, rc, "torch.save: cannot write archive bytes at %llu: %s",
                     (unsigned long long)(z->pos - n), strerror(-rc));
     return 0;
 }
@@ -252,7 +242,7 @@ static int data_record(zwriter *z, uint64_t size, ck_tensor_read_fn read_data, v
         size_t n = size - off < CK_TSW_PIECE ? (size_t)(size - off) : CK_TSW_PIECE;
         rc = read_data(read_ctx, off, z->buf, n);
         if (rc < 0)
-            return fail(z->err, z->errlen, rc, "torch.save: cannot read tensor bytes at %llu: %s",
+            return ck_fail(z->err, z->errlen, rc, "torch.save: cannot read tensor bytes at %llu: %s",
                         (unsigned long long)off, strerror(-rc));
         if (off == 0)
             observe_torch_write(z, z->buf, size); /* torch writes data/0 in one call */
@@ -411,23 +401,23 @@ static int check_args(const char *archive_name, ck_dtype dt, uint32_t ndim, cons
 {
     if (!archive_name || archive_name[0] == '\0' || strchr(archive_name, '/') ||
         strlen(archive_name) > MAX_NAME - strlen(LONGEST_SUFFIX))
-        return fail(err, errlen, -EINVAL, "torch.save: bad archive name");
+        return ck_fail(err, errlen, -EINVAL, "torch.save: bad archive name");
     *info = ck_dtype_get(dt);
     if (!*info)
-        return fail(err, errlen, -EINVAL, "torch.save: invalid dtype %d", (int)dt);
+        return ck_fail(err, errlen, -EINVAL, "torch.save: invalid dtype %d", (int)dt);
     if (dt == CK_DT_QINT8 || dt == CK_DT_QUINT8 || dt == CK_DT_QINT32)
-        return fail(err, errlen, -ENOTSUP, "torch.save: quantized tensors (%s) are not written",
+        return ck_fail(err, errlen, -ENOTSUP, "torch.save: quantized tensors (%s) are not written",
                     (*info)->torch_name);
     if (ndim > CK_MAX_DIMS)
-        return fail(err, errlen, -EINVAL, "torch.save: %u dimensions exceed the limit of %d", ndim,
+        return ck_fail(err, errlen, -EINVAL, "torch.save: %u dimensions exceed the limit of %d", ndim,
                     CK_MAX_DIMS);
     uint64_t n = 1;
     for (uint32_t d = 0; d < ndim; d++)
         if (shape[d] > (uint64_t)INT64_MAX || __builtin_mul_overflow(n, shape[d], &n))
-            return fail(err, errlen, -EOVERFLOW, "torch.save: shape overflows");
+            return ck_fail(err, errlen, -EOVERFLOW, "torch.save: shape overflows");
     if (n > (uint64_t)INT64_MAX || __builtin_mul_overflow(n, (uint64_t)(*info)->size, nbytes) ||
         *nbytes > (uint64_t)INT64_MAX)
-        return fail(err, errlen, -EOVERFLOW, "torch.save: tensor size overflows");
+        return ck_fail(err, errlen, -EOVERFLOW, "torch.save: tensor size overflows");
     *numel = n;
     return 0;
 }
@@ -445,7 +435,7 @@ static int write_archive(ck_sink_fn sink, void *sink_ctx, const char *archive_na
     size_t pkl_len = 0;
     rc = build_data_pkl(info, ndim, shape, numel, nbytes, &pkl, &pkl_len);
     if (rc < 0)
-        return fail(err, errlen, rc, "torch.save: cannot build data.pkl");
+        return ck_fail(err, errlen, rc, "torch.save: cannot build data.pkl");
 
     zwriter z = { .sink = sink, .sink_ctx = sink_ctx, .archive = archive_name,
                   .archive_len = strlen(archive_name), .err = err, .errlen = errlen };
@@ -499,7 +489,7 @@ int ck_torch_save_tensor_to_sink(ck_sink_fn sink, void *sink_ctx, const char *ar
                                  char *err, size_t errlen)
 {
     if (!sink || !read_data)
-        return fail(err, errlen, -EINVAL, "torch.save: no sink or no data source");
+        return ck_fail(err, errlen, -EINVAL, "torch.save: no sink or no data source");
     return write_archive(sink, sink_ctx, archive_name, dt, ndim, shape, read_data, read_ctx,
                          item_len, err, errlen);
 }
@@ -567,7 +557,7 @@ int ck_torch_save_tensor_mem(const char *archive_name, ck_dtype dt, uint32_t ndi
     if (rc < 0)
         return rc;
     if (len > SIZE_MAX)
-        return fail(err, errlen, -EOVERFLOW, "torch.save: archive does not fit in memory");
+        return ck_fail(err, errlen, -EOVERFLOW, "torch.save: archive does not fit in memory");
     mem_out m = { malloc((size_t)len), 0, len };
     if (!m.data)
         return -ENOMEM;

@@ -1,3 +1,4 @@
+#include "errmsg.h"
 #include "zip_reader.h"
 
 #include <errno.h>
@@ -31,21 +32,10 @@ static uint32_t le32(const uint8_t *p)
 }
 static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | ((uint64_t)le32(p + 4) << 32); }
 
-__attribute__((format(printf, 4, 5)))
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 static int read_err(char *err, size_t errlen, int rc, const char *what, uint64_t off)
 {
-    return fail(err, errlen, rc, "zip: cannot read %s at offset %llu", what, (unsigned long long)off);
+    return ck_fail(err, errlen, rc, "zip: cannot read %s at offset %llu", what, (unsigned long long)off);
 }
 
 typedef struct {
@@ -63,7 +53,7 @@ static int find_eocd(const ck_byte_source *src, uint64_t *eocd_off, uint8_t rec[
                      char *err, size_t errlen)
 {
     if (src->len < EOCD_SIZE)
-        return fail(err, errlen, -EINVAL, "zip: %llu bytes is too short for an archive",
+        return ck_fail(err, errlen, -EINVAL, "zip: %llu bytes is too short for an archive",
                     (unsigned long long)src->len);
     /* torch writes no comment: the record is usually the last 22 bytes */
     int rc = ck_byte_source_read(src, src->len - EOCD_SIZE, rec, EOCD_SIZE);
@@ -95,7 +85,7 @@ static int find_eocd(const ck_byte_source *src, uint64_t *eocd_off, uint8_t rec[
         return 0;
     }
     free(tail);
-    return fail(err, errlen, -EINVAL, "zip: no end of central directory record");
+    return ck_fail(err, errlen, -EINVAL, "zip: no end of central directory record");
 }
 
 static int locate_cd(const ck_byte_source *src, cd_location *loc, char *err, size_t errlen)
@@ -125,10 +115,10 @@ static int locate_cd(const ck_byte_source *src, cd_location *loc, char *err, siz
 
     if (!have_locator) {
         if (saturated)
-            return fail(err, errlen, -EINVAL,
+            return ck_fail(err, errlen, -EINVAL,
                         "zip: end record needs ZIP64 values but there is no ZIP64 locator");
         if (disk != 0 || cd_disk != 0 || n_disk != n_total)
-            return fail(err, errlen, -EINVAL, "zip: multi-disk archives are not supported");
+            return ck_fail(err, errlen, -EINVAL, "zip: multi-disk archives are not supported");
         loc->entries = n_total;
         loc->cd_size = cd_size;
         loc->cd_offset = cd_off;
@@ -138,24 +128,24 @@ static int locate_cd(const ck_byte_source *src, cd_location *loc, char *err, siz
         uint32_t z64_disks = le32(locator + 16);
         uint64_t locator_off = eocd_off - Z64_LOCATOR_SIZE;
         if (le32(locator + 4) != 0 || z64_disks > 1)
-            return fail(err, errlen, -EINVAL, "zip: multi-disk archives are not supported");
+            return ck_fail(err, errlen, -EINVAL, "zip: multi-disk archives are not supported");
         if (z64_off > locator_off || locator_off - z64_off < Z64_EOCD_SIZE)
-            return fail(err, errlen, -EINVAL, "zip: ZIP64 end record offset %llu is out of range",
+            return ck_fail(err, errlen, -EINVAL, "zip: ZIP64 end record offset %llu is out of range",
                         (unsigned long long)z64_off);
         uint8_t z64[Z64_EOCD_SIZE];
         rc = ck_byte_source_read(src, z64_off, z64, sizeof z64);
         if (rc < 0)
             return read_err(err, errlen, rc, "ZIP64 end record", z64_off);
         if (le32(z64) != Z64_EOCD_SIG)
-            return fail(err, errlen, -EINVAL, "zip: bad ZIP64 end record signature at %llu",
+            return ck_fail(err, errlen, -EINVAL, "zip: bad ZIP64 end record signature at %llu",
                         (unsigned long long)z64_off);
         uint64_t rec_size = le64(z64 + 4);
         if (rec_size < Z64_EOCD_SIZE - 12 || rec_size > locator_off - z64_off - 12)
-            return fail(err, errlen, -EINVAL, "zip: bad ZIP64 end record size %llu",
+            return ck_fail(err, errlen, -EINVAL, "zip: bad ZIP64 end record size %llu",
                         (unsigned long long)rec_size);
         uint64_t z_n_disk = le64(z64 + 24), z_n_total = le64(z64 + 32);
         if (le32(z64 + 16) != 0 || le32(z64 + 20) != 0 || z_n_disk != z_n_total)
-            return fail(err, errlen, -EINVAL, "zip: multi-disk archives are not supported");
+            return ck_fail(err, errlen, -EINVAL, "zip: multi-disk archives are not supported");
         loc->entries = z_n_total;
         loc->cd_size = le64(z64 + 40);
         loc->cd_offset = le64(z64 + 48);
@@ -164,22 +154,22 @@ static int locate_cd(const ck_byte_source *src, cd_location *loc, char *err, siz
         if ((n_total != 0xFFFF && n_total != loc->entries) ||
             (cd_size != 0xFFFFFFFFu && cd_size != loc->cd_size) ||
             (cd_off != 0xFFFFFFFFu && cd_off != loc->cd_offset))
-            return fail(err, errlen, -EINVAL, "zip: end record and ZIP64 end record disagree");
+            return ck_fail(err, errlen, -EINVAL, "zip: end record and ZIP64 end record disagree");
     }
 
     if (loc->entries > CK_ZIP_MAX_ENTRIES)
-        return fail(err, errlen, -EINVAL, "zip: %llu entries exceed the limit of %u",
+        return ck_fail(err, errlen, -EINVAL, "zip: %llu entries exceed the limit of %u",
                     (unsigned long long)loc->entries, (unsigned)CK_ZIP_MAX_ENTRIES);
     if (loc->cd_offset > loc->cd_limit || loc->cd_size > loc->cd_limit - loc->cd_offset)
-        return fail(err, errlen, -EINVAL,
+        return ck_fail(err, errlen, -EINVAL,
                     "zip: central directory [%llu, +%llu) runs past its end record at %llu",
                     (unsigned long long)loc->cd_offset, (unsigned long long)loc->cd_size,
                     (unsigned long long)loc->cd_limit);
     if (loc->cd_size > CD_MAX_BYTES)
-        return fail(err, errlen, -EINVAL, "zip: central directory of %llu bytes is too large",
+        return ck_fail(err, errlen, -EINVAL, "zip: central directory of %llu bytes is too large",
                     (unsigned long long)loc->cd_size);
     if (loc->entries * CDH_SIZE > loc->cd_size)
-        return fail(err, errlen, -EINVAL, "zip: %llu entries cannot fit in a %llu-byte directory",
+        return ck_fail(err, errlen, -EINVAL, "zip: %llu entries cannot fit in a %llu-byte directory",
                     (unsigned long long)loc->entries, (unsigned long long)loc->cd_size);
     return 0;
 }
@@ -197,7 +187,7 @@ static int apply_zip64_extra(const uint8_t *extra, size_t extra_len, uint64_t *u
     while (extra_len - pos >= 4) {
         uint16_t id = le16(extra + pos), sz = le16(extra + pos + 2);
         if (sz > extra_len - pos - 4)
-            return fail(err, errlen, -EINVAL, "zip: extra field runs past its entry");
+            return ck_fail(err, errlen, -EINVAL, "zip: extra field runs past its entry");
         if (id == ZIP64_EXTRA_ID) {
             const uint8_t *f = extra + pos + 4;
             size_t fpos = 0;
@@ -207,7 +197,7 @@ static int apply_zip64_extra(const uint8_t *extra, size_t extra_len, uint64_t *u
                 if (!wanted[k])
                     continue;
                 if (sz - fpos < 8)
-                    return fail(err, errlen, -EINVAL, "zip: ZIP64 extra field is too short");
+                    return ck_fail(err, errlen, -EINVAL, "zip: ZIP64 extra field is too short");
                 *wanted[k] = le64(f + fpos);
                 fpos += 8;
             }
@@ -215,7 +205,7 @@ static int apply_zip64_extra(const uint8_t *extra, size_t extra_len, uint64_t *u
         }
         pos += 4u + sz;
     }
-    return fail(err, errlen, -EINVAL, "zip: entry needs ZIP64 values but has no ZIP64 extra field");
+    return ck_fail(err, errlen, -EINVAL, "zip: entry needs ZIP64 values but has no ZIP64 extra field");
 }
 
 /* The member's prefix is the archive folder ("archive", or the file's stem),
@@ -242,7 +232,7 @@ static int check_data_end(const ck_byte_source *src, uint64_t end, uint64_t cd_o
         return 0;
     uint8_t b[4];
     if (cd_offset - end < sizeof b)
-        return fail(err, errlen, -EINVAL, "zip: data of \"%s\" ends %llu bytes before the directory",
+        return ck_fail(err, errlen, -EINVAL, "zip: data of \"%s\" ends %llu bytes before the directory",
                     suffix, (unsigned long long)(cd_offset - end));
     int rc = ck_byte_source_read(src, end, b, sizeof b);
     if (rc < 0)
@@ -250,7 +240,7 @@ static int check_data_end(const ck_byte_source *src, uint64_t end, uint64_t cd_o
     uint32_t v = le32(b);
     if (v == LFH_SIG || v == DD_SIG || v == crc)
         return 0;
-    return fail(err, errlen, -EINVAL,
+    return ck_fail(err, errlen, -EINVAL,
                 "zip: data of \"%s\" is not followed by a header at %llu (damaged local header?)",
                 suffix, (unsigned long long)end);
 }
@@ -280,7 +270,7 @@ int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *ou
     uint16_t method = 0, flags = 0, name_len = 0;
     for (uint64_t i = 0; i < loc.entries; i++) {
         if (loc.cd_size - pos < CDH_SIZE || le32(cd + pos) != CDH_SIG) {
-            rc = fail(err, errlen, -EINVAL, "zip: bad central directory entry %llu at offset %llu",
+            rc = ck_fail(err, errlen, -EINVAL, "zip: bad central directory entry %llu at offset %llu",
                       (unsigned long long)i, (unsigned long long)(loc.cd_offset + pos));
             goto out;
         }
@@ -288,13 +278,13 @@ int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *ou
         uint16_t nlen = le16(h + 28), xlen = le16(h + 30), clen = le16(h + 32);
         size_t entry_len = CDH_SIZE + (size_t)nlen + xlen + clen;
         if (entry_len > loc.cd_size - pos) {
-            rc = fail(err, errlen, -EINVAL, "zip: central directory entry %llu runs past the directory",
+            rc = ck_fail(err, errlen, -EINVAL, "zip: central directory entry %llu runs past the directory",
                       (unsigned long long)i);
             goto out;
         }
         if (name_matches(h + CDH_SIZE, nlen, suffix, suffix_len)) {
             if (found) {
-                rc = fail(err, errlen, -EINVAL, "zip: two members end with \"%s\"", suffix);
+                rc = ck_fail(err, errlen, -EINVAL, "zip: two members end with \"%s\"", suffix);
                 goto out;
             }
             found = true;
@@ -312,20 +302,20 @@ int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *ou
         pos += entry_len;
     }
     if (!found) {
-        rc = fail(err, errlen, -ENOENT, "zip: no member ending with \"%s\"", suffix);
+        rc = ck_fail(err, errlen, -ENOENT, "zip: no member ending with \"%s\"", suffix);
         goto out;
     }
     if (flags & 1u) {
-        rc = fail(err, errlen, -ENOTSUP, "zip: member \"%s\" is encrypted", suffix);
+        rc = ck_fail(err, errlen, -ENOTSUP, "zip: member \"%s\" is encrypted", suffix);
         goto out;
     }
     if (method != 0) {
-        rc = fail(err, errlen, -ENOTSUP, "zip: member \"%s\" is compressed (method %u); only stored members are read",
+        rc = ck_fail(err, errlen, -ENOTSUP, "zip: member \"%s\" is compressed (method %u); only stored members are read",
                   suffix, (unsigned)method);
         goto out;
     }
     if (csize != usize) {
-        rc = fail(err, errlen, -EINVAL, "zip: stored member \"%s\" has sizes %llu and %llu", suffix,
+        rc = ck_fail(err, errlen, -EINVAL, "zip: stored member \"%s\" has sizes %llu and %llu", suffix,
                   (unsigned long long)csize, (unsigned long long)usize);
         goto out;
     }
@@ -334,7 +324,7 @@ int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *ou
      * it so data is 64-byte aligned), so the data start is only known here. */
     uint8_t lfh[LFH_SIZE];
     if (local_off > loc.cd_offset || loc.cd_offset - local_off < LFH_SIZE) {
-        rc = fail(err, errlen, -EINVAL, "zip: local header offset %llu of \"%s\" is out of range",
+        rc = ck_fail(err, errlen, -EINVAL, "zip: local header offset %llu of \"%s\" is out of range",
                   (unsigned long long)local_off, suffix);
         goto out;
     }
@@ -344,13 +334,13 @@ int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *ou
         goto out;
     }
     if (le32(lfh) != LFH_SIG || le16(lfh + 8) != method || le16(lfh + 26) != name_len) {
-        rc = fail(err, errlen, -EINVAL, "zip: local header of \"%s\" at %llu does not match its directory entry",
+        rc = ck_fail(err, errlen, -EINVAL, "zip: local header of \"%s\" at %llu does not match its directory entry",
                   suffix, (unsigned long long)local_off);
         goto out;
     }
     uint64_t data_off = local_off + LFH_SIZE + le16(lfh + 26) + le16(lfh + 28);
     if (data_off > loc.cd_offset || usize > loc.cd_offset - data_off) {
-        rc = fail(err, errlen, -EINVAL,
+        rc = ck_fail(err, errlen, -EINVAL,
                   "zip: data of \"%s\" [%llu, +%llu) runs past the members' area (%llu bytes)", suffix,
                   (unsigned long long)data_off, (unsigned long long)usize,
                   (unsigned long long)loc.cd_offset);

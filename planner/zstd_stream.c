@@ -1,3 +1,4 @@
+#include "errmsg.h"
 #include "zstd_stream.h"
 
 #include <errno.h>
@@ -15,17 +16,6 @@
 /* torch writes with python-zstandard's default level. */
 #define TORCH_ZSTD_LEVEL 3
 
-__attribute__((format(printf, 4, 5)))
-static int fail(char *err, size_t errlen, int rc, const char *fmt, ...)
-{
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return rc;
-}
 
 static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
@@ -50,7 +40,7 @@ int ck_zstd_decode(const ck_byte_source *src, uint64_t max_out, uint8_t **out, u
     *out = NULL;
     *out_len = 0;
     if (src->len == 0)
-        return fail(err, errlen, -EIO, "zstd: empty input, no frame");
+        return ck_fail(err, errlen, -EIO, "zstd: empty input, no frame");
 
     size_t piece_cap = (size_t)min_u64(src->len, INPUT_PIECE);
     uint8_t *piece = malloc(piece_cap);
@@ -73,7 +63,7 @@ int ck_zstd_decode(const ck_byte_source *src, uint64_t max_out, uint8_t **out, u
             size_t n = (size_t)min_u64(piece_cap, src->len - src_off);
             rc = ck_byte_source_read(src, src_off, piece, n);
             if (rc < 0) {
-                rc = fail(err, errlen, rc, "zstd: cannot read compressed bytes at offset %llu",
+                rc = ck_fail(err, errlen, rc, "zstd: cannot read compressed bytes at offset %llu",
                           (unsigned long long)src_off);
                 goto out;
             }
@@ -103,7 +93,7 @@ int ck_zstd_decode(const ck_byte_source *src, uint64_t max_out, uint8_t **out, u
         size_t in_before = in.pos, out_before = ob.pos;
         size_t r = ZSTD_decompressStream(ds, &ob, &in);
         if (ZSTD_isError(r)) {
-            rc = fail(err, errlen, -EIO, "zstd: bad frame near compressed offset %llu: %s",
+            rc = ck_fail(err, errlen, -EIO, "zstd: bad frame near compressed offset %llu: %s",
                       (unsigned long long)(src_off - (in.size - in.pos)), ZSTD_getErrorName(r));
             goto out;
         }
@@ -111,18 +101,18 @@ int ck_zstd_decode(const ck_byte_source *src, uint64_t max_out, uint8_t **out, u
         last_ret = r;
         if (r != 0 && in.pos == in_before && ob.pos == out_before) {
             if (ob.pos == ob.size) {
-                rc = fail(err, errlen, -E2BIG, "zstd: decoded item exceeds the limit of %llu bytes",
+                rc = ck_fail(err, errlen, -E2BIG, "zstd: decoded item exceeds the limit of %llu bytes",
                           (unsigned long long)max_out);
                 goto out;
             }
             if (!input_left)
                 break;
-            rc = fail(err, errlen, -EIO, "zstd: decoder made no progress");
+            rc = ck_fail(err, errlen, -EIO, "zstd: decoder made no progress");
             goto out;
         }
     }
     if (last_ret != 0) {
-        rc = fail(err, errlen, -EIO, "zstd: truncated frame (input ends at %llu bytes)",
+        rc = ck_fail(err, errlen, -EIO, "zstd: truncated frame (input ends at %llu bytes)",
                   (unsigned long long)src->len);
         goto out;
     }
