@@ -69,7 +69,7 @@ static int run_fuse(struct fuse_args *args, const struct fuse_operations *ops, f
     if (fuse_set_signal_handlers(se) != 0)
         goto out_unmount;
     rc = co.singlethread ? fuse_loop(f) : fuse_loop_mt(f, co.clone_fd);
-    rc = rc ? 1 : 0;
+    rc = rc < 0 ? 1 : 0; /* a positive value is the signal that ended the loop: a clean exit */
     fuse_remove_signal_handlers(se);
 out_unmount:
     fuse_unmount(f);

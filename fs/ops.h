@@ -30,5 +30,8 @@ void fs_unmount_commit(fs_mount *m);
 
 /* Shared by the read and write halves. */
 void fs_fill_stat(fs_mount *m, const fs_node *n, uint64_t size, struct stat *st);
+/* Answers getxattr/listxattr with the n bytes of data: size 0 asks only
+ * for n; a smaller buffer than n is -ERANGE; else they are copied to out. */
+int fs_xattr_reply(const void *data, size_t n, char *out, size_t size);
 
 #endif

@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -361,17 +362,22 @@ static int op_read(const char *path, char *buf, size_t size, off_t off, struct f
 
 /* ---- extended attributes ---- */
 
-static char *dims_json(uint32_t n, const uint64_t *d)
+int fs_xattr_reply(const void *data, size_t n, char *out, size_t size)
 {
-    size_t cap = 2 + (size_t)n * 21 + 1, used = 0;
-    char *s = malloc(cap);
-    if (!s)
-        return NULL;
-    used += (size_t)snprintf(s, cap, "[");
-    for (uint32_t k = 0; k < n; k++)
-        used += (size_t)snprintf(s + used, cap - used, "%s%" PRIu64, k ? "," : "", d[k]);
-    snprintf(s + used, cap - used, "]");
-    return s;
+    if (n > INT_MAX)
+        return -E2BIG;
+    if (size == 0)
+        return (int)n;
+    if (size < n)
+        return -ERANGE;
+    memcpy(out, data, n);
+    return (int)n;
+}
+
+static char *shape_value(uint32_t n, const uint64_t *d)
+{
+    char buf[CK_SHAPE_STR_MAX];
+    return ck_format_shape(buf, sizeof buf, n, d) < 0 ? NULL : strdup(buf);
 }
 
 static char *chunks_json(const ck_checkpoint *ck, const ck_key *key)
@@ -419,7 +425,7 @@ static char *xattr_value(fs_mount *m, const ck_key *key, const char *name, int *
     if (tensor && strcmp(name, "user.ckpt.dtype") == 0)
         return strdup(ck_dtype_get(key->dtype)->torch_name);
     if (tensor && strcmp(name, "user.ckpt.shape") == 0)
-        return dims_json(key->ndim, key->shape);
+        return shape_value(key->ndim, key->shape);
     *rc = -ENODATA;
     return NULL;
 }
@@ -445,13 +451,7 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
     if (key) {
         char *s = xattr_value(m, key, name, &rc);
         if (s) {
-            size_t n = strlen(s);
-            if (size == 0)
-                rc = (int)n;
-            else if (size < n)
-                rc = -ERANGE;
-            else
-                memcpy(value, s, n), rc = (int)n;
+            rc = fs_xattr_reply(s, strlen(s), value, size);
             free(s);
         } else if (!rc) {
             rc = -ENOMEM;
@@ -484,12 +484,7 @@ static int op_listxattr(const char *path, char *list, size_t size)
         return 0;
     const char *names = key->kind == CK_KEY_TENSOR ? tensor_names : bytes_names;
     size_t n = key->kind == CK_KEY_TENSOR ? sizeof tensor_names - 1 : sizeof bytes_names - 1;
-    if (size == 0)
-        return (int)n;
-    if (size < n)
-        return -ERANGE;
-    memcpy(list, names, n);
-    return (int)n;
+    return fs_xattr_reply(names, n, list, size);
 }
 
 static int op_statfs(const char *path, struct statvfs *sv)

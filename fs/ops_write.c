@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "chunk_reader.h"
+#include "geometry.h"
 #include "views.h"
 #include "write_state.h"
 
@@ -1019,7 +1020,8 @@ static bool has_keys_under(fs_mount *m, const char *prefix)
     return any;
 }
 
-static int rename_new(fs_mount *m, path_info *src, path_info *dst, const char *to, bool noreplace)
+/* Whether a file may be renamed onto dst: 0, or what rename(2) answers. */
+static int file_target_ok(const path_info *dst, bool noreplace)
 {
     if (is_dir_kind(dst->kind))
         return -EISDIR;
@@ -1027,11 +1029,18 @@ static int rename_new(fs_mount *m, path_info *src, path_info *dst, const char *t
         return -EACCES;
     if (dst->kind != P_NONE && noreplace)
         return -EEXIST;
+    return 0;
+}
+
+static int rename_new(fs_mount *m, path_info *src, path_info *dst, const char *to, bool noreplace)
+{
+    int rc = file_target_ok(dst, noreplace);
+    if (rc)
+        return rc;
     bool npy = has_npy_suffix(base_name(to));
     char *fqn = target_fqn(to, npy);
     if (!fqn)
         return -ENOMEM;
-    int rc = 0;
     const char *replaced = dst->kind == P_FILE ? dst->fqn : NULL;
     if (!fqn_free(m, fqn, replaced, src->wf))
         rc = -EEXIST;
@@ -1064,16 +1073,12 @@ static int rename_new(fs_mount *m, path_info *src, path_info *dst, const char *t
 
 static int rename_key(fs_mount *m, path_info *src, path_info *dst, const char *to, bool noreplace)
 {
-    if (is_dir_kind(dst->kind))
-        return -EISDIR;
-    if (dst->kind == P_VIEW)
-        return -EACCES;
-    if (dst->kind != P_NONE && noreplace)
-        return -EEXIST;
+    int rc = file_target_ok(dst, noreplace);
+    if (rc)
+        return rc;
     char *fqn = target_fqn(to, false);
     if (!fqn)
         return -ENOMEM;
-    int rc = 0;
     const char *replaced = dst->kind == P_FILE ? dst->fqn : NULL;
     if (strcmp(fqn, src->fqn) != 0 && !fqn_free(m, fqn, replaced, NULL))
         rc = -EEXIST;
@@ -1205,16 +1210,6 @@ static int parse_shape(const char *s, size_t n, uint32_t *ndim, uint64_t *dims)
     return 0;
 }
 
-static int format_shape(uint32_t n, const uint64_t *d, char *out, size_t cap)
-{
-    size_t used = (size_t)snprintf(out, cap, "[");
-    for (uint32_t k = 0; k < n && used < cap; k++)
-        used += (size_t)snprintf(out + used, cap - used, "%s%" PRIu64, k ? "," : "", d[k]);
-    if (used < cap)
-        used += (size_t)snprintf(out + used, cap - used, "]");
-    return used < cap ? (int)used : -ERANGE;
-}
-
 /* A new file's declared type decides its size: the tensor's bytes. */
 static int apply_declaration(fs_wfile *wf)
 {
@@ -1313,30 +1308,29 @@ static int wr_setxattr(const char *path, const char *name, const char *value, si
     return rc;
 }
 
-static int reply_value(const char *s, char *value, size_t size)
+/* classify() for the xattr calls, which only a pending new file answers
+ * here: 1 with pi filled for one; 0 (pi cleared) for anything else, which
+ * the read half answers; or -errno. */
+static int classify_new(fs_mount *m, const char *path, path_info *pi)
 {
-    size_t n = strlen(s);
-    if (size == 0)
-        return (int)n;
-    if (size < n)
-        return -ERANGE;
-    memcpy(value, s, n);
-    return (int)n;
+    int rc = classify(m, path, pi);
+    if (rc)
+        return rc;
+    if (pi->kind == P_NEW)
+        return 1;
+    info_clear(m->ws, pi);
+    return 0;
 }
 
 static int wr_getxattr(const char *path, const char *name, char *value, size_t size)
 {
     fs_mount *m = fs_current_mount();
     path_info pi;
-    int rc = classify(m, path, &pi);
-    if (rc)
-        return rc;
-    if (pi.kind != P_NEW) {
-        info_clear(m->ws, &pi);
-        return read_half().getxattr(path, name, value, size);
-    }
+    int rc = classify_new(m, path, &pi);
+    if (rc <= 0)
+        return rc < 0 ? rc : read_half().getxattr(path, name, value, size);
     fs_wfile *wf = pi.wf;
-    char buf[CK_MAX_DIMS * 21 + 8];
+    char buf[CK_SHAPE_STR_MAX];
     pthread_mutex_lock(&wf->lock);
     pthread_mutex_lock(&m->ws->lock);
     const char *s = NULL;
@@ -1346,9 +1340,10 @@ static int wr_getxattr(const char *path, const char *name, char *value, size_t s
         s = "tensor";
     else if (strcmp(name, XA_DTYPE) == 0 && wf->has_dtype)
         s = ck_dtype_get(wf->dtype)->torch_name;
-    else if (strcmp(name, XA_SHAPE) == 0 && wf->has_shape && format_shape(wf->ndim, wf->shape, buf, sizeof buf) > 0)
+    else if (strcmp(name, XA_SHAPE) == 0 && wf->has_shape &&
+             ck_format_shape(buf, sizeof buf, wf->ndim, wf->shape) > 0)
         s = buf;
-    rc = s ? reply_value(s, value, size) : -ENODATA;
+    rc = s ? fs_xattr_reply(s, strlen(s), value, size) : -ENODATA;
     pthread_mutex_unlock(&m->ws->lock);
     pthread_mutex_unlock(&wf->lock);
     info_clear(m->ws, &pi);
@@ -1359,13 +1354,9 @@ static int wr_listxattr(const char *path, char *list, size_t size)
 {
     fs_mount *m = fs_current_mount();
     path_info pi;
-    int rc = classify(m, path, &pi);
-    if (rc)
-        return rc;
-    if (pi.kind != P_NEW) {
-        info_clear(m->ws, &pi);
-        return read_half().listxattr(path, list, size);
-    }
+    int rc = classify_new(m, path, &pi);
+    if (rc <= 0)
+        return rc < 0 ? rc : read_half().listxattr(path, list, size);
     char names[128];
     size_t n = 0;
     pthread_mutex_lock(&pi.wf->lock);
@@ -1379,12 +1370,7 @@ static int wr_listxattr(const char *path, char *list, size_t size)
             n += l;
         }
     info_clear(m->ws, &pi);
-    if (size == 0)
-        return (int)n;
-    if (size < n)
-        return -ERANGE;
-    memcpy(list, names, n);
-    return (int)n;
+    return fs_xattr_reply(names, n, list, size);
 }
 
 static int wr_removexattr(const char *path, const char *name)

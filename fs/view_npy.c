@@ -6,6 +6,7 @@
 #include <string.h>
 #include "chunk_reader.h"
 #include "npy.h"
+#include "view_head.h"
 
 /* Headers for up to CK_MAX_DIMS dims of 20 digits fit in far less. */
 #define NPY_HEADER_GUESS 4096
@@ -52,17 +53,10 @@ int fs_npy_view_read(ck_checkpoint *ck, const fs_npy_view *v, bool current, uint
                      void *dst, size_t len, size_t *got)
 {
     *got = 0;
-    if (off >= v->size || len == 0)
+    size_t done = fs_view_read_head(v->header, v->header_len, v->size, off, dst, &len);
+    if (len == 0)
         return 0;
-    if (len > v->size - off)
-        len = (size_t)(v->size - off);
     uint8_t *out = dst;
-    size_t done = 0;
-    if (off < v->header_len) {
-        size_t n = v->header_len - (size_t)off < len ? v->header_len - (size_t)off : len;
-        memcpy(out, v->header + off, n);
-        done = n;
-    }
     if (done < len) {
         const ck_key *k;
         int rc = fs_key_ref_get(ck, &v->ref, current, &k);

@@ -14,6 +14,8 @@
 #include <cjson/cJSON.h>
 #include "chunk_reader.h"
 #include "json_num.h"
+#include "le.h"
+#include "view_head.h"
 
 typedef struct {
     const char *name; /* suffix of key->fqn */
@@ -193,9 +195,7 @@ static int build_header(fs_st_view *out, cJSON *root)
     if (!rc && !(out->header = malloc(total)))
         rc = -ENOMEM;
     if (!rc) {
-        uint64_t n = padded;
-        for (int i = 0; i < 8; i++)
-            out->header[i] = (uint8_t)(n >> (8 * i));
+        ck_put_le64(out->header, padded);
         memcpy(out->header + 8, text, len);
         memset(out->header + 8 + len, ' ', padded - len);
         out->header_len = total;
@@ -302,17 +302,10 @@ int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, bool current, uint64
                     void *dst, size_t len, size_t *got)
 {
     *got = 0;
-    if (off >= v->size || len == 0)
+    size_t done = fs_view_read_head(v->header, v->header_len, v->size, off, dst, &len);
+    if (len == 0)
         return 0;
-    if (len > v->size - off)
-        len = (size_t)(v->size - off);
     uint8_t *out = dst;
-    size_t done = 0;
-    if (off < v->header_len) {
-        size_t n = v->header_len - (size_t)off < len ? v->header_len - (size_t)off : len;
-        memcpy(out, v->header + off, n);
-        done = n;
-    }
     for (size_t i = first_entry_after(v, off + done); done < len && i < v->nentries; i++) {
         const fs_st_entry *e = &v->entries[i];
         uint64_t pos = off + done;

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include "view_head.h"
 #include "view_metadata.h"
 #include "view_npy.h"
 #include "view_safetensors.h"
@@ -120,11 +121,7 @@ int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, s
     case VIEW_NPY: return fs_npy_view_read(m->ck, &v->u.npy, current, off, dst, len, got);
     case VIEW_ST: return fs_st_view_read(m->ck, &v->u.st, current, off, dst, len, got);
     case VIEW_JSON:
-        if (off < v->u.json.len) {
-            size_t n = v->u.json.len - (size_t)off < len ? v->u.json.len - (size_t)off : len;
-            memcpy(dst, v->u.json.text + off, n);
-            *got = n;
-        }
+        *got = fs_view_read_head(v->u.json.text, v->u.json.len, v->u.json.len, off, dst, &len);
         return 0;
     case VIEW_CKPTFS_DIR: return -EISDIR;
     }

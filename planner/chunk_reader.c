@@ -334,6 +334,24 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
     return 0;
 }
 
+/* Bytes [0, end) of the chunk's image, from its cached entry: *img points
+ * at byte 0; release *e when done.  -EIO if the entry is shorter. */
+static int cached_bytes(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t end,
+                        ck_cache_entry **e, const uint8_t **img)
+{
+    int rc = cached_image(ck, key, c, e);
+    if (rc)
+        return rc;
+    uint64_t n;
+    const uint8_t *data = ck_cache_entry_data(*e, &n);
+    if (c->layout.cache_offset > n || end > n - c->layout.cache_offset) {
+        ck_cache_release(ck->cache, *e);
+        return -EIO;
+    }
+    *img = data + c->layout.cache_offset;
+    return 0;
+}
+
 int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t off, void *dst,
                   size_t len)
 {
@@ -363,18 +381,13 @@ int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t of
         return 0;
     }
     ck_cache_entry *e;
-    rc = cached_image(ck, key, c, &e);
+    const uint8_t *img;
+    rc = cached_bytes(ck, key, c, end, &e, &img);
     if (rc)
         return rc;
-    uint64_t n;
-    const uint8_t *img = ck_cache_entry_data(e, &n);
-    img += c->layout.cache_offset;
-    if (c->layout.cache_offset <= n && end <= n - c->layout.cache_offset)
-        memcpy(dst, img + off, len);
-    else
-        rc = -EIO;
+    memcpy(dst, img + off, len);
     ck_cache_release(ck->cache, e);
-    return rc;
+    return 0;
 }
 
 int ck_key_size(ck_checkpoint *ck, const ck_key *key, uint64_t *size)
@@ -446,19 +459,14 @@ static int read_chunk_group(ck_checkpoint *ck, const ck_key *key, ck_read *const
         return -EIO;
     if (!c->layout.direct) {
         ck_cache_entry *e;
-        rc = cached_image(ck, key, c, &e);
+        const uint8_t *img;
+        rc = cached_bytes(ck, key, c, hi, &e, &img);
         if (rc)
             return rc;
-        uint64_t len;
-        const uint8_t *img = ck_cache_entry_data(e, &len);
-        img += c->layout.cache_offset;
-        if (c->layout.cache_offset <= len && hi <= len - c->layout.cache_offset)
-            for (size_t i = 0; i < n; i++)
-                memcpy(dst + (reads[i]->dst_off - base), img + reads[i]->src_off, reads[i]->len);
-        else
-            rc = -EIO;
+        for (size_t i = 0; i < n; i++)
+            memcpy(dst + (reads[i]->dst_off - base), img + reads[i]->src_off, reads[i]->len);
         ck_cache_release(ck->cache, e);
-        return rc;
+        return 0;
     }
     int fd;
     if (ck_file_fd(ck, c->file, &fd))

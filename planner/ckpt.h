@@ -87,7 +87,7 @@ typedef struct ck_checkpoint {
     struct timespec mtime;
     char *version;        /* Metadata.version or NULL */
     ck_cache *cache;
-    pthread_mutex_t lock; /* chunk resolution and file opening */
+    pthread_mutex_t lock; /* chunk resolution (files open lock-free) */
     void *arena;          /* owner of strings/arrays above (ck_arena) */
     void *file_index;     /* path -> file index while building (ckpt.c) */
 } ck_checkpoint;

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,14 +157,16 @@ int ck_load_plan_for_range(const ck_key *key, uint64_t start, uint64_t len, ck_r
     return 0;
 }
 
-static void format_dims(char *buf, size_t cap, uint32_t n, const uint64_t *v)
+int ck_format_shape(char *buf, size_t cap, uint32_t ndim, const uint64_t *shape)
 {
-    size_t used = 0;
-    used += (size_t)snprintf(buf, cap, "[");
-    for (uint32_t k = 0; k < n && used < cap; k++)
-        used += (size_t)snprintf(buf + used, cap - used, "%s%" PRIu64, k ? "," : "", v[k]);
+    if (cap == 0)
+        return -ERANGE;
+    size_t used = (size_t)snprintf(buf, cap, "[");
+    for (uint32_t k = 0; k < ndim && used < cap; k++)
+        used += (size_t)snprintf(buf + used, cap - used, "%s%" PRIu64, k ? "," : "", shape[k]);
     if (used < cap)
-        snprintf(buf + used, cap - used, "]");
+        used += (size_t)snprintf(buf + used, cap - used, "]");
+    return used < cap && used <= INT_MAX ? (int)used : -ERANGE;
 }
 
 static int chunks_overlap(const ck_chunk *a, const ck_chunk *b, uint32_t ndim)
@@ -203,8 +206,8 @@ int ck_key_check_chunks(const ck_key *key, char *err, size_t errlen)
         for (uint32_t k = 0; k < key->ndim; k++) {
             uint64_t hi;
             if (__builtin_add_overflow(c->offsets[k], c->sizes[k], &hi) || hi > key->shape[k]) {
-                format_dims(a, sizeof a, key->ndim, c->offsets);
-                format_dims(b, sizeof b, key->ndim, key->shape);
+                ck_format_shape(a, sizeof a, key->ndim, c->offsets);
+                ck_format_shape(b, sizeof b, key->ndim, key->shape);
                 snprintf(err, errlen, "key %s: chunk %u at %s exceeds shape %s", key->fqn, i, a, b);
                 return -EINVAL;
             }

@@ -30,4 +30,14 @@ int ck_load_plan_for_range(const ck_key *key, uint64_t start, uint64_t len, ck_r
 /* numel of a shape with overflow check: 0 or -EOVERFLOW. */
 int ck_shape_numel(uint32_t ndim, const uint64_t *shape, uint64_t *numel);
 
+/* Room for any shape ck_format_shape writes: 20 digits and a separator per
+ * dimension, the brackets and the NUL. */
+#define CK_SHAPE_STR_MAX (CK_MAX_DIMS * 21 + 3)
+
+/* The shape as "[3,4]" ("[]" for a scalar): the value of the
+ * user.ckpt.shape xattr, and how messages show shapes.  Returns its length,
+ * or -ERANGE if it does not fit in cap (buf then holds a terminated
+ * prefix, enough for a message). */
+int ck_format_shape(char *buf, size_t cap, uint32_t ndim, const uint64_t *shape);
+
 #endif

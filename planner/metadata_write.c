@@ -74,6 +74,21 @@ static void begin_object(pkw *w, const char *module, const char *name)
     pkw_op(w, PKW_NEWOBJ);
 }
 
+/* A dataclass as torch pickles it with two or more fields set: the object,
+ * then its state dict as EMPTY_DICT MARK name value ... SETITEMS BUILD. */
+static void begin_fields(pkw *w, const char *module, const char *name)
+{
+    begin_object(w, module, name);
+    pkw_op(w, PKW_EMPTY_DICT);
+    pkw_op(w, PKW_MARK);
+}
+
+static void end_fields(pkw *w)
+{
+    pkw_op(w, PKW_SETITEMS);
+    pkw_op(w, PKW_BUILD);
+}
+
 static void emit_properties(md_ctx *c, const ck_md_key *k)
 {
     const ck_dtype_info *dt = ck_dtype_get(k->dtype);
@@ -104,9 +119,7 @@ static void emit_tensor_md(md_ctx *c, const ck_md_key *k)
         fail(c, k->fqn, "too many dimensions");
         return;
     }
-    begin_object(c->w, MD_MODULE, "TensorStorageMetadata");
-    pkw_op(c->w, PKW_EMPTY_DICT);
-    pkw_op(c->w, PKW_MARK);
+    begin_fields(c->w, MD_MODULE, "TensorStorageMetadata");
     pkw_str(c->w, "properties");
     emit_properties(c, k);
     pkw_str(c->w, "size");
@@ -116,23 +129,19 @@ static void emit_tensor_md(md_ctx *c, const ck_md_key *k)
     for (uint32_t i = 0; i < k->nchunks; i++) {
         if (i % BATCH == 0 && k->nchunks - i > 1)
             pkw_op(c->w, PKW_MARK);
-        begin_object(c->w, MD_MODULE, "ChunkStorageMetadata");
-        pkw_op(c->w, PKW_EMPTY_DICT);
-        pkw_op(c->w, PKW_MARK);
+        begin_fields(c->w, MD_MODULE, "ChunkStorageMetadata");
         pkw_str(c->w, "offsets");
         emit_size(c, k->ndim, k->chunks[i].offsets, k->fqn);
         pkw_str(c->w, "sizes");
         emit_size(c, k->ndim, k->chunks[i].sizes, k->fqn);
-        pkw_op(c->w, PKW_SETITEMS);
-        pkw_op(c->w, PKW_BUILD);
+        end_fields(c->w);
         /* pickle appends a lone item with APPEND, a batch with APPENDS */
         uint32_t batch_start = i - i % BATCH;
         uint32_t batch_len = k->nchunks - batch_start < BATCH ? k->nchunks - batch_start : BATCH;
         if (i == batch_start + batch_len - 1)
             pkw_op(c->w, batch_len > 1 ? PKW_APPENDS : PKW_APPEND);
     }
-    pkw_op(c->w, PKW_SETITEMS);
-    pkw_op(c->w, PKW_BUILD);
+    end_fields(c->w);
 }
 
 /* Dict entries come in batches: MARK k v k v ... SETITEMS, or k v SETITEM
@@ -227,9 +236,7 @@ static void emit_storage_entry(md_ctx *c, const ck_md_key *k, uint32_t idx)
     const ck_md_chunk *ch = &k->chunks[idx];
     /* MetadataIndex{fqn, index, offset}; bytes entries have no offset and
      * index None, exactly as torch pickles them */
-    begin_object(c->w, MD_MODULE, "MetadataIndex");
-    pkw_op(c->w, PKW_EMPTY_DICT);
-    pkw_op(c->w, PKW_MARK);
+    begin_fields(c->w, MD_MODULE, "MetadataIndex");
     pkw_str(c->w, "fqn");
     pkw_str(c->w, k->fqn);
     pkw_str(c->w, "index");
@@ -240,17 +247,14 @@ static void emit_storage_entry(md_ctx *c, const ck_md_key *k, uint32_t idx)
         pkw_str(c->w, "offset");
         emit_size(c, k->ndim, ch->offsets, k->fqn);
     }
-    pkw_op(c->w, PKW_SETITEMS);
-    pkw_op(c->w, PKW_BUILD);
+    end_fields(c->w);
 
     const ck_md_storage *s = &ch->storage;
     if (!s->relative_path || !s->relative_path[0])
         fail(c, k->fqn, "item without a file");
     if (s->transforms & ~(uint32_t)CK_TF_ZSTD)
         fail(c, k->fqn, "an item has a storage transform ckptfs cannot name");
-    begin_object(c->w, FS_MODULE, "_StorageInfo");
-    pkw_op(c->w, PKW_EMPTY_DICT);
-    pkw_op(c->w, PKW_MARK);
+    begin_fields(c->w, FS_MODULE, "_StorageInfo");
     pkw_str(c->w, "relative_path");
     pkw_str(c->w, s->relative_path ? s->relative_path : "");
     pkw_str(c->w, "offset");
@@ -264,8 +268,7 @@ static void emit_storage_entry(md_ctx *c, const ck_md_key *k, uint32_t idx)
         pkw_str(c->w, "stream.zstd/1");
         pkw_op(c->w, PKW_APPEND);
     }
-    pkw_op(c->w, PKW_SETITEMS);
-    pkw_op(c->w, PKW_BUILD);
+    end_fields(c->w);
 }
 
 static void emit_storage_data(md_ctx *c, const ck_md *md)
@@ -289,9 +292,7 @@ static void emit_storage_meta(md_ctx *c, const ck_md *md)
         pkw_none(c->w);
         return;
     }
-    begin_object(c->w, MD_MODULE, "StorageMeta");
-    pkw_op(c->w, PKW_EMPTY_DICT);
-    pkw_op(c->w, PKW_MARK);
+    begin_fields(c->w, MD_MODULE, "StorageMeta");
     pkw_str(c->w, "checkpoint_id");
     pkw_str(c->w, md->checkpoint_id);
     pkw_str(c->w, "save_id");
@@ -303,8 +304,7 @@ static void emit_storage_meta(md_ctx *c, const ck_md *md)
     pkw_none(c->w);
     pkw_str(c->w, "modules");
     pkw_op(c->w, PKW_EMPTY_LIST);
-    pkw_op(c->w, PKW_SETITEMS);
-    pkw_op(c->w, PKW_BUILD);
+    end_fields(c->w);
 }
 
 static void check_keys(md_ctx *c, const ck_md *md)
@@ -330,9 +330,7 @@ int ck_metadata_write(const ck_md *md, uint8_t **out, size_t *len, char *err, si
     if (!c.w)
         return -ENOMEM;
     check_keys(&c, md);
-    begin_object(c.w, MD_MODULE, "Metadata");
-    pkw_op(c.w, PKW_EMPTY_DICT);
-    pkw_op(c.w, PKW_MARK);
+    begin_fields(c.w, MD_MODULE, "Metadata");
     pkw_str(c.w, "state_dict_metadata");
     emit_state_dict_metadata(&c, md);
     pkw_str(c.w, "planner_data");
@@ -343,8 +341,7 @@ int ck_metadata_write(const ck_md *md, uint8_t **out, size_t *len, char *err, si
     emit_storage_meta(&c, md);
     pkw_str(c.w, "version");
     pkw_str(c.w, "1.0.0");
-    pkw_op(c.w, PKW_SETITEMS);
-    pkw_op(c.w, PKW_BUILD);
+    end_fields(c.w);
     int rc = pkw_finish(c.w, out, len);
     pkw_free(c.w);
     if (c.rc) {

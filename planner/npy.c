@@ -6,28 +6,17 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "errmsg.h"
+#include "le.h"
 
 #define NPY_MAGIC "\x93NUMPY"
 #define NPY_MAGIC_LEN 6
 #define NPY_ALIGN 64
 /* numpy.lib.format.GROWTH_AXIS_MAX_DIGITS: log10(2**64) rounded up. */
 #define NPY_GROWTH_AXIS_MAX_DIGITS 21
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 long ck_npy_header(ck_dtype dt, uint32_t ndim, const uint64_t *shape, char *buf, size_t cap)
 {
@@ -80,8 +69,7 @@ long ck_npy_header(ck_dtype dt, uint32_t ndim, const uint64_t *shape, char *buf,
     memcpy(out, NPY_MAGIC, NPY_MAGIC_LEN);
     out[6] = 1;
     out[7] = 0;
-    out[8] = (unsigned char)((hlen + pad) & 0xff);
-    out[9] = (unsigned char)((hlen + pad) >> 8);
+    ck_put_le16(out + 8, (uint16_t)(hlen + pad));
     memcpy(out + prefix, dict, n);
     memset(out + prefix + n, ' ', pad);
     out[total - 1] = '\n';
@@ -166,52 +154,40 @@ static int parse_uint(cursor *c, uint64_t *v)
 
 static int parse_shape(cursor *c, ck_npy_info *out, char *err, size_t errlen)
 {
-    if (!accept(c, '(')) {
-        set_err(err, errlen, "npy header: shape is not a tuple");
-        return -EINVAL;
-    }
+    if (!accept(c, '('))
+        return ck_fail(err, errlen, -EINVAL, "npy header: shape is not a tuple");
     out->ndim = 0;
     if (accept(c, ')'))
         return 0;
     int comma = 0;
     for (;;) {
         uint64_t v;
-        if (parse_uint(c, &v)) {
-            set_err(err, errlen, "npy header: shape holds something other than a non-negative integer");
-            return -EINVAL;
-        }
-        if (v > INT64_MAX) {
-            set_err(err, errlen, "npy header: shape dimension %" PRIu64 " is too large", v);
-            return -EINVAL;
-        }
-        if (out->ndim >= CK_MAX_DIMS) {
-            set_err(err, errlen, "npy header: more than %d dimensions", CK_MAX_DIMS);
-            return -EINVAL;
-        }
+        if (parse_uint(c, &v))
+            return ck_fail(err, errlen, -EINVAL,
+                           "npy header: shape holds something other than a non-negative integer");
+        if (v > INT64_MAX)
+            return ck_fail(err, errlen, -EINVAL,
+                           "npy header: shape dimension %" PRIu64 " is too large", v);
+        if (out->ndim >= CK_MAX_DIMS)
+            return ck_fail(err, errlen, -EINVAL, "npy header: more than %d dimensions", CK_MAX_DIMS);
         out->shape[out->ndim++] = v;
         comma = accept(c, ',');
         if (accept(c, ')'))
             break;
-        if (!comma) {
-            set_err(err, errlen, "npy header: malformed shape tuple");
-            return -EINVAL;
-        }
+        if (!comma)
+            return ck_fail(err, errlen, -EINVAL, "npy header: malformed shape tuple");
     }
     /* (5) is the integer 5 in Python, not a tuple. */
-    if (out->ndim == 1 && !comma) {
-        set_err(err, errlen, "npy header: shape is not a tuple");
-        return -EINVAL;
-    }
+    if (out->ndim == 1 && !comma)
+        return ck_fail(err, errlen, -EINVAL, "npy header: shape is not a tuple");
     return 0;
 }
 
 static int check_magic(const uint8_t *buf, size_t len, char *err, size_t errlen)
 {
     size_t n = len < NPY_MAGIC_LEN ? len : NPY_MAGIC_LEN;
-    if (memcmp(buf, NPY_MAGIC, n) != 0) {
-        set_err(err, errlen, "not a .npy file (bad magic)");
-        return -EINVAL;
-    }
+    if (memcmp(buf, NPY_MAGIC, n) != 0)
+        return ck_fail(err, errlen, -EINVAL, "not a .npy file (bad magic)");
     return len < NPY_MAGIC_LEN ? -EAGAIN : 0;
 }
 
@@ -224,121 +200,88 @@ int ck_npy_parse(const uint8_t *buf, size_t len, ck_npy_info *out, char *err, si
     if (len < NPY_MAGIC_LEN + 2)
         return -EAGAIN;
     uint8_t major = buf[6], minor = buf[7];
-    if (minor != 0 || major < 1 || major > 3) {
-        set_err(err, errlen, "npy: unsupported format version %u.%u", major, minor);
-        return -EINVAL;
-    }
+    if (minor != 0 || major < 1 || major > 3)
+        return ck_fail(err, errlen, -EINVAL, "npy: unsupported format version %u.%u", major, minor);
     size_t lenbytes = major == 1 ? 2 : 4;
     size_t prefix = NPY_MAGIC_LEN + 2 + lenbytes;
     if (len < prefix)
         return -EAGAIN;
-    uint64_t hlen = 0;
-    for (size_t i = 0; i < lenbytes; i++)
-        hlen |= (uint64_t)buf[8 + i] << (8 * i);
-    if (hlen > CK_NPY_MAX_HEADER) {
-        set_err(err, errlen, "npy header length %" PRIu64 " exceeds %u", hlen, CK_NPY_MAX_HEADER);
-        return -EINVAL;
-    }
+    uint64_t hlen = lenbytes == 2 ? ck_le16(buf + 8) : ck_le32(buf + 8);
+    if (hlen > CK_NPY_MAX_HEADER)
+        return ck_fail(err, errlen, -EINVAL,
+                       "npy header length %" PRIu64 " exceeds %u", hlen, CK_NPY_MAX_HEADER);
     if (len - prefix < hlen)
         return -EAGAIN;
 
     cursor c = { (const char *)buf + prefix, (const char *)buf + prefix + hlen };
-    if (!accept(&c, '{')) {
-        set_err(err, errlen, "npy header is not a dict literal");
-        return -EINVAL;
-    }
+    if (!accept(&c, '{'))
+        return ck_fail(err, errlen, -EINVAL, "npy header is not a dict literal");
     int have_descr = 0, have_fortran = 0, have_shape = 0;
     char descr[16] = "";
     while (!accept(&c, '}')) {
         const char *key;
         size_t keylen;
-        if (parse_str(&c, &key, &keylen) || !accept(&c, ':')) {
-            set_err(err, errlen, "npy header: malformed dict");
-            return -EINVAL;
-        }
+        if (parse_str(&c, &key, &keylen) || !accept(&c, ':'))
+            return ck_fail(err, errlen, -EINVAL, "npy header: malformed dict");
         if (keylen == 5 && memcmp(key, "descr", 5) == 0) {
             const char *s;
             size_t n;
-            if (have_descr++) {
-                set_err(err, errlen, "npy header: 'descr' given twice");
-                return -EINVAL;
-            }
-            if (parse_str(&c, &s, &n)) {
-                set_err(err, errlen, "npy header: descr is not a simple type string "
-                        "(structured dtypes are not supported)");
-                return -EINVAL;
-            }
-            if (n >= sizeof descr) {
-                set_err(err, errlen, "npy header: descr is too long");
-                return -EINVAL;
-            }
+            if (have_descr++)
+                return ck_fail(err, errlen, -EINVAL, "npy header: 'descr' given twice");
+            if (parse_str(&c, &s, &n))
+                return ck_fail(err, errlen, -EINVAL, "npy header: descr is not a simple type string "
+                               "(structured dtypes are not supported)");
+            if (n >= sizeof descr)
+                return ck_fail(err, errlen, -EINVAL, "npy header: descr is too long");
             memcpy(descr, s, n);
             descr[n] = '\0';
         } else if (keylen == 13 && memcmp(key, "fortran_order", 13) == 0) {
-            if (have_fortran++) {
-                set_err(err, errlen, "npy header: 'fortran_order' given twice");
-                return -EINVAL;
-            }
+            if (have_fortran++)
+                return ck_fail(err, errlen, -EINVAL, "npy header: 'fortran_order' given twice");
             if (parse_word(&c, "True")) {
                 out->fortran_order = 1;
             } else if (parse_word(&c, "False")) {
                 out->fortran_order = 0;
             } else {
-                set_err(err, errlen, "npy header: fortran_order is not True or False");
-                return -EINVAL;
+                return ck_fail(err, errlen, -EINVAL, "npy header: fortran_order is not True or False");
             }
         } else if (keylen == 5 && memcmp(key, "shape", 5) == 0) {
-            if (have_shape++) {
-                set_err(err, errlen, "npy header: 'shape' given twice");
-                return -EINVAL;
-            }
+            if (have_shape++)
+                return ck_fail(err, errlen, -EINVAL, "npy header: 'shape' given twice");
             rc = parse_shape(&c, out, err, errlen);
             if (rc)
                 return rc;
         } else {
-            set_err(err, errlen, "npy header: unexpected key '%.*s'", (int)(keylen > 40 ? 40 : keylen),
-                    key);
-            return -EINVAL;
+            return ck_fail(err, errlen, -EINVAL,
+                           "npy header: unexpected key '%.*s'", (int)(keylen > 40 ? 40 : keylen),
+                           key);
         }
         if (!accept(&c, ',')) {
             if (accept(&c, '}'))
                 break;
-            set_err(err, errlen, "npy header: malformed dict");
-            return -EINVAL;
+            return ck_fail(err, errlen, -EINVAL, "npy header: malformed dict");
         }
     }
     skip_ws(&c);
-    if (c.p != c.end) {
-        set_err(err, errlen, "npy header: trailing bytes after the dict");
-        return -EINVAL;
-    }
-    if (!have_descr || !have_fortran || !have_shape) {
-        set_err(err, errlen, "npy header: missing %s", !have_descr ? "'descr'" :
-                !have_fortran ? "'fortran_order'" : "'shape'");
-        return -EINVAL;
-    }
+    if (c.p != c.end)
+        return ck_fail(err, errlen, -EINVAL, "npy header: trailing bytes after the dict");
+    if (!have_descr || !have_fortran || !have_shape)
+        return ck_fail(err, errlen, -EINVAL, "npy header: missing %s", !have_descr ? "'descr'" :
+                       !have_fortran ? "'fortran_order'" : "'shape'");
 
-    if (descr[0] == '>' && !(descr[1] && descr[2] == '1' && descr[3] == '\0')) {
-        set_err(err, errlen, "npy: big-endian descr '%s' is not supported", descr);
-        return -EINVAL;
-    }
+    if (descr[0] == '>' && !(descr[1] && descr[2] == '1' && descr[3] == '\0'))
+        return ck_fail(err, errlen, -EINVAL, "npy: big-endian descr '%s' is not supported", descr);
     out->dtype = ck_dtype_from_npy_descr(descr);
-    if (out->dtype == CK_DT_INVALID) {
-        set_err(err, errlen, "npy: unsupported descr '%s'", descr);
-        return -EINVAL;
-    }
+    if (out->dtype == CK_DT_INVALID)
+        return ck_fail(err, errlen, -EINVAL, "npy: unsupported descr '%s'", descr);
     /* numel * element size must be a byte count we can address. */
     uint64_t bytes = ck_dtype_get(out->dtype)->size;
     for (uint32_t i = 0; i < out->ndim; i++) {
-        if (out->shape[i] && __builtin_mul_overflow(bytes, out->shape[i], &bytes)) {
-            set_err(err, errlen, "npy: shape describes more than 2^64 bytes");
-            return -EINVAL;
-        }
+        if (out->shape[i] && __builtin_mul_overflow(bytes, out->shape[i], &bytes))
+            return ck_fail(err, errlen, -EINVAL, "npy: shape describes more than 2^64 bytes");
     }
-    if (out->fortran_order) {
-        set_err(err, errlen, "npy: fortran_order True is not supported");
-        return -ENOTSUP;
-    }
+    if (out->fortran_order)
+        return ck_fail(err, errlen, -ENOTSUP, "npy: fortran_order True is not supported");
     out->header_len = prefix + hlen;
     return 0;
 }

@@ -1504,5 +1504,10 @@ int pk_as_int(const pk_value *v, int64_t *out)
 
 const char *pk_as_str(const pk_value *v)
 {
-    return v && v->kind == PK_STR ? v->u.str.data : NULL;
+    /* A C string would end at an embedded NUL: "__0_0.distcp\0/../x" would
+     * name another file than the pickle does, "a\0b" another key.  Such a
+     * string is no string to C callers. */
+    if (!v || v->kind != PK_STR || memchr(v->u.str.data, '\0', v->u.str.len))
+        return NULL;
+    return v->u.str.data;
 }

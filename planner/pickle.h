@@ -84,7 +84,8 @@ size_t pk_seq_len(const pk_value *v);
 const pk_value *pk_seq_at(const pk_value *v, size_t i);
 /* Integers: returns 0 and stores it, or -EINVAL if not an int (bools are ints). */
 int pk_as_int(const pk_value *v, int64_t *out);
-/* A string's bytes, or NULL if not a PK_STR. */
+/* A string's bytes, or NULL if not a PK_STR or if it holds a NUL byte (a
+ * name with a NUL would be cut short by every C function it reaches). */
 const char *pk_as_str(const pk_value *v);
 /* Whether s[0..n) is UTF-8 as Python's pickle reads it (surrogatepass):
  * what every PK_STR holds and what the writer insists on. */

@@ -6,29 +6,18 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "byte_source.h"
+#include "errmsg.h"
+#include "geometry.h"
+#include "le.h"
 
 /* cJSON numbers are doubles: integers above 2^53 are no longer exact, so
  * offsets and dimensions beyond it are refused rather than rounded. */
 #define ST_MAX_EXACT_INT 9007199254740992.0
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 void ck_st_free(ck_st_header *h)
 {
@@ -69,10 +58,8 @@ static int parse_metadata(const cJSON *meta, ck_st_header *out, char *err, size_
 {
     if (cJSON_IsNull(meta))
         return 0;
-    if (!cJSON_IsObject(meta)) {
-        set_err(err, errlen, "__metadata__ is not an object");
-        return -EINVAL;
-    }
+    if (!cJSON_IsObject(meta))
+        return ck_fail(err, errlen, -EINVAL, "__metadata__ is not an object");
     size_t n = 0;
     for (const cJSON *e = meta->child; e; e = e->next)
         n++;
@@ -83,10 +70,9 @@ static int parse_metadata(const cJSON *meta, ck_st_header *out, char *err, size_
     if (!out->meta_keys || !out->meta_vals)
         return -ENOMEM;
     for (const cJSON *e = meta->child; e; e = e->next) {
-        if (!cJSON_IsString(e)) {
-            set_err(err, errlen, "__metadata__ value of '%s' is not a string", e->string);
-            return -EINVAL;
-        }
+        if (!cJSON_IsString(e))
+            return ck_fail(err, errlen, -EINVAL,
+                           "__metadata__ value of '%s' is not a string", e->string);
         char *k = strdup(e->string), *v = strdup(e->valuestring);
         if (!k || !v) {
             free(k);
@@ -100,101 +86,72 @@ static int parse_metadata(const cJSON *meta, ck_st_header *out, char *err, size_
     return 0;
 }
 
-/* Shape string for messages: "[3, 3]". */
-static void shape_str(const uint64_t *shape, uint32_t ndim, char *buf, size_t cap)
-{
-    size_t n = 0;
-    int w = snprintf(buf, cap, "[");
-    n = w > 0 ? (size_t)w : 0;
-    for (uint32_t i = 0; i < ndim && n < cap; i++) {
-        w = snprintf(buf + n, cap - n, i ? ", %" PRIu64 : "%" PRIu64, shape[i]);
-        if (w < 0)
-            return;
-        n += (size_t)w;
-    }
-    if (n < cap)
-        snprintf(buf + n, cap - n, "]");
-}
-
 static int parse_tensor(const cJSON *e, uint64_t data_len, ck_st_tensor *t, char *err,
                         size_t errlen)
 {
     const char *name = e->string;
-    if (!cJSON_IsObject(e)) {
-        set_err(err, errlen, "tensor '%s': entry is not an object", name);
-        return -EINVAL;
-    }
+    if (!cJSON_IsObject(e))
+        return ck_fail(err, errlen, -EINVAL, "tensor '%s': entry is not an object", name);
     const cJSON *dtype = cJSON_GetObjectItemCaseSensitive(e, "dtype");
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
     const cJSON *offs = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
-    if (!cJSON_IsString(dtype) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs)) {
-        set_err(err, errlen, "tensor '%s': needs string \"dtype\", array \"shape\" and array "
-                "\"data_offsets\"", name);
-        return -EINVAL;
-    }
+    if (!cJSON_IsString(dtype) || !cJSON_IsArray(shape) || !cJSON_IsArray(offs))
+        return ck_fail(err, errlen, -EINVAL,
+                       "tensor '%s': needs string \"dtype\", array \"shape\" and array "
+                       "\"data_offsets\"", name);
     t->dtype = ck_dtype_from_st_name(dtype->valuestring);
-    if (t->dtype == CK_DT_INVALID) {
-        set_err(err, errlen, "tensor '%s': unknown dtype \"%.32s\"", name, dtype->valuestring);
-        return -EINVAL;
-    }
+    if (t->dtype == CK_DT_INVALID)
+        return ck_fail(err, errlen, -EINVAL,
+                       "tensor '%s': unknown dtype \"%.32s\"", name, dtype->valuestring);
     int nd = cJSON_GetArraySize(shape);
-    if (nd > CK_MAX_DIMS) {
-        set_err(err, errlen, "tensor '%s': %d dimensions, at most %d supported", name, nd,
-                CK_MAX_DIMS);
-        return -EINVAL;
-    }
+    if (nd > CK_MAX_DIMS)
+        return ck_fail(err, errlen, -EINVAL,
+                       "tensor '%s': %d dimensions, at most %d supported", name, nd,
+                       CK_MAX_DIMS);
     t->ndim = 0;
     for (const cJSON *d = shape->child; d; d = d->next) {
-        if (json_uint(d, &t->shape[t->ndim])) {
-            set_err(err, errlen, "tensor '%s': shape holds something other than a "
-                    "non-negative integer below 2^53", name);
-            return -EINVAL;
-        }
+        if (json_uint(d, &t->shape[t->ndim]))
+            return ck_fail(err, errlen, -EINVAL, "tensor '%s': shape holds something other than a "
+                           "non-negative integer below 2^53", name);
         t->ndim++;
     }
     if (cJSON_GetArraySize(offs) != 2 || json_uint(offs->child, &t->begin) ||
         json_uint(offs->child->next, &t->end)) {
-        set_err(err, errlen, "tensor '%s': data_offsets is not [begin, end] of non-negative "
-                "integers below 2^53", name);
-        return -EINVAL;
+        return ck_fail(err, errlen, -EINVAL,
+                       "tensor '%s': data_offsets is not [begin, end] of non-negative "
+                       "integers below 2^53", name);
     }
 
     char sbuf[64];
-    shape_str(t->shape, t->ndim, sbuf, sizeof sbuf);
+    ck_format_shape(sbuf, sizeof sbuf, t->ndim, t->shape);
     /* safetensors counts F4 in 4-bit values, torch's float4_e2m1fn_x2 in
      * bytes holding two: the torch shape has half the last dimension. */
     if (t->dtype == CK_DT_FLOAT4_E2M1FN_X2) {
-        if (t->ndim == 0 || t->shape[t->ndim - 1] % 2) {
-            set_err(err, errlen, "tensor '%s': F4 shape %s needs an even last dimension", name,
-                    sbuf);
-            return -EINVAL;
-        }
+        if (t->ndim == 0 || t->shape[t->ndim - 1] % 2)
+            return ck_fail(err, errlen, -EINVAL,
+                           "tensor '%s': F4 shape %s needs an even last dimension", name,
+                           sbuf);
         t->shape[t->ndim - 1] /= 2;
     }
 
     uint64_t nbytes = ck_dtype_get(t->dtype)->size;
     for (uint32_t i = 0; i < t->ndim; i++) {
-        if (__builtin_mul_overflow(nbytes, t->shape[i], &nbytes)) {
-            set_err(err, errlen, "tensor '%s': shape %s overflows", name, sbuf);
-            return -EINVAL;
-        }
+        if (__builtin_mul_overflow(nbytes, t->shape[i], &nbytes))
+            return ck_fail(err, errlen, -EINVAL, "tensor '%s': shape %s overflows", name, sbuf);
     }
-    if (t->begin > t->end) {
-        set_err(err, errlen, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before "
-                "they begin", name, t->begin, t->end);
-        return -EINVAL;
-    }
-    if (t->end > data_len) {
-        set_err(err, errlen, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] pass the end "
-                "of the data (%" PRIu64 " bytes)", name, t->begin, t->end, data_len);
-        return -EINVAL;
-    }
-    if (t->end - t->begin != nbytes) {
-        set_err(err, errlen, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64
-                " bytes but %s shape %s needs %" PRIu64, name, t->begin, t->end,
-                t->end - t->begin, dtype->valuestring, sbuf, nbytes);
-        return -EINVAL;
-    }
+    if (t->begin > t->end)
+        return ck_fail(err, errlen, -EINVAL,
+                       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] end before "
+                       "they begin", name, t->begin, t->end);
+    if (t->end > data_len)
+        return ck_fail(err, errlen, -EINVAL,
+                       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] pass the end "
+                       "of the data (%" PRIu64 " bytes)", name, t->begin, t->end, data_len);
+    if (t->end - t->begin != nbytes)
+        return ck_fail(err, errlen, -EINVAL,
+                       "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] hold %" PRIu64
+                       " bytes but %s shape %s needs %" PRIu64, name, t->begin, t->end,
+                       t->end - t->begin, dtype->valuestring, sbuf, nbytes);
     t->name = strdup(name);
     return t->name ? 0 : -ENOMEM;
 }
@@ -231,9 +188,8 @@ static int check_tensor_set(const ck_st_header *h, char *err, size_t errlen)
     qsort_r(idx, h->ntensors, sizeof *idx, cmp_by_name, h->tensors);
     for (size_t i = 1; i < h->ntensors; i++) {
         if (strcmp(h->tensors[idx[i - 1]].name, h->tensors[idx[i]].name) == 0) {
-            set_err(err, errlen, "tensor '%s' appears twice in the header",
-                    h->tensors[idx[i]].name);
-            rc = -EINVAL;
+            rc = ck_fail(err, errlen, -EINVAL, "tensor '%s' appears twice in the header",
+                         h->tensors[idx[i]].name);
             goto out;
         }
     }
@@ -245,10 +201,10 @@ static int check_tensor_set(const ck_st_header *h, char *err, size_t errlen)
         if (t->begin == t->end)
             continue;
         if (prev && t->begin < prev->end) {
-            set_err(err, errlen, "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] overlap "
-                    "tensor '%s' [%" PRIu64 ", %" PRIu64 "]", t->name, t->begin, t->end,
-                    prev->name, prev->begin, prev->end);
-            rc = -EINVAL;
+            rc = ck_fail(err, errlen, -EINVAL,
+                         "tensor '%s': data_offsets [%" PRIu64 ", %" PRIu64 "] overlap "
+                         "tensor '%s' [%" PRIu64 ", %" PRIu64 "]", t->name, t->begin, t->end,
+                         prev->name, prev->begin, prev->end);
             goto out;
         }
         if (!prev || t->end > prev->end)
@@ -262,10 +218,8 @@ out:
 static int parse_root(const cJSON *root, uint64_t data_len, ck_st_header *out, char *err,
                       size_t errlen)
 {
-    if (!cJSON_IsObject(root)) {
-        set_err(err, errlen, "header JSON is not an object");
-        return -EINVAL;
-    }
+    if (!cJSON_IsObject(root))
+        return ck_fail(err, errlen, -EINVAL, "header JSON is not an object");
     size_t n = 0;
     for (const cJSON *e = root->child; e; e = e->next)
         n++;
@@ -276,10 +230,8 @@ static int parse_root(const cJSON *root, uint64_t data_len, ck_st_header *out, c
     for (const cJSON *e = root->child; e; e = e->next) {
         int rc;
         if (strcmp(e->string, "__metadata__") == 0) {
-            if (have_meta++) {
-                set_err(err, errlen, "__metadata__ appears twice in the header");
-                return -EINVAL;
-            }
+            if (have_meta++)
+                return ck_fail(err, errlen, -EINVAL, "__metadata__ appears twice in the header");
             rc = parse_metadata(e, out, err, errlen);
         } else {
             rc = parse_tensor(e, data_len, &out->tensors[out->ntensors], err, errlen);
@@ -296,39 +248,34 @@ int ck_st_parse_json(const char *json, size_t json_len, uint64_t data_len, ck_st
                      char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
-    if (json_len > CK_ST_MAX_HEADER) {
-        set_err(err, errlen, "header length %zu exceeds the %u-byte limit", json_len,
-                CK_ST_MAX_HEADER);
-        return -EINVAL;
-    }
+    if (json_len > CK_ST_MAX_HEADER)
+        return ck_fail(err, errlen, -EINVAL, "header length %zu exceeds the %u-byte limit", json_len,
+                       CK_ST_MAX_HEADER);
     /* cJSON stops at a NUL; one inside the header would hide the rest. */
-    if (memchr(json, '\0', json_len)) {
-        set_err(err, errlen, "header holds a NUL byte");
-        return -EINVAL;
-    }
+    if (memchr(json, '\0', json_len))
+        return ck_fail(err, errlen, -EINVAL, "header holds a NUL byte");
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, json_len, &end, 0);
     if (!root) {
         /* On failure cJSON points end at the offending byte. */
         size_t pos = end && end >= json && end <= json + json_len ? (size_t)(end - json) : 0;
-        set_err(err, errlen, "header is not valid JSON (near byte %zu)", pos);
-        return -EINVAL;
+        return ck_fail(err, errlen, -EINVAL, "header is not valid JSON (near byte %zu)", pos);
     }
     /* Writers pad the header with spaces to align the data; anything else
      * after the JSON value means a corrupt header. */
     for (const char *p = end; p && p < json + json_len; p++) {
         if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
-            set_err(err, errlen, "header has bytes after the JSON object (at byte %zu)",
-                    (size_t)(p - json));
             cJSON_Delete(root);
-            return -EINVAL;
+            return ck_fail(err, errlen, -EINVAL,
+                           "header has bytes after the JSON object (at byte %zu)",
+                           (size_t)(p - json));
         }
     }
     int rc = parse_root(root, data_len, out, err, errlen);
     cJSON_Delete(root);
     if (rc) {
         if (rc == -ENOMEM)
-            set_err(err, errlen, "out of memory parsing the header");
+            ck_fail(err, errlen, rc, "out of memory parsing the header");
         ck_st_free(out);
         return rc;
     }
@@ -341,37 +288,29 @@ int ck_st_parse(const ck_byte_source *src, ck_st_header *out, char *err, size_t 
 {
     memset(out, 0, sizeof *out);
     uint8_t lenbuf[8];
-    if (src->len < sizeof lenbuf) {
-        set_err(err, errlen, "file is %" PRIu64 " bytes, too short for the 8-byte header length",
-                src->len);
-        return -EINVAL;
-    }
+    if (src->len < sizeof lenbuf)
+        return ck_fail(err, errlen, -EINVAL,
+                       "file is %" PRIu64 " bytes, too short for the 8-byte header length",
+                       src->len);
     int rc = ck_byte_source_read(src, 0, lenbuf, sizeof lenbuf);
-    if (rc) {
-        set_err(err, errlen, "reading the header length: %s", strerror(-rc));
-        return rc;
-    }
-    uint64_t n = 0;
-    for (int i = 0; i < 8; i++)
-        n |= (uint64_t)lenbuf[i] << (8 * i);
-    if (n > CK_ST_MAX_HEADER) {
-        set_err(err, errlen, "header length %" PRIu64 " exceeds the %u-byte limit", n,
-                CK_ST_MAX_HEADER);
-        return -EINVAL;
-    }
-    if (n > src->len - 8) {
-        set_err(err, errlen, "header length %" PRIu64 " exceeds the file (%" PRIu64 " bytes)", n,
-                src->len);
-        return -EINVAL;
-    }
+    if (rc)
+        return ck_fail(err, errlen, rc, "reading the header length: %s", strerror(-rc));
+    uint64_t n = ck_le64(lenbuf);
+    if (n > CK_ST_MAX_HEADER)
+        return ck_fail(err, errlen, -EINVAL, "header length %" PRIu64 " exceeds the %u-byte limit", n,
+                       CK_ST_MAX_HEADER);
+    if (n > src->len - 8)
+        return ck_fail(err, errlen, -EINVAL,
+                       "header length %" PRIu64 " exceeds the file (%" PRIu64 " bytes)", n,
+                       src->len);
     char *json = malloc(n ? n : 1);
     if (!json)
         return -ENOMEM;
     rc = ck_byte_source_read(src, 8, json, n);
     if (rc) {
-        set_err(err, errlen, "reading the %" PRIu64 "-byte header: %s", n, strerror(-rc));
         free(json);
-        return rc;
+        return ck_fail(err, errlen, rc, "reading the %" PRIu64 "-byte header: %s", n,
+                       strerror(-rc));
     }
     rc = ck_st_parse_json(json, n, src->len - 8 - n, out, err, errlen);
     free(json);

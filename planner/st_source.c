@@ -80,14 +80,16 @@ static void fail(st_build *b, const char *file, const char *fmt, ...)
  * read through a link that leaves the root either. */
 static int open_beneath(int root_fd, const char *path)
 {
-    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC,
+    /* O_NONBLOCK: a FIFO in place of a file must be refused by open_file's
+     * S_ISREG check, not wait forever for a writer. */
+    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
                             .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
     long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof how);
     if (fd >= 0)
         return (int)fd;
     if (errno != ENOSYS)
         return -errno;
-    fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     return fd >= 0 ? (int)fd : -errno;
 }
 

@@ -1,8 +1,8 @@
 #include "errmsg.h"
+#include "le.h"
 #include "torch_save_writer.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,10 +35,6 @@ static const char BYTEORDER[] = "little";
 static const char VERSION[] = "3\n";
 #define SERIALIZATION_ID_LEN 40u
 
-
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
-static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
 static uint32_t sat32(uint64_t v) { return v >= U32_SAT ? U32_SAT : (uint32_t)v; }
 
 /* ---- serialization id ---------------------------------------------------
@@ -127,6 +123,26 @@ static void observe_torch_write(zwriter *z, const uint8_t *p, uint64_t n)
         z->crc_chain = hash_combine(z->crc_chain, (uint32_t)load_le(p + 4, 4));
 }
 
+/* The ZIP64 extra field miniz gives a record that needs one: the size and
+ * the compressed size csize when the size does not fit 32 bits, the local
+ * header offset when that does not.  Returns its length (at most 4 + 24). */
+static size_t zip64_extra(uint8_t out[4 + 24], const record *r, uint64_t csize)
+{
+    size_t f = 4;
+    if (r->size >= U32_SAT) {
+        ck_put_le64(out + f, r->size);
+        ck_put_le64(out + f + 8, csize);
+        f += 16;
+    }
+    if (r->local_off >= U32_SAT) {
+        ck_put_le64(out + f, r->local_off);
+        f += 8;
+    }
+    ck_put_le16(out, 0x0001);
+    ck_put_le16(out + 2, (uint16_t)(f - 4));
+    return f;
+}
+
 /* Local header, name, ZIP64 extra (when needed) and the "FB" padding field
  * that moves the data to the next multiple of 64, as miniz writes them for
  * PyTorchStreamWriter::writeRecord. */
@@ -142,37 +158,23 @@ static int begin_record(zwriter *z, const char *name, uint64_t size)
 
     size_t name_len = z->archive_len + 1 + strlen(name);
     uint8_t z64[4 + 24];
-    size_t z64_len = 0;
-    if (r->zip64) {
-        size_t f = 4;
-        if (big_size) {
-            put64(z64 + f, size);
-            put64(z64 + f + 8, 0); /* compressed size is not known yet here */
-            f += 16;
-        }
-        if (big_off) {
-            put64(z64 + f, r->local_off);
-            f += 8;
-        }
-        put16(z64, 0x0001);
-        put16(z64 + 2, (uint16_t)(f - 4));
-        z64_len = f;
-    }
+    /* the compressed size is not known yet here */
+    size_t z64_len = r->zip64 ? zip64_extra(z64, r, 0) : 0;
     uint64_t start = z->pos + LFH_SIZE + name_len + z64_len + 4;
     size_t pad = (size_t)((ALIGN - start % ALIGN) % ALIGN);
     uint8_t padding[4 + ALIGN];
     padding[0] = 'F';
     padding[1] = 'B';
-    put16(padding + 2, (uint16_t)pad);
+    ck_put_le16(padding + 2, (uint16_t)pad);
     memset(padding + 4, 'Z', pad);
 
     uint8_t lfh[LFH_SIZE] = { 0 };
-    put32(lfh, 0x04034b50u);
+    ck_put_le32(lfh, 0x04034b50u);
     /* version needed 0, method 0, time/date 0, crc and sizes 0: all in the
      * data descriptor (miniz omits the descriptor for empty members) */
-    put16(lfh + 6, (uint16_t)(size > 0 ? 0x0808 : 0x0800));
-    put16(lfh + 26, (uint16_t)name_len);
-    put16(lfh + 28, (uint16_t)(z64_len + 4 + pad));
+    ck_put_le16(lfh + 6, (uint16_t)(size > 0 ? 0x0808 : 0x0800));
+    ck_put_le16(lfh + 26, (uint16_t)name_len);
+    ck_put_le16(lfh + 28, (uint16_t)(z64_len + 4 + pad));
 
     /* torch writes the full name in one call; only its first 8 bytes can
      * matter to the id */
@@ -199,16 +201,16 @@ static int end_record(zwriter *z)
     if (r->size == 0)
         return 0;
     uint8_t dd[DD64_SIZE];
-    put32(dd, 0x08074b50u);
-    put32(dd + 4, r->crc);
+    ck_put_le32(dd, 0x08074b50u);
+    ck_put_le32(dd + 4, r->crc);
     size_t n;
     if (r->zip64) {
-        put64(dd + 8, r->size);
-        put64(dd + 16, r->size);
+        ck_put_le64(dd + 8, r->size);
+        ck_put_le64(dd + 16, r->size);
         n = DD64_SIZE;
     } else {
-        put32(dd + 8, (uint32_t)r->size);
-        put32(dd + 12, (uint32_t)r->size);
+        ck_put_le32(dd + 8, (uint32_t)r->size);
+        ck_put_le32(dd + 12, (uint32_t)r->size);
         n = DD32_SIZE;
     }
     observe_torch_write(z, dd, n);
@@ -269,35 +271,19 @@ static int central_directory(zwriter *z)
     uint64_t cd_off = z->pos;
     for (int i = 0; i < z->nrec; i++) {
         const record *r = &z->rec[i];
-        bool big_size = r->size >= U32_SAT, big_off = r->local_off >= U32_SAT;
         size_t name_len = z->archive_len + 1 + strlen(r->name);
-        size_t x = 0;
         uint8_t z64[4 + 24];
-        if (r->zip64) {
-            size_t f = 4;
-            if (big_size) {
-                put64(z64 + f, r->size);
-                put64(z64 + f + 8, r->size);
-                f += 16;
-            }
-            if (big_off) {
-                put64(z64 + f, r->local_off);
-                f += 8;
-            }
-            put16(z64, 0x0001);
-            put16(z64 + 2, (uint16_t)(f - 4));
-            x = f;
-        }
+        size_t x = r->zip64 ? zip64_extra(z64, r, r->size) : 0;
         uint8_t *h = cd + p;
         memset(h, 0, CDH_SIZE);
-        put32(h, 0x02014b50u);
-        put16(h + 8, (uint16_t)(r->size > 0 ? 0x0808 : 0x0800));
-        put32(h + 16, r->crc);
-        put32(h + 20, sat32(r->size));
-        put32(h + 24, sat32(r->size));
-        put16(h + 28, (uint16_t)name_len);
-        put16(h + 30, (uint16_t)x);
-        put32(h + 42, sat32(r->local_off));
+        ck_put_le32(h, 0x02014b50u);
+        ck_put_le16(h + 8, (uint16_t)(r->size > 0 ? 0x0808 : 0x0800));
+        ck_put_le32(h + 16, r->crc);
+        ck_put_le32(h + 20, sat32(r->size));
+        ck_put_le32(h + 24, sat32(r->size));
+        ck_put_le16(h + 28, (uint16_t)name_len);
+        ck_put_le16(h + 30, (uint16_t)x);
+        ck_put_le32(h + 42, sat32(r->local_off));
         p += CDH_SIZE;
         memcpy(cd + p, z->archive, z->archive_len);
         cd[p + z->archive_len] = '/';
@@ -315,24 +301,24 @@ static int central_directory(zwriter *z)
     uint64_t z64_off = z->pos;
     uint8_t end[Z64_EOCD_SIZE + Z64_LOCATOR_SIZE + EOCD_SIZE] = { 0 };
     uint8_t *e = end;
-    put32(e, 0x06064b50u);
-    put64(e + 4, Z64_EOCD_SIZE - 12);
-    put16(e + 12, 0x031E);
-    put16(e + 14, 0x002D);
-    put64(e + 24, (uint64_t)z->nrec);
-    put64(e + 32, (uint64_t)z->nrec);
-    put64(e + 40, p);
-    put64(e + 48, cd_off);
+    ck_put_le32(e, 0x06064b50u);
+    ck_put_le64(e + 4, Z64_EOCD_SIZE - 12);
+    ck_put_le16(e + 12, 0x031E);
+    ck_put_le16(e + 14, 0x002D);
+    ck_put_le64(e + 24, (uint64_t)z->nrec);
+    ck_put_le64(e + 32, (uint64_t)z->nrec);
+    ck_put_le64(e + 40, p);
+    ck_put_le64(e + 48, cd_off);
     e += Z64_EOCD_SIZE;
-    put32(e, 0x07064b50u);
-    put64(e + 8, z64_off);
-    put32(e + 16, 1);
+    ck_put_le32(e, 0x07064b50u);
+    ck_put_le64(e + 8, z64_off);
+    ck_put_le32(e + 16, 1);
     e += Z64_LOCATOR_SIZE;
-    put32(e, 0x06054b50u);
-    put16(e + 8, (uint16_t)z->nrec);
-    put16(e + 10, (uint16_t)z->nrec);
-    put32(e + 12, sat32(p));
-    put32(e + 16, sat32(cd_off));
+    ck_put_le32(e, 0x06054b50u);
+    ck_put_le16(e + 8, (uint16_t)z->nrec);
+    ck_put_le16(e + 10, (uint16_t)z->nrec);
+    ck_put_le32(e + 12, sat32(p));
+    ck_put_le32(e + 16, sat32(cd_off));
     return emit(z, end, sizeof end);
 }
 

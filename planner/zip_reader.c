@@ -1,8 +1,8 @@
 #include "errmsg.h"
+#include "le.h"
 #include "zip_reader.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,14 +24,6 @@
 /* A torch item's directory is a few hundred bytes; this only stops a forged
  * size from making us allocate without bound. */
 #define CD_MAX_BYTES (64u << 20)
-
-static uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | ((uint64_t)le32(p + 4) << 32); }
-
 
 static int read_err(char *err, size_t errlen, int rc, const char *what, uint64_t off)
 {
@@ -59,7 +51,7 @@ static int find_eocd(const ck_byte_source *src, uint64_t *eocd_off, uint8_t rec[
     int rc = ck_byte_source_read(src, src->len - EOCD_SIZE, rec, EOCD_SIZE);
     if (rc < 0)
         return read_err(err, errlen, rc, "end of archive", src->len - EOCD_SIZE);
-    if (le32(rec) == EOCD_SIG && le16(rec + 20) == 0) {
+    if (ck_le32(rec) == EOCD_SIG && ck_le16(rec + 20) == 0) {
         *eocd_off = src->len - EOCD_SIZE;
         return 0;
     }
@@ -74,9 +66,9 @@ static int find_eocd(const ck_byte_source *src, uint64_t *eocd_off, uint8_t rec[
         return read_err(err, errlen, rc, "end of archive", tail_off);
     }
     for (uint64_t i = tail_len - EOCD_SIZE + 1; i-- > 0;) {
-        if (le32(tail + i) != EOCD_SIG)
+        if (ck_le32(tail + i) != EOCD_SIG)
             continue;
-        uint16_t comment_len = le16(tail + i + 20);
+        uint16_t comment_len = ck_le16(tail + i + 20);
         if (i + EOCD_SIZE + comment_len != tail_len)
             continue;
         memcpy(rec, tail + i, EOCD_SIZE);
@@ -96,9 +88,9 @@ static int locate_cd(const ck_byte_source *src, cd_location *loc, char *err, siz
     if (rc < 0)
         return rc;
 
-    uint16_t disk = le16(eocd + 4), cd_disk = le16(eocd + 6);
-    uint16_t n_disk = le16(eocd + 8), n_total = le16(eocd + 10);
-    uint32_t cd_size = le32(eocd + 12), cd_off = le32(eocd + 16);
+    uint16_t disk = ck_le16(eocd + 4), cd_disk = ck_le16(eocd + 6);
+    uint16_t n_disk = ck_le16(eocd + 8), n_total = ck_le16(eocd + 10);
+    uint32_t cd_size = ck_le32(eocd + 12), cd_off = ck_le32(eocd + 16);
     bool saturated = n_disk == 0xFFFF || n_total == 0xFFFF || cd_size == 0xFFFFFFFFu ||
                      cd_off == 0xFFFFFFFFu;
 
@@ -110,7 +102,7 @@ static int locate_cd(const ck_byte_source *src, cd_location *loc, char *err, siz
         rc = ck_byte_source_read(src, eocd_off - Z64_LOCATOR_SIZE, locator, sizeof locator);
         if (rc < 0)
             return read_err(err, errlen, rc, "ZIP64 locator", eocd_off - Z64_LOCATOR_SIZE);
-        have_locator = le32(locator) == Z64_LOCATOR_SIG;
+        have_locator = ck_le32(locator) == Z64_LOCATOR_SIG;
     }
 
     if (!have_locator) {
@@ -124,10 +116,10 @@ static int locate_cd(const ck_byte_source *src, cd_location *loc, char *err, siz
         loc->cd_offset = cd_off;
         loc->cd_limit = eocd_off;
     } else {
-        uint64_t z64_off = le64(locator + 8);
-        uint32_t z64_disks = le32(locator + 16);
+        uint64_t z64_off = ck_le64(locator + 8);
+        uint32_t z64_disks = ck_le32(locator + 16);
         uint64_t locator_off = eocd_off - Z64_LOCATOR_SIZE;
-        if (le32(locator + 4) != 0 || z64_disks > 1)
+        if (ck_le32(locator + 4) != 0 || z64_disks > 1)
             return ck_fail(err, errlen, -EINVAL, "zip: multi-disk archives are not supported");
         if (z64_off > locator_off || locator_off - z64_off < Z64_EOCD_SIZE)
             return ck_fail(err, errlen, -EINVAL, "zip: ZIP64 end record offset %llu is out of range",
@@ -136,19 +128,19 @@ static int locate_cd(const ck_byte_source *src, cd_location *loc, char *err, siz
         rc = ck_byte_source_read(src, z64_off, z64, sizeof z64);
         if (rc < 0)
             return read_err(err, errlen, rc, "ZIP64 end record", z64_off);
-        if (le32(z64) != Z64_EOCD_SIG)
+        if (ck_le32(z64) != Z64_EOCD_SIG)
             return ck_fail(err, errlen, -EINVAL, "zip: bad ZIP64 end record signature at %llu",
                         (unsigned long long)z64_off);
-        uint64_t rec_size = le64(z64 + 4);
+        uint64_t rec_size = ck_le64(z64 + 4);
         if (rec_size < Z64_EOCD_SIZE - 12 || rec_size > locator_off - z64_off - 12)
             return ck_fail(err, errlen, -EINVAL, "zip: bad ZIP64 end record size %llu",
                         (unsigned long long)rec_size);
-        uint64_t z_n_disk = le64(z64 + 24), z_n_total = le64(z64 + 32);
-        if (le32(z64 + 16) != 0 || le32(z64 + 20) != 0 || z_n_disk != z_n_total)
+        uint64_t z_n_disk = ck_le64(z64 + 24), z_n_total = ck_le64(z64 + 32);
+        if (ck_le32(z64 + 16) != 0 || ck_le32(z64 + 20) != 0 || z_n_disk != z_n_total)
             return ck_fail(err, errlen, -EINVAL, "zip: multi-disk archives are not supported");
         loc->entries = z_n_total;
-        loc->cd_size = le64(z64 + 40);
-        loc->cd_offset = le64(z64 + 48);
+        loc->cd_size = ck_le64(z64 + 40);
+        loc->cd_offset = ck_le64(z64 + 48);
         loc->cd_limit = z64_off;
         /* Both records describe one directory; disagreement means damage. */
         if ((n_total != 0xFFFF && n_total != loc->entries) ||
@@ -185,7 +177,7 @@ static int apply_zip64_extra(const uint8_t *extra, size_t extra_len, uint64_t *u
         return 0;
     size_t pos = 0;
     while (extra_len - pos >= 4) {
-        uint16_t id = le16(extra + pos), sz = le16(extra + pos + 2);
+        uint16_t id = ck_le16(extra + pos), sz = ck_le16(extra + pos + 2);
         if (sz > extra_len - pos - 4)
             return ck_fail(err, errlen, -EINVAL, "zip: extra field runs past its entry");
         if (id == ZIP64_EXTRA_ID) {
@@ -198,7 +190,7 @@ static int apply_zip64_extra(const uint8_t *extra, size_t extra_len, uint64_t *u
                     continue;
                 if (sz - fpos < 8)
                     return ck_fail(err, errlen, -EINVAL, "zip: ZIP64 extra field is too short");
-                *wanted[k] = le64(f + fpos);
+                *wanted[k] = ck_le64(f + fpos);
                 fpos += 8;
             }
             return 0;
@@ -237,7 +229,7 @@ static int check_data_end(const ck_byte_source *src, uint64_t end, uint64_t cd_o
     int rc = ck_byte_source_read(src, end, b, sizeof b);
     if (rc < 0)
         return read_err(err, errlen, rc, "member end", end);
-    uint32_t v = le32(b);
+    uint32_t v = ck_le32(b);
     if (v == LFH_SIG || v == DD_SIG || v == crc)
         return 0;
     return ck_fail(err, errlen, -EINVAL,
@@ -269,13 +261,13 @@ int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *ou
     uint32_t crc = 0;
     uint16_t method = 0, flags = 0, name_len = 0;
     for (uint64_t i = 0; i < loc.entries; i++) {
-        if (loc.cd_size - pos < CDH_SIZE || le32(cd + pos) != CDH_SIG) {
+        if (loc.cd_size - pos < CDH_SIZE || ck_le32(cd + pos) != CDH_SIG) {
             rc = ck_fail(err, errlen, -EINVAL, "zip: bad central directory entry %llu at offset %llu",
                       (unsigned long long)i, (unsigned long long)(loc.cd_offset + pos));
             goto out;
         }
         const uint8_t *h = cd + pos;
-        uint16_t nlen = le16(h + 28), xlen = le16(h + 30), clen = le16(h + 32);
+        uint16_t nlen = ck_le16(h + 28), xlen = ck_le16(h + 30), clen = ck_le16(h + 32);
         size_t entry_len = CDH_SIZE + (size_t)nlen + xlen + clen;
         if (entry_len > loc.cd_size - pos) {
             rc = ck_fail(err, errlen, -EINVAL, "zip: central directory entry %llu runs past the directory",
@@ -288,12 +280,12 @@ int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *ou
                 goto out;
             }
             found = true;
-            flags = le16(h + 8);
-            method = le16(h + 10);
-            crc = le32(h + 16);
-            csize = le32(h + 20);
-            usize = le32(h + 24);
-            local_off = le32(h + 42);
+            flags = ck_le16(h + 8);
+            method = ck_le16(h + 10);
+            crc = ck_le32(h + 16);
+            csize = ck_le32(h + 20);
+            usize = ck_le32(h + 24);
+            local_off = ck_le32(h + 42);
             name_len = nlen;
             rc = apply_zip64_extra(h + CDH_SIZE + nlen, xlen, &usize, &csize, &local_off, err, errlen);
             if (rc < 0)
@@ -333,12 +325,12 @@ int ck_zip_find(const ck_byte_source *src, const char *suffix, ck_zip_member *ou
         rc = read_err(err, errlen, rc, "local header", local_off);
         goto out;
     }
-    if (le32(lfh) != LFH_SIG || le16(lfh + 8) != method || le16(lfh + 26) != name_len) {
+    if (ck_le32(lfh) != LFH_SIG || ck_le16(lfh + 8) != method || ck_le16(lfh + 26) != name_len) {
         rc = ck_fail(err, errlen, -EINVAL, "zip: local header of \"%s\" at %llu does not match its directory entry",
                   suffix, (unsigned long long)local_off);
         goto out;
     }
-    uint64_t data_off = local_off + LFH_SIZE + le16(lfh + 26) + le16(lfh + 28);
+    uint64_t data_off = local_off + LFH_SIZE + ck_le16(lfh + 26) + ck_le16(lfh + 28);
     if (data_off > loc.cd_offset || usize > loc.cd_offset - data_off) {
         rc = ck_fail(err, errlen, -EINVAL,
                   "zip: data of \"%s\" [%llu, +%llu) runs past the members' area (%llu bytes)", suffix,

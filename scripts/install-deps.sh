@@ -17,9 +17,10 @@ esac
 say() { [ "$quiet" = 1 ] || echo "$@"; }
 
 # pkg-config/cJSON/zstd/zlib/fuse3: build; bats/python3-numpy/attr(getfattr)/zstd/fuse3
+# and clang + its libFuzzer runtime (make fuzz, the fuzz smoke test)
 # (fusermount3): tests; the rest: compiler and make.
 wanted=(pkg-config libfuse3-dev fuse3 libzstd-dev libcjson-dev zlib1g-dev
-        bats python3-numpy zstd attr)
+        bats python3-numpy zstd attr clang libclang-rt-14-dev)
 
 installed_set() {
     # Prints the names among "$@" that dpkg knows as fully installed.  Unknown names make

@@ -9,49 +9,11 @@
 #include <cjson/cJSON.h>
 
 #include "check.h"
+#include "test_util.h"
 #include "chunk_reader.h"
 #include "ckpt.h"
 
 #define FIX "tests/fixtures/torch-2.11/"
-
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = '\0';
-        *len = (size_t)n;
-    }
-    return buf;
-}
-
-static int sha256_hex(const void *data, size_t len, char out[65])
-{
-    char tmp[] = "/tmp/ckpt-sha-XXXXXX";
-    int fd = mkstemp(tmp);
-    if (fd < 0)
-        return -1;
-    int ok = write(fd, data, len) == (ssize_t)len;
-    close(fd);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "sha256sum %s", tmp);
-    FILE *p = ok ? popen(cmd, "r") : NULL;
-    ok = p && fscanf(p, "%64s", out) == 1;
-    if (p)
-        pclose(p);
-    unlink(tmp);
-    return ok ? 0 : -1;
-}
 
 /* Reads the key whole, then in odd-sized pieces, and compares. */
 static int key_matches(ck_checkpoint *ck, const ck_key *key, cJSON *want)
@@ -82,9 +44,7 @@ static void check_fixture(const char *name, const char *source)
 {
     char path[512], what[600];
     snprintf(path, sizeof path, FIX "%s.manifest.json", name);
-    size_t len;
-    char *text = slurp(path, &len);
-    cJSON *man = text ? cJSON_ParseWithLength(text, len) : NULL;
+    cJSON *man = load_json(path);
     snprintf(what, sizeof what, "%s: manifest parses", name);
     check_report(man != NULL, what, __FILE__, __LINE__);
     ck_checkpoint *ck = NULL;
@@ -94,7 +54,6 @@ static void check_fixture(const char *name, const char *source)
     snprintf(what, sizeof what, "%s: opens (%s)", name, err);
     if (!check_report(rc == 0, what, __FILE__, __LINE__) || !man) {
         cJSON_Delete(man);
-        free(text);
         return;
     }
     snprintf(what, sizeof what, "%s: key count", name);
@@ -114,7 +73,6 @@ static void check_fixture(const char *name, const char *source)
     }
     ck_close(ck);
     cJSON_Delete(man);
-    free(text);
 }
 
 static void check_refused(const char *source, const char *needle)

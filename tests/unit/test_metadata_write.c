@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "test_util.h"
 #include "chunk_reader.h"
 #include "ckpt.h"
 #include "metadata_write.h"
@@ -21,28 +22,13 @@
 
 #define FIX "tests/fixtures/torch-2.11/"
 
-static int write_file(const char *path, const void *buf, size_t len)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0)
-        return -errno;
-    ssize_t w = write(fd, buf, len);
-    close(fd);
-    return w == (ssize_t)len ? 0 : -EIO;
-}
-
 static int copy_file(const char *from, const char *to)
 {
-    FILE *f = fopen(from, "rb");
-    if (!f)
-        return -errno;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    int rc = got == (size_t)n ? write_file(to, buf, got) : -EIO;
+    size_t len;
+    void *buf = slurp(from, &len);
+    if (!buf)
+        return -EIO;
+    int rc = write_file(to, buf, len);
     free(buf);
     return rc;
 }
@@ -115,21 +101,6 @@ static int same_key(ck_checkpoint *a, const ck_key *x, ck_checkpoint *b, const c
     return ok;
 }
 
-static int have_python(void)
-{
-    return access("/usr/bin/python3", X_OK) == 0 && access("tests/bats/read_metadata.py", R_OK) == 0;
-}
-
-/* read_metadata.py --check DIR: Python's pickle with stand-in classes,
- * zipfile for the items. */
-static int python_check(const char *dir)
-{
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "/usr/bin/python3 tests/bats/read_metadata.py --check '%s' >/dev/null",
-             dir);
-    return system(cmd);
-}
-
 static void roundtrip_fixture(const char *name, const char *tmp)
 {
     char src[512], dst[512], path[1024];
@@ -197,8 +168,8 @@ static void roundtrip_fixture(const char *name, const char *tmp)
         }
         pk_free(doc);
     }
-    if (have_python())
-        CHECK_EQ_INT(python_check(dst), 0);
+    if (have_read_metadata_py())
+        CHECK_EQ_INT(read_metadata_check("", dst), 0);
     free(buf);
     free_described(keys, ck->nkeys);
     ck_close(ck);
@@ -318,12 +289,8 @@ static void synthetic(const char *tmp)
         CHECK(k && k->planner_path_len == 3 && strcmp(k->planner_path[2], "weight") == 0);
         ck_close(ck);
     }
-    if (have_python()) {
-        char cmd[1024];
-        snprintf(cmd, sizeof cmd,
-                 "/usr/bin/python3 tests/bats/read_metadata.py --check --metadata-only '%s' >/dev/null", dir);
-        CHECK_EQ_INT(system(cmd), 0);
-    }
+    if (have_read_metadata_py())
+        CHECK_EQ_INT(read_metadata_check("--metadata-only", dir), 0);
     free(buf);
 
     /* refusals */

@@ -1,6 +1,7 @@
 /* pk_parse against torch 2.11's real .metadata and data.pkl files, every
  * opcode family, and every class of malformed input. */
 #include "check.h"
+#include "test_util.h"
 #include "pickle.h"
 
 #include <errno.h>
@@ -11,75 +12,6 @@
 
 #define FIX "tests/fixtures/torch-2.11/"
 #define DCP_MOD "torch.distributed.checkpoint.metadata"
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    uint8_t *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 65536;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        if (got == 0)
-            break;
-        n += got;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
-static uint32_t le16(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8; }
-static uint32_t le32(const uint8_t *p) { return le16(p) | le16(p + 2) << 16; }
-
-/* A stored member of a small zip whose name ends in suffix, found through
- * the central directory (torch writes sizes in data descriptors, so the
- * local headers say 0). */
-static const uint8_t *zip_member(const uint8_t *z, size_t zlen, const char *suffix, size_t *len)
-{
-    if (zlen < 22)
-        return NULL;
-    size_t e = zlen - 22;
-    for (;; e--) {
-        if (memcmp(z + e, "PK\5\6", 4) == 0)
-            break;
-        if (e == 0 || zlen - e > 22 + 65535)
-            return NULL;
-    }
-    size_t count = le16(z + e + 10), off = le32(z + e + 16);
-    size_t slen = strlen(suffix);
-    for (size_t i = 0; i < count; i++) {
-        if (off > zlen || zlen - off < 46 || memcmp(z + off, "PK\1\2", 4) != 0)
-            return NULL;
-        size_t csize = le32(z + off + 20), nlen = le16(z + off + 28);
-        size_t xlen = le16(z + off + 30), clen = le16(z + off + 32), lho = le32(z + off + 42);
-        const uint8_t *name = z + off + 46;
-        if (zlen - off - 46 < nlen)
-            return NULL;
-        if (nlen >= slen && memcmp(name + nlen - slen, suffix, slen) == 0) {
-            if (lho > zlen || zlen - lho < 30 || memcmp(z + lho, "PK\3\4", 4) != 0)
-                return NULL;
-            size_t data = lho + 30 + le16(z + lho + 26) + le16(z + lho + 28);
-            if (data > zlen || zlen - data < csize || le16(z + off + 10) != 0)
-                return NULL;
-            *len = csize;
-            return z + data;
-        }
-        off += 46 + nlen + xlen + clen;
-    }
-    return NULL;
-}
 
 static int parse(const void *buf, size_t len, pk_doc **doc, char *err, size_t errlen)
 {
@@ -180,7 +112,7 @@ static void test_metadata_fixture(const struct fixture *fx)
     char path[256], err[256];
     snprintf(path, sizeof path, FIX "%s/.metadata", fx->name);
     size_t len = 0;
-    uint8_t *buf = read_file(path, &len);
+    uint8_t *buf = slurp(path, &len);
     CHECK(buf != NULL);
     if (!buf)
         return;
@@ -348,7 +280,7 @@ static void test_data_pkl(const struct rebuild *r)
     char path[256], err[256];
     snprintf(path, sizeof path, FIX "dcp_single_perfile/%s", r->file);
     size_t zlen = 0, plen = 0;
-    uint8_t *z = read_file(path, &zlen);
+    uint8_t *z = slurp(path, &zlen);
     const uint8_t *pkl = z ? zip_member(z, zlen, "/data.pkl", &plen) : NULL;
     CHECK(pkl != NULL);
     if (!pkl) {
@@ -400,7 +332,7 @@ static void test_data_pkl_values(void)
         char path[256];
         snprintf(path, sizeof path, FIX "dcp_single_perfile/%s", files[i]);
         size_t zlen = 0, plen = 0;
-        uint8_t *z = read_file(path, &zlen);
+        uint8_t *z = slurp(path, &zlen);
         const uint8_t *pkl = z ? zip_member(z, zlen, "data.pkl", &plen) : NULL;
         pk_doc *doc = NULL;
         CHECK(pkl && parse(pkl, plen, &doc, err, sizeof err) == 0);
@@ -719,7 +651,7 @@ static void test_limits(void)
 static void test_robustness(void)
 {
     size_t len = 0;
-    uint8_t *buf = read_file(FIX "dcp_single/.metadata", &len);
+    uint8_t *buf = slurp(FIX "dcp_single/.metadata", &len);
     CHECK(buf != NULL);
     if (!buf)
         return;

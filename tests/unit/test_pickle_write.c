@@ -1,6 +1,7 @@
 /* pkw against pk_parse, against the bytes torch wrote, and against
  * Python's own pickle module (skipped where /usr/bin/python3 is missing). */
 #include "check.h"
+#include "test_util.h"
 #include "pickle.h"
 #include "pickle_write.h"
 
@@ -15,83 +16,6 @@
 
 #define FIX "tests/fixtures/torch-2.11/"
 #define PYTHON "/usr/bin/python3"
-
-static uint8_t *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    uint8_t *buf = NULL;
-    size_t cap = 0, n = 0;
-    for (;;) {
-        if (n == cap) {
-            cap = cap ? cap * 2 : 65536;
-            uint8_t *nb = realloc(buf, cap);
-            if (!nb) {
-                free(buf);
-                fclose(f);
-                return NULL;
-            }
-            buf = nb;
-        }
-        size_t got = fread(buf + n, 1, cap - n, f);
-        if (got == 0)
-            break;
-        n += got;
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
-static bool write_file(const char *path, const void *p, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    if (!f)
-        return false;
-    bool ok = fwrite(p, 1, n, f) == n;
-    return fclose(f) == 0 && ok;
-}
-
-static uint32_t le16(const uint8_t *p) { return p[0] | (uint32_t)p[1] << 8; }
-static uint32_t le32(const uint8_t *p) { return le16(p) | le16(p + 2) << 16; }
-
-/* A stored member of a small zip whose name ends in suffix, through the
- * central directory (torch's local headers carry no sizes). */
-static const uint8_t *zip_member(const uint8_t *z, size_t zlen, const char *suffix, size_t *len)
-{
-    if (zlen < 22)
-        return NULL;
-    size_t e = zlen - 22;
-    for (;; e--) {
-        if (memcmp(z + e, "PK\5\6", 4) == 0)
-            break;
-        if (e == 0 || zlen - e > 22 + 65535)
-            return NULL;
-    }
-    size_t count = le16(z + e + 10), off = le32(z + e + 16);
-    size_t slen = strlen(suffix);
-    for (size_t i = 0; i < count; i++) {
-        if (off > zlen || zlen - off < 46 || memcmp(z + off, "PK\1\2", 4) != 0)
-            return NULL;
-        size_t csize = le32(z + off + 20), nlen = le16(z + off + 28);
-        size_t xlen = le16(z + off + 30), clen = le16(z + off + 32), lho = le32(z + off + 42);
-        const uint8_t *name = z + off + 46;
-        if (zlen - off - 46 < nlen)
-            return NULL;
-        if (nlen >= slen && memcmp(name + nlen - slen, suffix, slen) == 0) {
-            if (lho > zlen || zlen - lho < 30 || memcmp(z + lho, "PK\3\4", 4) != 0)
-                return NULL;
-            size_t data = lho + 30 + le16(z + lho + 26) + le16(z + lho + 28);
-            if (data > zlen || zlen - data < csize || le16(z + off + 10) != 0)
-                return NULL;
-            *len = csize;
-            return z + data;
-        }
-        off += 46 + nlen + xlen + clen;
-    }
-    return NULL;
-}
 
 /* ---- generic re-emitter: writes a parsed value the way pickle.dumps
  * would have written it ---------------------------------------------------- */
@@ -287,7 +211,7 @@ static const uint8_t *fixture_pkl(const char *dir, const char *file, uint8_t **z
     char path[512];
     size_t zlen = 0;
     snprintf(path, sizeof path, FIX "%s/%s", dir, file);
-    *zip = read_file(path, &zlen);
+    *zip = slurp(path, &zlen);
     return *zip ? zip_member(*zip, zlen, "/data.pkl", len) : NULL;
 }
 
@@ -354,7 +278,7 @@ static void test_reemit_metadata(const char *name)
     char path[512], err[256];
     snprintf(path, sizeof path, FIX "%s/.metadata", name);
     size_t len = 0;
-    uint8_t *buf = read_file(path, &len);
+    uint8_t *buf = slurp(path, &len);
     pk_doc *orig = NULL;
     CHECK(buf && pk_parse(buf, len, &orig, err, sizeof err) == 0);
     for (int proto = 2; orig && proto <= 4; proto += 2) {
@@ -366,7 +290,7 @@ static void test_reemit_metadata(const char *name)
         if (proto == 4) {
             /* PROTO 4, then one FRAME holding all the rest */
             CHECK(out && olen > 11 && out[0] == 0x80 && out[1] == 4 && out[2] == 0x95 &&
-                  le32(out + 3) == olen - 11 && le32(out + 7) == 0 && out[olen - 1] == '.');
+                  ck_le32(out + 3) == olen - 11 && ck_le32(out + 7) == 0 && out[olen - 1] == '.');
             printf("# %s: torch wrote %zu bytes, protocol 4 re-write %zu\n", name, len, olen);
         }
         pk_free(back);
@@ -490,7 +414,7 @@ static void test_encodings(void)
     pkw_op(w, PKW_TUPLE2);
     out = finish(w, &len);
     CHECK(out && len == 2 + 9 + 4 + 5 + 300 + 1 + 2 + 1 && out[11] == 'C' && out[14] == 0x94 &&
-          out[15] == 'B' && le32(out + 16) == 300);
+          out[15] == 'B' && ck_le32(out + 16) == 300);
     pk_doc *doc = NULL;
     CHECK(out && pk_parse(out, len, &doc, NULL, 0) == 0 &&
           pk_seq_at(pk_root(doc), 1)->kind == PK_BYTES &&
@@ -604,7 +528,7 @@ static void test_big(void)
     if (out && len > 11 && out[2] == 0x95) {
         size_t p = 2;
         while (p + 9 <= len && out[p] == 0x95) {
-            uint64_t flen = le32(out + p + 1) | (uint64_t)le32(out + p + 5) << 32;
+            uint64_t flen = ck_le64(out + p + 1);
             frames++;
             p += 9 + flen;
             if (p < len && out[p] != 0x95)
@@ -681,7 +605,7 @@ static bool run_python(const char *dir, const char *body, const char *args)
     int rc = system(cmd);
     if (rc != 0) {
         size_t n = 0;
-        char *text = (char *)read_file(log, &n);
+        char *text = (char *)slurp(log, &n);
         printf("# python said:\n");
         for (size_t i = 0; text && i < n;) {
             size_t j = i;
@@ -803,7 +727,7 @@ static void test_python(void)
             write_sample(w, empty);
             out = finish(w, &len);
             snprintf(path, sizeof path, "%s/sample.pkl", dir);
-            CHECK(out && write_file(path, out, len));
+            CHECK(out && write_file(path, out, len) == 0);
             free(out);
             /* Python writes b'' as bytes() in protocol 2, we as _codecs.encode:
              * only compare bytes where there is no empty bytes. */
@@ -831,7 +755,7 @@ static void test_python(void)
         write_i8_rebuild(w);
         out = finish(w, &len);
         snprintf(path, sizeof path, "%s/data.pkl", dir);
-        CHECK(out && write_file(path, out, len));
+        CHECK(out && write_file(path, out, len) == 0);
         free(out);
         bool ok = run_python(dir,
                          "data, got = load(sys.argv[1])\n"
@@ -848,13 +772,13 @@ static void test_python(void)
      *    exactly like the one torch wrote */
     {
         size_t mlen = 0;
-        uint8_t *meta = read_file(FIX "dcp_single/.metadata", &mlen);
+        uint8_t *meta = slurp(FIX "dcp_single/.metadata", &mlen);
         pk_doc *doc = NULL;
         CHECK(meta && pk_parse(meta, mlen, &doc, NULL, 0) == 0);
         for (int proto = 2; doc && proto <= 4; proto += 2) {
             out = reemit(pk_root(doc), proto, &len);
             snprintf(path, sizeof path, "%s/metadata.pkl", dir);
-            CHECK(out && write_file(path, out, len));
+            CHECK(out && write_file(path, out, len) == 0);
             free(out);
             snprintf(args, sizeof args, "%s " FIX "dcp_single/.metadata", path);
             bool ok = run_python(dir,
@@ -875,7 +799,7 @@ static void test_python(void)
     {
         out = write_big(4, &len);
         snprintf(path, sizeof path, "%s/big.pkl", dir);
-        CHECK(out && write_file(path, out, len));
+        CHECK(out && write_file(path, out, len) == 0);
         free(out);
         bool ok = run_python(dir,
                          "data = open(sys.argv[1], 'rb').read()\n"

@@ -41,8 +41,12 @@ static void copy_file(const char *from, const char *to)
         perror(from);
         exit(1);
     }
-    static char buf[1 << 16];
+    static char buf[1 << 20];
     size_t n = fread(buf, 1, sizeof buf, f);
+    if (!feof(f)) {
+        fprintf(stderr, "%s: larger than this helper copies\n", from);
+        exit(1);
+    }
     fclose(f);
     write_file(to, buf, n);
 }
@@ -78,6 +82,26 @@ static void test_pickle_mark_on_empty_stack(void)
         rc = pk_parse((const uint8_t *)ok_inputs[i], strlen(ok_inputs[i]), &doc, err, sizeof err);
         CHECK_EQ_INT(rc, 0);
         CHECK(rc || pk_seq_len(pk_root(doc)) == 0 || pk_root(doc)->kind == PK_DICT);
+        pk_free(doc);
+    }
+}
+
+/* Found writing confine.bats: a storage path
+ * "__0_0.distcp\0/../../etc/passwd" was taken as "__0_0.distcp" (C stops at
+ * the NUL), so the mount served a file the checkpoint does not name.  A
+ * string with an embedded NUL is no string to pk_as_str now, and the
+ * metadata is refused as lacking a path. */
+static void test_pickle_string_with_nul(void)
+{
+    /* BINUNICODE "a\0b", STOP */
+    static const uint8_t pkl[] = { 'X', 3, 0, 0, 0, 'a', 0, 'b', '.' };
+    pk_doc *doc = NULL;
+    char err[256] = "";
+    int rc = pk_parse(pkl, sizeof pkl, &doc, err, sizeof err);
+    CHECK_EQ_INT(rc, 0);
+    if (!rc) {
+        CHECK(pk_root(doc)->kind == PK_STR && pk_root(doc)->u.str.len == 3);
+        CHECK(pk_as_str(pk_root(doc)) == NULL);
         pk_free(doc);
     }
 }
@@ -236,12 +260,39 @@ static void test_fifo_never_hangs(void)
     rm_tree(dir);
 }
 
+/* The same for a directory of safetensors files whose index is a FIFO. */
+static void test_fifo_index_never_hangs(void)
+{
+    char dir[] = "/tmp/ckpt-reg-XXXXXX";
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        exit(1);
+    }
+    char path[128];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    copy_file(FIX "st_single/model.safetensors", path);
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    CHECK_EQ_INT(mkfifo(path, 0644), 0);
+    char err[1024] = "";
+    ck_checkpoint *ck = NULL;
+    alarm(HANG_SECONDS);
+    int rc = ck_open(dir, NULL, &ck, err, sizeof err);
+    alarm(0);
+    CHECK(rc < 0);
+    CHECK(one_line(err) && strstr(err, "index.json"));
+    if (!rc)
+        ck_close(ck);
+    rm_tree(dir);
+}
+
 int main(void)
 {
     test_pickle_mark_on_empty_stack();
+    test_pickle_string_with_nul();
     test_refusal_stays_one_line();
     test_plan_chunk_past_shape();
     test_missing_data_file_no_deadlock();
     test_fifo_never_hangs();
+    test_fifo_index_never_hangs();
     return check_done();
 }

@@ -12,20 +12,10 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "test_util.h"
 #include "ckpt.h"
 
 #define FIX "tests/fixtures/torch-2.11/"
-
-static cJSON *load_json(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf, f);
-    fclose(f);
-    return cJSON_ParseWithLength(buf, n);
-}
 
 /* Every manifest key is a key with that dtype, shape, size and chunk count,
  * and there are no others. */

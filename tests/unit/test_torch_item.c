@@ -13,6 +13,7 @@
 
 #include "byte_source.h"
 #include "check.h"
+#include "test_util.h"
 #include "torch_item.h"
 #include "zip_reader.h"
 
@@ -32,69 +33,9 @@ static const char *const item_key[] = {
 };
 #define N_ITEMS (int)(sizeof item_key / sizeof item_key[0])
 
-static uint8_t *slurp(const char *path, uint64_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (uint64_t)n;
-    return buf;
-}
-
-/* SHA-256 by sha256sum on a temp file: tests need a digest, the library
- * never does. */
-static int sha256_hex(const void *data, size_t len, char out[65])
-{
-    char path[] = "/tmp/test_torch_item_XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return -1;
-    int ok = len == 0 || write(fd, data, len) == (ssize_t)len;
-    close(fd);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "sha256sum %s", path);
-    FILE *p = ok ? popen(cmd, "r") : NULL;
-    int rc = -1;
-    if (p) {
-        if (fscanf(p, "%64s", out) == 1 && strlen(out) == 64)
-            rc = 0;
-        pclose(p);
-    }
-    unlink(path);
-    return rc;
-}
-
-static cJSON *load_manifest(const char *path)
-{
-    uint64_t len;
-    uint8_t *buf = slurp(path, &len);
-    if (!buf)
-        return NULL;
-    cJSON *j = cJSON_ParseWithLength((const char *)buf, (size_t)len);
-    free(buf);
-    return j;
-}
-
-static uint64_t numel_of(const ck_torch_item *it)
-{
-    uint64_t n = 1;
-    for (uint32_t d = 0; d < it->ndim; d++)
-        n *= it->size[d];
-    return n;
-}
-
 static void test_fixture_items(void)
 {
-    cJSON *manifest = load_manifest(FIXROOT "dcp_single_perfile.manifest.json");
+    cJSON *manifest = load_json(FIXROOT "dcp_single_perfile.manifest.json");
     CHECK(manifest != NULL);
     if (!manifest)
         return;
@@ -139,9 +80,9 @@ static void test_fixture_items(void)
         CHECK_EQ_INT(it.data_offset % 64, 0);
         CHECK(it.data_offset + it.data_length <= (uint64_t)st.st_size);
 
-        uint64_t len;
+        size_t len;
         uint8_t *whole = slurp(path, &len);
-        uint64_t nbytes = numel_of(&it) * info->size;
+        uint64_t nbytes = numel_of(it.ndim, it.size) * info->size;
         CHECK_EQ_INT(nbytes, cJSON_GetObjectItemCaseSensitive(entry, "nbytes")->valuedouble);
         const char *want = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(entry, "sha256"));
         char got[65] = "";
@@ -193,7 +134,7 @@ static uint8_t *find_bytes(uint8_t *hay, size_t hay_len, const void *needle, siz
 
 static void test_malformed(void)
 {
-    uint64_t len;
+    size_t len;
     uint8_t *buf = slurp(FIXDIR "__0_14.distcp", &len); /* model.u8: uint8[37] */
     CHECK(buf != NULL);
     ck_byte_source src = ck_byte_source_mem(buf, len);
@@ -349,7 +290,7 @@ static void test_mutations(void)
     for (size_t f = 0; f < sizeof files / sizeof files[0]; f++) {
         char path[256];
         snprintf(path, sizeof path, FIXDIR "__0_%d.distcp", files[f]);
-        uint64_t len;
+        size_t len;
         uint8_t *orig = slurp(path, &len);
         uint8_t *copy = malloc(len);
         for (int round = 0; round < 400; round++) {
@@ -371,7 +312,7 @@ static void test_mutations(void)
                 continue;
             }
             parsed++;
-            uint64_t numel = numel_of(&it), es = ck_dtype_get(it.dtype)->size;
+            uint64_t numel = numel_of(it.ndim, it.size), es = ck_dtype_get(it.dtype)->size;
             if (numel * es > (1u << 20))
                 continue;
             uint8_t *dst = malloc(numel * es + 1);

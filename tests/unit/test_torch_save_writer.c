@@ -14,6 +14,7 @@
 
 #include "byte_source.h"
 #include "check.h"
+#include "test_util.h"
 #include "torch_item.h"
 #include "torch_save_writer.h"
 #include "zip_reader.h"
@@ -22,32 +23,6 @@
 #define FIXROOT "tests/fixtures/torch-2.11/"
 #define FIXDIR FIXROOT "dcp_single_perfile/"
 #define PYTHON "/usr/bin/python3"
-
-static uint8_t *slurp(const char *path, uint64_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (uint64_t)n;
-    return buf;
-}
-
-static uint64_t numel_of(const ck_torch_item *it)
-{
-    uint64_t n = 1;
-    for (uint32_t d = 0; d < it->ndim; d++)
-        n *= it->size[d];
-    return n;
-}
 
 /* Rewrites every fixture tensor item torch saved contiguously and compares
  * the whole file.  (model.transposed was saved with its transposed strides,
@@ -58,14 +33,14 @@ static void test_identical_to_torch(void)
     for (int i = 0; i < 18; i++) {
         char path[256];
         snprintf(path, sizeof path, FIXDIR "__0_%d.distcp", i);
-        uint64_t len;
+        size_t len;
         uint8_t *orig = slurp(path, &len);
         CHECK(orig != NULL);
         ck_byte_source src = ck_byte_source_mem(orig, len);
         ck_torch_item it;
         char err[256] = "";
         CHECK_EQ_INT(ck_torch_item_parse(&src, &it, err, sizeof err), 0);
-        uint64_t nbytes = numel_of(&it) * ck_dtype_get(it.dtype)->size;
+        uint64_t nbytes = numel_of(it.ndim, it.size) * ck_dtype_get(it.dtype)->size;
         if (!ck_torch_item_is_contiguous(&it) || it.storage_offset != 0 || it.data_length != nbytes) {
             free(orig);
             continue;
@@ -121,7 +96,7 @@ static int mem_reader_read(void *ctx, uint64_t off, void *buf, size_t len)
 
 static void test_u8_file_and_zstd(void)
 {
-    uint64_t len;
+    size_t len;
     uint8_t *orig = slurp(FIXDIR "__0_14.distcp", &len);
     ck_byte_source src = ck_byte_source_mem(orig, len);
     ck_torch_item it;
@@ -146,7 +121,7 @@ static void test_u8_file_and_zstd(void)
     free(back);
 
     /* through zstd: the frame torch wrote for this item in dcp_zstd */
-    uint64_t zlen;
+    size_t zlen;
     uint8_t *zfile = slurp(FIXROOT "dcp_zstd/__0_0.distcp", &zlen);
     const uint64_t u8_off = 5124, u8_len = 651; /* from dcp_zstd/.metadata */
     ck_fd_sink out = { fd, 5000 };

@@ -13,6 +13,7 @@
 
 #include "byte_source.h"
 #include "check.h"
+#include "test_util.h"
 #include "zip_reader.h"
 
 #define FIXDIR "tests/fixtures/torch-2.11/dcp_single_perfile/"
@@ -20,38 +21,11 @@
 /* Items 18..20 hold bytes entries (step, meta.name, meta.lrs): no data/0. */
 #define FIRST_BYTES_ITEM 18
 
-static uint8_t *slurp(const char *path, uint64_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (uint64_t)n;
-    return buf;
-}
-
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-static void put32(uint8_t *p, uint32_t v) { put16(p, (uint16_t)v); put16(p + 2, (uint16_t)(v >> 16)); }
-static void put64(uint8_t *p, uint64_t v) { put32(p, (uint32_t)v); put32(p + 4, (uint32_t)(v >> 32)); }
-
 /* Offset of the last occurrence of a 4-byte signature, or -1. */
 static long find_sig(const uint8_t *buf, uint64_t len, uint32_t sig)
 {
     for (long i = (long)len - 4; i >= 0; i--)
-        if (le32(buf + i) == sig)
+        if (ck_le32(buf + i) == sig)
             return i;
     return -1;
 }
@@ -61,9 +35,9 @@ static long find_cd_entry(const uint8_t *buf, uint64_t len, const char *suffix)
 {
     size_t sl = strlen(suffix);
     for (long i = 0; i + 46 <= (long)len; i++) {
-        if (le32(buf + i) != 0x02014b50u)
+        if (ck_le32(buf + i) != 0x02014b50u)
             continue;
-        uint16_t nlen = (uint16_t)(buf[i + 28] | (buf[i + 29] << 8));
+        uint16_t nlen = ck_le16(buf + i + 28);
         if ((uint64_t)i + 46 + nlen > len || nlen < sl)
             continue;
         if (memcmp(buf + i + 46 + nlen - sl, suffix, sl) == 0)
@@ -84,7 +58,7 @@ static void test_fixture_items(void)
         struct stat st;
         fstat(fd, &st);
         ck_byte_source src = ck_byte_source_fd(fd, 0, (uint64_t)st.st_size);
-        uint64_t len;
+        size_t len;
         uint8_t *whole = slurp(path, &len);
         CHECK(whole != NULL && len == (uint64_t)st.st_size);
         ck_byte_source msrc = ck_byte_source_mem(whole, len);
@@ -132,11 +106,11 @@ static void test_fixture_items(void)
 }
 
 /* Item 14 is model.u8 (uint8[37]). */
-static uint8_t *load_u8_item(uint64_t *len) { return slurp(FIXDIR "__0_14.distcp", len); }
+static uint8_t *load_u8_item(size_t *len) { return slurp(FIXDIR "__0_14.distcp", len); }
 
 static void test_truncated(void)
 {
-    uint64_t len;
+    size_t len;
     uint8_t *buf = load_u8_item(&len);
     CHECK(buf != NULL);
     uint64_t cuts[] = { len - 1, len - 22, len - 23, len / 2, 100, 21, 0 };
@@ -182,7 +156,7 @@ static int find_with_flip(const uint8_t *orig, uint64_t len, long at, uint8_t xo
 
 static void test_flipped_bytes(void)
 {
-    uint64_t len;
+    size_t len;
     uint8_t *buf = load_u8_item(&len);
     long eocd = find_sig(buf, len, 0x06054b50u);
     long z64 = find_sig(buf, len, 0x06064b50u);
@@ -217,7 +191,7 @@ static void test_flipped_bytes(void)
     /* compressed and uncompressed sizes differ for a stored member */
     CHECK_EQ_INT(find_with_flip(buf, len, cd + 24, 0x01, "/data/0", err, sizeof err), -EINVAL);
     /* a flip in the local header signature */
-    long lh = (long)le32(buf + cd + 42);
+    long lh = (long)ck_le32(buf + cd + 42);
     CHECK_EQ_INT(find_with_flip(buf, len, lh, 0x01, "/data/0", err, sizeof err), -EINVAL);
     /* a larger local extra length moves the data past the directory start */
     CHECK_EQ_INT(find_with_flip(buf, len, lh + 29, 0x10, "/data/0", err, sizeof err), -EINVAL);
@@ -226,13 +200,13 @@ static void test_flipped_bytes(void)
 
 static void test_compressed_member(void)
 {
-    uint64_t len;
+    size_t len;
     uint8_t *buf = load_u8_item(&len);
     long cd = find_cd_entry(buf, len, "/data.pkl");
-    long lh = (long)le32(buf + cd + 42);
+    long lh = (long)ck_le32(buf + cd + 42);
     /* method 8 (deflate) in both headers: the reader refuses, not misreads */
-    put16(buf + cd + 10, 8);
-    put16(buf + lh + 8, 8);
+    ck_put_le16(buf + cd + 10, 8);
+    ck_put_le16(buf + lh + 8, 8);
     ck_byte_source src = ck_byte_source_mem(buf, len);
     ck_zip_member zm;
     char err[256] = "";
@@ -241,8 +215,8 @@ static void test_compressed_member(void)
     /* other members are still readable */
     CHECK_EQ_INT(ck_zip_find(&src, "/data/0", &zm, err, sizeof err), 0);
     /* encrypted flag */
-    put16(buf + cd + 10, 0);
-    put16(buf + lh + 8, 0);
+    ck_put_le16(buf + cd + 10, 0);
+    ck_put_le16(buf + lh + 8, 0);
     buf[cd + 8] |= 1;
     CHECK_EQ_INT(ck_zip_find(&src, "/data.pkl", &zm, err, sizeof err), -ENOTSUP);
     free(buf);
@@ -261,16 +235,16 @@ static size_t build_zip(uint8_t *out, const char *name, const char *data, int zi
     int copies = dup ? 2 : 1;
     for (int c = 0; c < copies; c++) {
         lh_off[c] = p;
-        put32(out + p, 0x04034b50u);
-        put16(out + p + 4, 20);
-        put16(out + p + 6, 0);
-        put16(out + p + 8, 0);
-        put32(out + p + 10, 0);
-        put32(out + p + 14, (uint32_t)crc);
-        put32(out + p + 18, (uint32_t)dlen);
-        put32(out + p + 22, (uint32_t)dlen);
-        put16(out + p + 26, (uint16_t)nlen);
-        put16(out + p + 28, 3); /* an odd-sized extra field only the local header has */
+        ck_put_le32(out + p, 0x04034b50u);
+        ck_put_le16(out + p + 4, 20);
+        ck_put_le16(out + p + 6, 0);
+        ck_put_le16(out + p + 8, 0);
+        ck_put_le32(out + p + 10, 0);
+        ck_put_le32(out + p + 14, (uint32_t)crc);
+        ck_put_le32(out + p + 18, (uint32_t)dlen);
+        ck_put_le32(out + p + 22, (uint32_t)dlen);
+        ck_put_le16(out + p + 26, (uint16_t)nlen);
+        ck_put_le16(out + p + 28, 3); /* an odd-sized extra field only the local header has */
         p += 30;
         memcpy(out + p, name, nlen);
         p += nlen;
@@ -281,48 +255,48 @@ static size_t build_zip(uint8_t *out, const char *name, const char *data, int zi
     }
     size_t cd_off = p;
     for (int c = 0; c < copies; c++) {
-        put32(out + p, 0x02014b50u);
-        put16(out + p + 4, 20);
-        put16(out + p + 6, 20);
-        put16(out + p + 8, 0);
-        put16(out + p + 10, 0);
-        put32(out + p + 12, 0);
-        put32(out + p + 16, (uint32_t)crc);
-        put32(out + p + 20, zip64_extra ? 0xFFFFFFFFu : (uint32_t)dlen);
-        put32(out + p + 24, zip64_extra ? 0xFFFFFFFFu : (uint32_t)dlen);
-        put16(out + p + 28, (uint16_t)nlen);
-        put16(out + p + 30, zip64_extra ? 4 + 4 + 4 + 24 : 0);
-        put16(out + p + 32, 0);
-        put16(out + p + 34, 0);
-        put16(out + p + 36, 0);
-        put32(out + p + 38, 0);
-        put32(out + p + 42, zip64_extra ? 0xFFFFFFFFu : (uint32_t)lh_off[c]);
+        ck_put_le32(out + p, 0x02014b50u);
+        ck_put_le16(out + p + 4, 20);
+        ck_put_le16(out + p + 6, 20);
+        ck_put_le16(out + p + 8, 0);
+        ck_put_le16(out + p + 10, 0);
+        ck_put_le32(out + p + 12, 0);
+        ck_put_le32(out + p + 16, (uint32_t)crc);
+        ck_put_le32(out + p + 20, zip64_extra ? 0xFFFFFFFFu : (uint32_t)dlen);
+        ck_put_le32(out + p + 24, zip64_extra ? 0xFFFFFFFFu : (uint32_t)dlen);
+        ck_put_le16(out + p + 28, (uint16_t)nlen);
+        ck_put_le16(out + p + 30, zip64_extra ? 4 + 4 + 4 + 24 : 0);
+        ck_put_le16(out + p + 32, 0);
+        ck_put_le16(out + p + 34, 0);
+        ck_put_le16(out + p + 36, 0);
+        ck_put_le32(out + p + 38, 0);
+        ck_put_le32(out + p + 42, zip64_extra ? 0xFFFFFFFFu : (uint32_t)lh_off[c]);
         p += 46;
         memcpy(out + p, name, nlen);
         p += nlen;
         if (zip64_extra) {
             /* an unrelated field first, then ZIP64: usize, csize, offset */
-            put16(out + p, 0x5455);
-            put16(out + p + 2, 4);
-            put32(out + p + 4, 0);
+            ck_put_le16(out + p, 0x5455);
+            ck_put_le16(out + p + 2, 4);
+            ck_put_le32(out + p + 4, 0);
             p += 8;
-            put16(out + p, 0x0001);
-            put16(out + p + 2, 24);
-            put64(out + p + 4, dlen);
-            put64(out + p + 12, dlen);
-            put64(out + p + 20, lh_off[c]);
+            ck_put_le16(out + p, 0x0001);
+            ck_put_le16(out + p + 2, 24);
+            ck_put_le64(out + p + 4, dlen);
+            ck_put_le64(out + p + 12, dlen);
+            ck_put_le64(out + p + 20, lh_off[c]);
             p += 28;
         }
     }
     size_t cd_size = p - cd_off;
-    put32(out + p, 0x06054b50u);
-    put16(out + p + 4, 0);
-    put16(out + p + 6, 0);
-    put16(out + p + 8, (uint16_t)copies);
-    put16(out + p + 10, (uint16_t)copies);
-    put32(out + p + 12, (uint32_t)cd_size);
-    put32(out + p + 16, (uint32_t)cd_off);
-    put16(out + p + 20, (uint16_t)clen);
+    ck_put_le32(out + p, 0x06054b50u);
+    ck_put_le16(out + p + 4, 0);
+    ck_put_le16(out + p + 6, 0);
+    ck_put_le16(out + p + 8, (uint16_t)copies);
+    ck_put_le16(out + p + 10, (uint16_t)copies);
+    ck_put_le32(out + p + 12, (uint32_t)cd_size);
+    ck_put_le32(out + p + 16, (uint32_t)cd_off);
+    ck_put_le16(out + p + 20, (uint16_t)clen);
     p += 22;
     memcpy(out + p, comment, clen);
     return p + clen;
@@ -348,7 +322,7 @@ static void test_hand_built(void)
     /* ZIP64 sizes wanted but the extra field is too short */
     size_t len = build_zip(buf, "pfx/data/0", data, 1, "", 0);
     long cd = find_cd_entry(buf, len, "/data/0");
-    put16(buf + cd + 46 + 10 + 8 + 2, 16);
+    ck_put_le16(buf + cd + 46 + 10 + 8 + 2, 16);
     ck_byte_source src = ck_byte_source_mem(buf, len);
     CHECK_EQ_INT(ck_zip_find(&src, "/data/0", &zm, err, sizeof err), -EINVAL);
     /* two members with the same suffix are ambiguous */
@@ -358,13 +332,13 @@ static void test_hand_built(void)
     printf("# duplicate: %s\n", err);
     /* an EOCD claiming ZIP64 values without a locator */
     len = build_zip(buf, "pfx/data/0", data, 0, "", 0);
-    put32(buf + len - 22 + 16, 0xFFFFFFFFu);
+    ck_put_le32(buf + len - 22 + 16, 0xFFFFFFFFu);
     src = ck_byte_source_mem(buf, len);
     CHECK_EQ_INT(ck_zip_find(&src, "/data/0", &zm, err, sizeof err), -EINVAL);
     /* too many entries */
     len = build_zip(buf, "pfx/data/0", data, 0, "", 0);
-    put16(buf + len - 22 + 8, 0xFFFE);
-    put16(buf + len - 22 + 10, 0xFFFE);
+    ck_put_le16(buf + len - 22 + 8, 0xFFFE);
+    ck_put_le16(buf + len - 22 + 10, 0xFFFE);
     src = ck_byte_source_mem(buf, len);
     CHECK_EQ_INT(ck_zip_find(&src, "/data/0", &zm, err, sizeof err), -EINVAL);
     /* an empty source and a source of garbage */

@@ -14,6 +14,7 @@
 
 #include "byte_source.h"
 #include "check.h"
+#include "test_util.h"
 #include "torch_item.h"
 #include "zstd_stream.h"
 
@@ -49,53 +50,11 @@ static const struct {
 };
 #define N_ITEMS (sizeof items / sizeof items[0])
 
-static uint8_t *slurp(const char *path, uint64_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *buf = malloc(n > 0 ? (size_t)n : 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    *len = (uint64_t)n;
-    return buf;
-}
-
-static int sha256_hex(const void *data, size_t len, char out[65])
-{
-    char path[] = "/tmp/test_zstd_XXXXXX";
-    int fd = mkstemp(path);
-    if (fd < 0)
-        return -1;
-    int ok = len == 0 || write(fd, data, len) == (ssize_t)len;
-    close(fd);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "sha256sum %s", path);
-    FILE *p = ok ? popen(cmd, "r") : NULL;
-    int rc = -1;
-    if (p) {
-        if (fscanf(p, "%64s", out) == 1 && strlen(out) == 64)
-            rc = 0;
-        pclose(p);
-    }
-    unlink(path);
-    return rc;
-}
-
 static void test_fixture_items(void)
 {
-    uint64_t mlen;
-    uint8_t *mbuf = slurp(FIXROOT "dcp_zstd.manifest.json", &mlen);
-    cJSON *manifest = mbuf ? cJSON_ParseWithLength((const char *)mbuf, (size_t)mlen) : NULL;
-    free(mbuf);
+    cJSON *manifest = load_json(FIXROOT "dcp_zstd.manifest.json");
     CHECK(manifest != NULL);
-    uint64_t zlen;
+    size_t zlen;
     uint8_t *zbuf = slurp(ZFILE, &zlen);
     CHECK(zbuf != NULL);
     int fd = open(ZFILE, O_RDONLY);
