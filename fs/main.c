@@ -31,10 +31,14 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     /* rw: an unlinked open file must not be renamed to .fuse_hidden*, which
      * would commit a key of that name (ops_write.c) */
     cfg->hard_remove = m->opts.rw;
-    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
-        conn->want |= FUSE_CAP_SPLICE_WRITE;
-    if (conn->capable & FUSE_CAP_SPLICE_MOVE)
-        conn->want |= FUSE_CAP_SPLICE_MOVE;
+    /* No splice for replies.  The high-level API cannot choose per reply,
+     * and with splice on, every reply assembled in memory (column-sharded
+     * rows, zstd chunks) is written into a pipe and spliced again: measured
+     * on 512 MiB, column-sharded first reads took 0.86 s with splice and
+     * 0.36 s without; row-sharded ones, whose runs could be spliced from the
+     * shard file, 0.23 s with and 0.26 s without.  fd buffers still spare us
+     * a copy: libfuse preads them straight into the reply. */
+    conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
     conn->max_readahead = 1u << 20;
