@@ -43,7 +43,7 @@ const char *ck_st_meta_get(const ck_st_header *h, const char *key)
     return NULL;
 }
 
-static int json_uint(const cJSON *v, uint64_t *out)
+int ck_st_json_uint(const cJSON *v, uint64_t *out)
 {
     if (!cJSON_IsNumber(v))
         return -1;
@@ -110,13 +110,13 @@ static int parse_tensor(const cJSON *e, uint64_t data_len, ck_st_tensor *t, char
                        CK_MAX_DIMS);
     t->ndim = 0;
     for (const cJSON *d = shape->child; d; d = d->next) {
-        if (json_uint(d, &t->shape[t->ndim]))
+        if (ck_st_json_uint(d, &t->shape[t->ndim]))
             return ck_fail(err, errlen, -EINVAL, "tensor '%s': shape holds something other than a "
                            "non-negative integer below 2^53", name);
         t->ndim++;
     }
-    if (cJSON_GetArraySize(offs) != 2 || json_uint(offs->child, &t->begin) ||
-        json_uint(offs->child->next, &t->end)) {
+    if (cJSON_GetArraySize(offs) != 2 || ck_st_json_uint(offs->child, &t->begin) ||
+        ck_st_json_uint(offs->child->next, &t->end)) {
         return ck_fail(err, errlen, -EINVAL,
                        "tensor '%s': data_offsets is not [begin, end] of non-negative "
                        "integers below 2^53", name);

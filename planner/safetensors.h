@@ -35,6 +35,10 @@ int ck_st_parse(const ck_byte_source *src, ck_st_header *out, char *err, size_t 
  * data_len is the size of the data region for bounds checks. */
 int ck_st_parse_json(const char *json, size_t json_len, uint64_t data_len, ck_st_header *out,
                      char *err, size_t errlen);
+/* A JSON number that is a whole number in [0, 2^53), where doubles are
+ * exact; 0, or -1 for anything else (cJSON would round larger ones). */
+struct cJSON;
+int ck_st_json_uint(const struct cJSON *v, uint64_t *out);
 const char *ck_st_meta_get(const ck_st_header *h, const char *key);
 void ck_st_free(ck_st_header *h);
 

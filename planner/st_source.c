@@ -26,7 +26,6 @@
 #define ST_SUFFIX ".safetensors"
 #define ST_INDEX_NAME "model.safetensors.index.json"
 #define DCP_SHARDING_INFO "DCP_SHARDING_INFO"
-#define ST_MAX_EXACT_INT 9007199254740992.0
 
 typedef struct {
     char *name;          /* relative to the root */
@@ -204,17 +203,6 @@ static int list_dir(st_build *b, char ***out, size_t *nout)
     return 0;
 }
 
-static int json_uint(const cJSON *v, uint64_t *out)
-{
-    if (!cJSON_IsNumber(v))
-        return -1;
-    double d = v->valuedouble;
-    if (!(d >= 0.0) || d >= ST_MAX_EXACT_INT || d != (double)(uint64_t)d)
-        return -1;
-    *out = (uint64_t)d;
-    return 0;
-}
-
 static int cmp_json_key(const void *a, const void *b)
 {
     return strcmp((*(const cJSON *const *)a)->string, (*(const cJSON *const *)b)->string);
@@ -284,7 +272,7 @@ static int parse_sharding(st_build *b, st_file *f, const char *info)
         }
         uint32_t k = 0;
         for (const cJSON *v = so->child; v; v = v->next, k++) {
-            if (json_uint(v, &offs[k])) {
+            if (ck_st_json_uint(v, &offs[k])) {
                 fail(b, f->name, "tensor '%s': saved_offsets holds something other than a "
                      "non-negative integer", t->name);
                 rc = -EINVAL;
