@@ -1,6 +1,6 @@
 /* Read-side FUSE operations, one per function.  Reads of tensors become
- * load plans; chunks stored as-is are answered with file-descriptor buffers
- * so libfuse can splice them from the shard file without a copy. */
+ * load plans carried out into one memory buffer per request (see
+ * read_into_memory for why not fd buffers). */
 #include "ops.h"
 
 #include <errno.h>
@@ -179,34 +179,6 @@ static int op_release(const char *path, struct fuse_file_info *fi)
 
 /* ---- reads ---- */
 
-typedef struct {
-    struct fuse_bufvec *bv;
-    size_t cap;
-} bufvec_builder;
-
-static int bv_push(bufvec_builder *b, struct fuse_buf buf)
-{
-    struct fuse_bufvec *bv = b->bv;
-    if (bv->count > 0) {
-        struct fuse_buf *last = &bv->buf[bv->count - 1];
-        if ((last->flags & FUSE_BUF_IS_FD) && (buf.flags & FUSE_BUF_IS_FD) && last->fd == buf.fd &&
-            last->pos + (off_t)last->size == buf.pos) {
-            last->size += buf.size;
-            return 0;
-        }
-    }
-    if (bv->count == b->cap) {
-        size_t cap = b->cap * 2;
-        struct fuse_bufvec *nb = realloc(bv, sizeof *bv + cap * sizeof(struct fuse_buf));
-        if (!nb)
-            return -ENOMEM;
-        b->bv = bv = nb;
-        b->cap = cap;
-    }
-    bv->buf[bv->count++] = buf;
-    return 0;
-}
-
 static struct fuse_bufvec *bv_new(size_t cap)
 {
     /* fuse_bufvec holds one fuse_buf; room for cap more */
@@ -219,6 +191,10 @@ static struct fuse_bufvec *bv_new(size_t cap)
     return bv;
 }
 
+/* Every reply is assembled in memory: ck_key_read carries out the load plan
+ * with one pread per chunk span.  With splice off (see main.c) fd buffers
+ * would cost the same copy inside libfuse, and libfuse would read our shard
+ * fds after this returns, outside m->lock, where a commit may close them. */
 static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size,
                             struct fuse_bufvec **bufp)
 {
@@ -243,92 +219,6 @@ static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size
     return 0;
 }
 
-/* Above this many runs a request is served by copying (ck_execute_plan
- * fetches each chunk's rows with one pread) rather than by splicing every
- * short run on its own. */
-#define SPLICE_MAX_RUNS 16
-
-static int read_plan_into_memory(fs_mount *m, const ck_key *key, const ck_read_vec *plan,
-                                 uint64_t off, struct fuse_bufvec **bufp)
-{
-    uint64_t size = 0;
-    for (size_t i = 0; i < plan->n; i++)
-        size += plan->v[i].len;
-    uint8_t *mem = malloc(size ? size : 1);
-    struct fuse_bufvec *bv = bv_new(1);
-    int rc = (!mem || !bv) ? -ENOMEM : ck_execute_plan(m->ck, key, plan, off, mem);
-    if (rc) {
-        free(mem);
-        free(bv);
-        return rc;
-    }
-    bv->count = 1;
-    bv->buf[0] = (struct fuse_buf){ .size = size, .mem = mem };
-    *bufp = bv;
-    return 0;
-}
-
-/* A tensor read: direct chunk runs become fd buffers, the rest is copied
- * into memory buffers between them. */
-static int read_tensor(fs_mount *m, const ck_key *key, uint64_t off, size_t size,
-                       struct fuse_bufvec **bufp)
-{
-    ck_read_vec plan = { 0 };
-    int rc = key->error ? key->error : ck_load_plan_for_range(key, off, size, &plan);
-    if (!rc && plan.n > SPLICE_MAX_RUNS) {
-        rc = read_plan_into_memory(m, key, &plan, off, bufp);
-        ck_read_vec_free(&plan);
-        return rc == -ENOMEM ? rc : (rc ? -EIO : 0);
-    }
-    bufvec_builder b = { bv_new(8), 8 };
-    if (!b.bv)
-        rc = rc ? rc : -ENOMEM;
-    uint8_t *mem = NULL;      /* memory buffer being filled, last in the vector */
-    for (size_t i = 0; !rc && i < plan.n; i++) {
-        const ck_read *r = &plan.v[i];
-        ck_chunk *c = &key->chunks[r->chunk];
-        int fd;
-        uint64_t base;
-        rc = ck_chunk_direct(m->ck, key, c, &fd, &base);
-        if (rc == 0) {
-            mem = NULL;
-            rc = bv_push(&b, (struct fuse_buf){ .size = r->len,
-                                                .flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK,
-                                                .fd = fd,
-                                                .pos = (off_t)(base + r->src_off) });
-            continue;
-        }
-        if (rc != -EAGAIN)
-            break;
-        rc = 0;
-        if (!mem) {
-            if ((rc = bv_push(&b, (struct fuse_buf){ .size = 0, .mem = NULL })))
-                break;
-        }
-        struct fuse_buf *last = &b.bv->buf[b.bv->count - 1];
-        uint8_t *grown = realloc(last->mem, last->size + r->len);
-        if (!grown) {
-            rc = -ENOMEM;
-            break;
-        }
-        last->mem = mem = grown;
-        rc = ck_chunk_read(m->ck, key, c, r->src_off, mem + last->size, r->len);
-        last->size += r->len;
-    }
-    ck_read_vec_free(&plan);
-    if (rc) {
-        if (b.bv) {
-            for (size_t i = 0; i < b.bv->count; i++)
-                if (!(b.bv->buf[i].flags & FUSE_BUF_IS_FD))
-                    free(b.bv->buf[i].mem);
-            free(b.bv);
-        }
-        return rc == -ENOMEM ? rc : -EIO;
-    }
-    *bufp = b.bv;
-    return 0;
-}
-
 static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
@@ -337,13 +227,7 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
     if (off < 0)
         return -EINVAL;
     pthread_rwlock_rdlock(&m->lock);
-    int rc;
-    if (h->node && h->node->key && h->node->key->kind == CK_KEY_TENSOR && !h->wbuf)
-        rc = read_tensor(m, h->node->key, (uint64_t)off, size, bufp);
-    else if (h->node && !h->node->key)
-        rc = -EIO;
-    else
-        rc = read_into_memory(m, h, (uint64_t)off, size, bufp);
+    int rc = h->node && !h->node->key ? -EIO : read_into_memory(m, h, (uint64_t)off, size, bufp);
     pthread_rwlock_unlock(&m->lock);
     return rc == -ENOMEM ? rc : (rc ? -EIO : 0);
 }

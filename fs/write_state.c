@@ -21,14 +21,6 @@
 #include "npy.h"
 #include "views.h"
 
-#define RETIRE_GRACE_NS (2ull * 1000000000ull)
-
-struct fs_retired {
-    ck_checkpoint *ck;
-    fs_tree *tree;
-    struct timespec when;
-    fs_retired *next;
-};
 
 /* ---- names ---- */
 
@@ -490,26 +482,6 @@ static char *renamed(const fs_ns_change *ns, const char *fqn)
     return s;
 }
 
-static void reap_retired(fs_wstate *ws, bool all)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    fs_retired **pp = &ws->retired;
-    while (*pp) {
-        fs_retired *r = *pp;
-        uint64_t age = (uint64_t)(now.tv_sec - r->when.tv_sec) * 1000000000ull +
-                       (uint64_t)(now.tv_nsec - r->when.tv_nsec);
-        if (all || age >= RETIRE_GRACE_NS) {
-            *pp = r->next;
-            fs_tree_free(r->tree);
-            ck_close(r->ck);
-            free(r);
-        } else {
-            pp = &r->next;
-        }
-    }
-}
-
 void fs_ws_apply_ns(fs_wstate *ws, const fs_ns_change *ns)
 {
     for (size_t i = 0; i < ws->nfiles; i++) {
@@ -552,7 +524,6 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
     char err[768] = "";
     if (ws->broken)
         return -EIO;
-    reap_retired(ws, false);
     for (size_t i = 0; i < nfiles; i++)
         pthread_mutex_lock(&files[i]->lock);
 
@@ -685,18 +656,11 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
             wf->base_size = wf->committed_size = size;
             wf->limit = k && k->kind == CK_KEY_TENSOR ? k->nbytes : UINT64_MAX;
         }
-        fs_retired *r = calloc(1, sizeof *r);
-        if (r) {
-            r->ck = old;
-            r->tree = old_tree;
-            clock_gettime(CLOCK_MONOTONIC, &r->when);
-            r->next = ws->retired;
-            ws->retired = r;
-        } else {
-            /* cannot defer: a splice in flight may fail, nothing worse */
-            fs_tree_free(old_tree);
-            ck_close(old);
-        }
+        /* Every read holds m->lock while it touches the checkpoint and no
+         * reply refers to its fds after that (ops_read.c), so the old state
+         * is unreachable once swapped out. */
+        fs_tree_free(old_tree);
+        ck_close(old);
     } else {
         for (size_t j = 0; j < np; j++)
             parts[j].wf->failed = rc;
@@ -772,7 +736,6 @@ void fs_write_state_free(fs_mount *m, fs_wstate *ws)
     for (size_t i = 0; i < ws->ndirs; i++)
         free(ws->dirs[i]);
     free(ws->dirs);
-    reap_retired(ws, true);
     fs_wbuf_pool_free(ws->pool);
     if (ws->dirfd >= 0)
         close(ws->dirfd);

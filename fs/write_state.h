@@ -49,8 +49,6 @@ typedef struct fs_wfile {
     fs_wbuf *buf;
 } fs_wfile;
 
-typedef struct fs_retired fs_retired;
-
 typedef struct fs_wstate {
     pthread_mutex_t commit_lock;
     pthread_mutex_t lock;
@@ -63,7 +61,6 @@ typedef struct fs_wstate {
     char *source;      /* its absolute path: where commits reopen it */
     uint64_t crash_after, fail_after; /* test hooks, see planner/commit.h */
     bool broken;       /* a commit landed but could not be reopened: refuse writes */
-    fs_retired *retired;
 } fs_wstate;
 
 /* ---- names ---- */

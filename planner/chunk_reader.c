@@ -283,20 +283,6 @@ int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
     return st == 1 ? 0 : st;
 }
 
-int ck_chunk_direct(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int *fd, uint64_t *off)
-{
-    int rc = ck_chunk_resolve(ck, key, c);
-    if (rc)
-        return rc;
-    if (!c->layout.direct)
-        return -EAGAIN;
-    rc = ck_file_fd(ck, c->file, fd);
-    if (rc)
-        return -EIO;
-    *off = c->layout.file_offset;
-    return 0;
-}
-
 /* A decoded image may have been evicted since resolution: decode again. */
 static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_cache_entry **out)
 {
@@ -352,6 +338,24 @@ static int cached_bytes(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint6
     return 0;
 }
 
+/* Reads exactly len bytes at off; -EIO for an error or a short file. */
+static int pread_full(int fd, void *dst, size_t len, uint64_t off)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(fd, (uint8_t *)dst + got, len - got, (off_t)(off + got));
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -EIO;
+        }
+        if (r == 0)
+            return -EIO;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
 int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t off, void *dst,
                   size_t len)
 {
@@ -365,20 +369,8 @@ int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t of
         int fd;
         if (ck_file_fd(ck, c->file, &fd))
             return -EIO;
-        size_t got = 0;
-        while (got < len) {
-            ssize_t r = pread(fd, (uint8_t *)dst + got, len - got,
-                              (off_t)(c->layout.file_offset + off + got));
-            if (r < 0) {
-                if (errno == EINTR)
-                    continue;
-                return -EIO;
-            }
-            if (r == 0)
-                return chunk_fail(ck, key, c, -EIO, "file shrank under the mount");
-            got += (size_t)r;
-        }
-        return 0;
+        rc = pread_full(fd, dst, len, c->layout.file_offset + off);
+        return rc == -EIO ? chunk_fail(ck, key, c, -EIO, "file shrank under the mount") : rc;
     }
     ck_cache_entry *e;
     const uint8_t *img;
@@ -423,22 +415,6 @@ static int cmp_read_by_chunk(const void *a, const void *b)
     return x->src_off < y->src_off ? -1 : x->src_off > y->src_off;
 }
 
-static int pread_full(int fd, void *dst, size_t len, uint64_t off)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(fd, (uint8_t *)dst + got, len - got, (off_t)(off + got));
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -EIO;
-        }
-        if (r == 0)
-            return -EIO;
-        got += (size_t)r;
-    }
-    return 0;
-}
 
 /* Executes reads[0..n) (all of one chunk, sorted by src_off) into dst,
  * whose byte 0 is tensor byte `base`. */

@@ -11,10 +11,6 @@
  * failures are logged once with key, file and offset and are sticky. */
 int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c);
 
-/* If the chunk's image sits as-is in a file, gives its fd and the offset of
- * image byte 0.  Returns 0, -EAGAIN if it must be decoded, or -errno. */
-int ck_chunk_direct(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int *fd, uint64_t *off);
-
 /* Copies len bytes of the chunk's image starting at off into dst. */
 int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t off, void *dst,
                   size_t len);
