@@ -2,7 +2,7 @@
 # `make test` builds ASan/UBSan variants and runs every test.
 CC      ?= cc
 PREFIX  ?= /usr/local
-PKGS    := fuse3 libzstd libcjson
+PKGS    := fuse3 libzstd libcjson libcurl
 # pkg-config is looked up lazily so `make deps` works before it is installed.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread

@@ -16,11 +16,13 @@ esac
 
 say() { [ "$quiet" = 1 ] || echo "$@"; }
 
-# pkg-config/cJSON/zstd/zlib/fuse3: build; bats/python3-numpy/attr(getfattr)/zstd/fuse3
+# pkg-config/cJSON/zstd/zlib/fuse3/libcurl: build; python3-torch (a real DCP producer and
+# consumer) and ceph (a real S3 server on loopback): tests; bats/python3-numpy/attr(getfattr)/zstd/fuse3
 # and clang + its libFuzzer runtime (make fuzz, the fuzz smoke test)
 # (fusermount3): tests; the rest: compiler and make.
-wanted=(pkg-config libfuse3-dev fuse3 libzstd-dev libcjson-dev zlib1g-dev
-        bats python3-numpy zstd attr clang libclang-rt-14-dev)
+wanted=(pkg-config libfuse3-dev fuse3 libzstd-dev libcjson-dev zlib1g-dev libcurl4-openssl-dev
+        bats python3-numpy python3-torch zstd attr clang libclang-rt-14-dev
+        ceph-mon ceph-osd radosgw ceph-common)
 
 installed_set() {
     # Prints the names among "$@" that dpkg knows as fully installed.  Unknown names make
