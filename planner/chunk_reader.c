@@ -1,6 +1,8 @@
-/* From chunks to bytes.  A chunk is resolved once (its archive parsed) under
- * the checkpoint lock; afterwards readers go lock-free to pread (direct
- * chunks) or to the decoded-chunk cache (zstd or strided chunks). */
+/* From chunks to bytes.  A chunk is resolved once (its archive parsed, a zstd
+ * item decoded) by the first reader that needs it, with no lock held: other
+ * readers of that chunk wait for it alone, readers of other chunks go on.
+ * Afterwards readers go lock-free to pread (direct chunks) or to the
+ * decoded-chunk cache (zstd or strided chunks). */
 #include "chunk_reader.h"
 
 #include <errno.h>
@@ -17,6 +19,19 @@
 #include "geometry.h"
 #include "zip_reader.h"
 #include "zstd_stream.h"
+
+/* c->state while one thread resolves the chunk (0: not yet, 1: ok, < 0:
+ * -errno, sticky). */
+#define CHUNK_RESOLVING 2
+
+/* The arena is not thread-safe, and resolution runs unlocked. */
+static void *arena_alloc_locked(ck_checkpoint *ck, size_t size)
+{
+    pthread_mutex_lock(&ck->lock);
+    void *p = ck_arena_alloc(ck->arena, size);
+    pthread_mutex_unlock(&ck->lock);
+    return p;
+}
 
 /* A decoded item may exceed its chunk's image by the archive's own bytes
  * (data.pkl, headers, padding); this bounds how much a zstd bomb can claim. */
@@ -169,7 +184,7 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
     uint64_t nbytes = key->kind == CK_KEY_BYTES ? item_len : chunk_image_bytes(key, c);
     if (key->kind == CK_KEY_TENSOR) {
         ck_byte_source src = ck_byte_source_mem(item, item_len);
-        if (!c->layout.item && !(c->layout.item = ck_arena_alloc(ck->arena, sizeof(ck_torch_item)))) {
+        if (!c->layout.item && !(c->layout.item = arena_alloc_locked(ck, sizeof(ck_torch_item)))) {
             free(item);
             return -ENOMEM;
         }
@@ -199,7 +214,7 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
     return 0;
 }
 
-static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
+static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
 {
     char why[384] = "";
     int fd, rc;
@@ -255,7 +270,7 @@ static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
         return 0;
     }
     L->direct = false;
-    L->item = ck_arena_alloc(ck->arena, sizeof it); /* under ck->lock */
+    L->item = arena_alloc_locked(ck, sizeof it);
     if (!L->item)
         return -ENOMEM;
     *L->item = it;
@@ -265,55 +280,63 @@ static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
 int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
 {
     int st = atomic_load_explicit(&c->state, memory_order_acquire);
-    if (st == 1)
-        return 0;
-    if (st < 0)
-        return st;
-    pthread_mutex_lock(&ck->lock);
-    st = atomic_load(&c->state);
-    if (st == 0) {
-        int rc = resolve_locked(ck, key, c);
-        if (rc == 0)
-            atomic_store_explicit(&c->state, 1, memory_order_release);
-        else if (rc == -ENOMEM)
-            atomic_store(&c->state, 0); /* transient: try again later */
-        st = rc ? rc : 1;
+    for (;;) {
+        if (st == 1)
+            return 0;
+        if (st < 0)
+            return st;
+        if (st == 0 && atomic_compare_exchange_strong_explicit(&c->state, &st, CHUNK_RESOLVING,
+                                                               memory_order_acq_rel,
+                                                               memory_order_acquire))
+            break; /* this thread resolves it */
+        if (st == CHUNK_RESOLVING) {
+            pthread_mutex_lock(&ck->lock);
+            while ((st = atomic_load_explicit(&c->state, memory_order_acquire)) == CHUNK_RESOLVING)
+                pthread_cond_wait(&ck->resolved, &ck->lock);
+            pthread_mutex_unlock(&ck->lock);
+        }
     }
+    int rc = resolve_chunk(ck, key, c);
+    /* -ENOMEM is transient: the next reader tries again */
+    st = rc == 0 ? 1 : rc == -ENOMEM ? 0 : rc;
+    pthread_mutex_lock(&ck->lock);
+    atomic_store_explicit(&c->state, st, memory_order_release);
+    pthread_cond_broadcast(&ck->resolved);
     pthread_mutex_unlock(&ck->lock);
-    return st == 1 ? 0 : st;
+    return rc;
 }
 
 /* A decoded image may have been evicted since resolution: decode again. */
 static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_cache_entry **out)
 {
     uint64_t id = cache_id(ck, key, c);
-    ck_cache_entry *e = ck_cache_get(ck->cache, id);
+    int loader;
+    ck_cache_entry *e = ck_cache_get_or_load(ck->cache, id, &loader);
     if (e) {
         *out = e;
         return 0;
     }
     char why[384] = "";
     int fd, rc = ck_file_fd(ck, c->file, &fd);
-    if (rc)
-        return -EIO;
-    uint8_t *item;
-    uint64_t item_len;
+    uint8_t *item = NULL;
+    uint64_t item_len = 0;
     uint64_t expect = key->kind == CK_KEY_TENSOR ? c->layout.nbytes : c->length * 64;
-    rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
-    if (rc)
-        return rc == -ENOMEM ? rc : -EIO;
-    if (c->transforms && key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE &&
-        check_data_crc(item, item_len, why, sizeof why)) {
+    if (rc == 0)
+        rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
+    if (rc == 0 && c->transforms && key->kind == CK_KEY_TENSOR &&
+        c->format == CK_ITEM_TORCH_SAVE && check_data_crc(item, item_len, why, sizeof why)) {
         free(item);
-        return -EIO; /* the file changed since the chunk was resolved */
+        rc = -EIO; /* the file changed since the chunk was resolved */
     }
     uint8_t *img;
     uint64_t img_len, img_off;
-    rc = image_from_item(key, c, item, item_len, &img, &img_len, &img_off);
-    if (rc)
-        return rc;
-    item_len = img_len;
-    e = ck_cache_put(ck->cache, id, img, item_len);
+    if (rc == 0)
+        rc = image_from_item(key, c, item, item_len, &img, &img_len, &img_off);
+    if (rc) {
+        ck_cache_abandon(ck->cache, id);
+        return rc == -ENOMEM ? rc : -EIO;
+    }
+    e = ck_cache_put(ck->cache, id, img, img_len);
     if (!e)
         return -ENOMEM;
     *out = e;

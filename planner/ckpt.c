@@ -16,12 +16,17 @@
 
 #include "arena.h"
 #include "chunk_cache.h"
+#include "chunk_index.h"
 #include "ckpt_build.h"
 #include "geometry.h"
 
 #define DEFAULT_CACHE_BYTES (256ull << 20)
 /* Files kept open from mount on; beyond this they are opened on first read. */
 #define EAGER_OPEN_MAX 1024
+/* Keys with this many chunks or fewer are planned by scanning them: the
+ * planner tries the chunk of the previous run first, so small keys need no
+ * index. */
+#define CHUNK_INDEX_MIN_CHUNKS 2
 
 /* ---- path -> file index while building (open addressing on FNV-1a) ---- */
 
@@ -152,9 +157,9 @@ int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
         *fd = cur;
         return 0;
     }
-    /* No lock here: chunk resolution calls this while holding ck->lock (a
-     * file missing at mount, or beyond EAGER_OPEN_MAX).  Racing openers
-     * agree through the compare-exchange; the loser closes its fd. */
+    /* No lock here (a file missing at mount, or beyond EAGER_OPEN_MAX):
+     * racing openers agree through the compare-exchange; the loser closes
+     * its fd. */
     int opened = open_beneath(ck->root_fd, ck->files[i].path);
     if (opened < 0)
         return opened;
@@ -244,6 +249,17 @@ static int finish_model(ck_checkpoint *ck, char *err, size_t errlen)
             k->error = -EIO;
             fprintf(stderr, "ckptfs: %s: %s; reads of it will fail\n", ck->source, why);
         }
+        if (k->kind == CK_KEY_TENSOR && !k->error && k->nchunks > CHUNK_INDEX_MIN_CHUNKS) {
+            int rc = ck_chunk_index_build(ck->arena, k, &k->chunk_index, why, sizeof why);
+            if (rc == -ENOMEM) {
+                snprintf(err, errlen, "%s: out of memory indexing key %s", ck->source, k->fqn);
+                return rc;
+            }
+            if (rc) {
+                k->error = -EIO;
+                fprintf(stderr, "ckptfs: %s: %s; reads of it will fail\n", ck->source, why);
+            }
+        }
     }
     for (size_t i = 0; i < ck->nfiles; i++) {
         int fd = open_beneath(ck->root_fd, ck->files[i].path);
@@ -287,6 +303,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
     if (!ck)
         return -ENOMEM;
     pthread_mutex_init(&ck->lock, NULL);
+    pthread_cond_init(&ck->resolved, NULL);
     ck->root_fd = -1;
     ck->arena = ck_arena_new();
     ck->source = strdup(source);
@@ -380,6 +397,7 @@ void ck_close(ck_checkpoint *ck)
         close(ck->root_fd);
     ck_cache_free(ck->cache);
     ck_arena_free(ck->arena);
+    pthread_cond_destroy(&ck->resolved);
     pthread_mutex_destroy(&ck->lock);
     free(ck->source);
     free(ck);

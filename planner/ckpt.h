@@ -50,6 +50,8 @@ typedef struct {
     ck_chunk_layout layout;
 } ck_chunk;
 
+struct ck_chunk_index; /* chunk_index.h */
+
 typedef struct {
     char *fqn;
     ck_key_kind kind;
@@ -60,6 +62,9 @@ typedef struct {
     uint64_t nbytes;      /* tensors: numel * size; bytes keys: see ck_key_size() */
     uint32_t nchunks;
     ck_chunk *chunks;
+    /* which chunk holds an element, for keys with more than a few chunks;
+     * NULL: the planner scans (see chunk_index.h) */
+    struct ck_chunk_index *chunk_index;
     /* 0, or -errno when the key cannot be read at all (chunks that do not
      * tile it): the mount goes on, reads of this key fail. */
     int error;
@@ -87,7 +92,10 @@ typedef struct ck_checkpoint {
     struct timespec mtime;
     char *version;        /* Metadata.version or NULL */
     ck_cache *cache;
-    pthread_mutex_t lock; /* chunk resolution (files open lock-free) */
+    /* Guards the arena during chunk resolution and the wait for a chunk
+     * another thread is resolving (resolved); never held across I/O. */
+    pthread_mutex_t lock;
+    pthread_cond_t resolved;
     void *arena;          /* owner of strings/arrays above (ck_arena) */
     void *file_index;     /* path -> file index while building (ckpt.c) */
 } ck_checkpoint;

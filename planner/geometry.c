@@ -4,6 +4,7 @@
  * so a row-sharded tensor costs one read per chunk and a column-sharded one
  * one read per chunk row. */
 #include "geometry.h"
+#include "chunk_index.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -63,7 +64,9 @@ static int chunk_contains(const ck_chunk *c, uint32_t ndim, const uint64_t *idx)
 }
 
 /* Chunk holding element idx: the hinted chunk and its successor first, as
- * sequential reads mostly stay in one chunk or move to the next. */
+ * sequential reads mostly stay in one chunk or move to the next; then the
+ * key's index (built at open for keys with more than a few chunks), else a
+ * scan (keys built by hand, as in tests). */
 static long find_chunk(const ck_key *key, const uint64_t *idx, uint32_t hint)
 {
     for (uint32_t t = 0; t < 2 && key->nchunks > 0; t++) {
@@ -71,6 +74,8 @@ static long find_chunk(const ck_key *key, const uint64_t *idx, uint32_t hint)
         if (chunk_contains(&key->chunks[c], key->ndim, idx))
             return c;
     }
+    if (key->chunk_index)
+        return ck_chunk_index_find(key->chunk_index, key, idx);
     for (uint32_t c = 0; c < key->nchunks; c++)
         if (chunk_contains(&key->chunks[c], key->ndim, idx))
             return c;
@@ -181,10 +186,36 @@ static int chunks_overlap(const ck_chunk *a, const ck_chunk *b, uint32_t ndim)
     return 1;
 }
 
-/* Above this many chunks the pairwise overlap test is skipped: in-bounds
- * chunks whose element counts add up to the tensor's can then only hide an
- * overlap paired with a gap, and the gap makes its reads fail with EIO. */
+/* Up to this many chunks overlaps are looked for pair by pair; above it a
+ * grid-shaped chunking is checked exactly through its chunk index, and other
+ * chunkings up to OVERLAP_CHECK_MAX_CHUNKS pair by pair.  Past that the test
+ * is skipped: in-bounds chunks whose element counts add up to the tensor's
+ * can then only hide an overlap paired with a gap, and the gap makes its
+ * reads fail with EIO. */
+#define PAIRWISE_CHECK_MAX_CHUNKS 64
 #define OVERLAP_CHECK_MAX_CHUNKS 4096
+
+/* 0 when no two chunks overlap (or the test is skipped), else -EINVAL. */
+static int check_overlaps(const ck_key *key, char *err, size_t errlen)
+{
+    if (key->nchunks > PAIRWISE_CHECK_MAX_CHUNKS) {
+        ck_chunk_index *ix;
+        int rc = ck_chunk_index_build(NULL, key, &ix, err, errlen);
+        if (rc)
+            return rc == -ENOMEM ? rc : -EINVAL;
+        int grid = ck_chunk_index_is_grid(ix);
+        ck_chunk_index_free(ix);
+        if (grid || key->nchunks > OVERLAP_CHECK_MAX_CHUNKS)
+            return 0;
+    }
+    for (uint32_t i = 0; i < key->nchunks; i++)
+        for (uint32_t j = i + 1; j < key->nchunks; j++)
+            if (chunks_overlap(&key->chunks[i], &key->chunks[j], key->ndim)) {
+                snprintf(err, errlen, "key %s: chunks %u and %u overlap", key->fqn, i, j);
+                return -EINVAL;
+            }
+    return 0;
+}
 
 int ck_key_check_chunks(const ck_key *key, char *err, size_t errlen)
 {
@@ -217,14 +248,9 @@ int ck_key_check_chunks(const ck_key *key, char *err, size_t errlen)
             return -EOVERFLOW;
         }
     }
-    if (key->nchunks <= OVERLAP_CHECK_MAX_CHUNKS) {
-        for (uint32_t i = 0; i < key->nchunks; i++)
-            for (uint32_t j = i + 1; j < key->nchunks; j++)
-                if (chunks_overlap(&key->chunks[i], &key->chunks[j], key->ndim)) {
-                    snprintf(err, errlen, "key %s: chunks %u and %u overlap", key->fqn, i, j);
-                    return -EINVAL;
-                }
-    }
+    int rc = check_overlaps(key, err, errlen);
+    if (rc)
+        return rc;
     if (sum != numel) {
         snprintf(err, errlen, "key %s: chunks hold %" PRIu64 " of %" PRIu64 " elements",
                  key->fqn, sum, numel);

@@ -1,8 +1,12 @@
 /* The decoded-chunk cache: LRU order, the byte bound, the oversized entry
- * kept while it is the most recent, and entries outliving their eviction
- * while a reader still holds them. */
+ * kept while it is the most recent, entries outliving their eviction while
+ * a reader still holds them, many ids (the hash table growing), and one
+ * decode per id when threads miss it together. */
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "chunk_cache.h"
@@ -22,8 +26,80 @@ static int present(ck_cache *c, uint64_t id)
     return e != NULL;
 }
 
+/* Threads that all want id 42: the one told to load decodes (slowly, and
+ * the first time it gives up), the others must wait and get its entry. */
+typedef struct {
+    ck_cache *c;
+    atomic_int decodes, abandons, got;
+} race;
+
+static void *racer(void *arg)
+{
+    race *r = arg;
+    for (;;) {
+        int loader;
+        ck_cache_entry *e = ck_cache_get_or_load(r->c, 42, &loader);
+        if (e) {
+            uint64_t len;
+            if (ck_cache_entry_data(e, &len)[0] == 42 && len == 64)
+                atomic_fetch_add(&r->got, 1);
+            ck_cache_release(r->c, e);
+            return NULL;
+        }
+        if (!loader)
+            return NULL;
+        usleep(20000); /* the decode */
+        if (atomic_fetch_add(&r->abandons, 1) == 0) {
+            ck_cache_abandon(r->c, 42); /* the first decode fails */
+            continue;
+        }
+        atomic_fetch_add(&r->decodes, 1);
+        ck_cache_release(r->c, ck_cache_put(r->c, 42, block(64, 42), 64));
+    }
+}
+
+static void test_single_flight(void)
+{
+    race r = { 0 };
+    CHECK_EQ_INT(ck_cache_new(1 << 20, &r.c), 0);
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++)
+        pthread_create(&t[i], NULL, racer, &r);
+    for (int i = 0; i < 8; i++)
+        pthread_join(t[i], NULL);
+    CHECK_EQ_INT(atomic_load(&r.decodes), 1);
+    CHECK_EQ_INT(atomic_load(&r.abandons), 2); /* one failed, one succeeded */
+    CHECK_EQ_INT(atomic_load(&r.got), 8);
+    ck_cache_free(r.c);
+}
+
+static void test_many_ids(void)
+{
+    ck_cache *c;
+    CHECK_EQ_INT(ck_cache_new(100000 * 8, &c), 0);
+    int all = 1;
+    for (uint64_t i = 0; i < 100000; i++) {
+        uint64_t id = (i % 1000) << 32 | (i / 1000);
+        ck_cache_release(c, ck_cache_put(c, id, block(8, (uint8_t)i), 8));
+    }
+    for (uint64_t i = 0; i < 100000; i++) {
+        uint64_t id = (i % 1000) << 32 | (i / 1000), len;
+        ck_cache_entry *e = ck_cache_get(c, id);
+        if (!e || ck_cache_entry_data(e, &len)[0] != (uint8_t)i)
+            all = 0;
+        if (e)
+            ck_cache_release(c, e);
+    }
+    CHECK(all);
+    CHECK(!present(c, 1000ull << 32));
+    ck_cache_free(c);
+}
+
 int main(void)
 {
+    test_single_flight();
+    test_many_ids();
+
     ck_cache *c;
     CHECK_EQ_INT(ck_cache_new(300, &c), 0);
     for (uint64_t id = 1; id <= 3; id++)
