@@ -214,7 +214,10 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
     return 0;
 }
 
-static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
+/* Resolves c.  item_mem, when not NULL, holds the item's c->length bytes,
+ * read by a batch (see prefetch_resolve): the archive is then parsed from
+ * memory, and the file is known to be long enough. */
+static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, const uint8_t *item_mem)
 {
     char why[384] = "";
     int fd, rc;
@@ -227,8 +230,10 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
     }
     struct stat st;
     uint64_t end;
-    if (fstat(fd, &st) != 0 || __builtin_add_overflow(c->offset, c->length, &end) ||
-        (uint64_t)st.st_size < end) {
+    if (item_mem) {
+        st.st_size = 0; /* unused: the batch read proved the file long enough */
+    } else if (fstat(fd, &st) != 0 || __builtin_add_overflow(c->offset, c->length, &end) ||
+               (uint64_t)st.st_size < end) {
         snprintf(why, sizeof why, "file ends at %" PRIu64 " before the item's end",
                  (uint64_t)st.st_size);
         return chunk_fail(ck, key, c, -EIO, why);
@@ -256,7 +261,8 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
         L->direct = false;
         return 0;
     }
-    ck_byte_source src = ck_byte_source_fd(fd, c->offset, c->length);
+    ck_byte_source src = item_mem ? ck_byte_source_mem(item_mem, c->length)
+                                  : ck_byte_source_fd(fd, c->offset, c->length);
     ck_torch_item it;
     rc = ck_torch_item_parse(&src, &it, why, sizeof why);
     if (!rc)
@@ -277,7 +283,11 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
     return 0;
 }
 
-int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
+/* Claims c for resolution by this thread: 1 claimed (resolve it, then
+ * publish_resolution), 0 already resolved, < 0 its sticky error.  When
+ * another thread holds the claim, waits for its outcome, or with
+ * wait == 0 returns CHUNK_RESOLVING at once. */
+static int claim_chunk(ck_checkpoint *ck, ck_chunk *c, int wait)
 {
     int st = atomic_load_explicit(&c->state, memory_order_acquire);
     for (;;) {
@@ -288,21 +298,36 @@ int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
         if (st == 0 && atomic_compare_exchange_strong_explicit(&c->state, &st, CHUNK_RESOLVING,
                                                                memory_order_acq_rel,
                                                                memory_order_acquire))
-            break; /* this thread resolves it */
+            return 1;
         if (st == CHUNK_RESOLVING) {
+            if (!wait)
+                return CHUNK_RESOLVING;
             pthread_mutex_lock(&ck->lock);
             while ((st = atomic_load_explicit(&c->state, memory_order_acquire)) == CHUNK_RESOLVING)
                 pthread_cond_wait(&ck->resolved, &ck->lock);
             pthread_mutex_unlock(&ck->lock);
         }
     }
-    int rc = resolve_chunk(ck, key, c);
+}
+
+/* Ends a claim with resolve_chunk's result, waking the chunk's waiters. */
+static void publish_resolution(ck_checkpoint *ck, ck_chunk *c, int rc)
+{
     /* -ENOMEM is transient: the next reader tries again */
-    st = rc == 0 ? 1 : rc == -ENOMEM ? 0 : rc;
+    int st = rc == 0 ? 1 : rc == -ENOMEM ? 0 : rc;
     pthread_mutex_lock(&ck->lock);
     atomic_store_explicit(&c->state, st, memory_order_release);
     pthread_cond_broadcast(&ck->resolved);
     pthread_mutex_unlock(&ck->lock);
+}
+
+int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
+{
+    int rc = claim_chunk(ck, c, 1);
+    if (rc != 1)
+        return rc;
+    rc = resolve_chunk(ck, key, c, NULL);
+    publish_resolution(ck, c, rc);
     return rc;
 }
 
@@ -423,12 +448,24 @@ int ck_key_size(ck_checkpoint *ck, const ck_key *key, uint64_t *size)
     return 0;
 }
 
-/* Coalescing: the reads one chunk contributes to a request are usually
- * rows lying close together in its image (a column-sharded tensor gives
- * one short run per row).  One pread of their whole span into a scratch
- * buffer, then scattering, beats a syscall per row.  Spans much larger
- * than the bytes wanted are not worth it. */
+/* Batched resolution.  A tensor saved by many ranks in small chunks (FSDP,
+ * 10,000 row shards) has small items lying one after another in each data
+ * file; resolving them one by one costs half a dozen small preads each
+ * (end of archive, central directory, local headers, data.pkl).  The
+ * unresolved items a request needs are therefore read in runs of neighbours
+ * with one pread per run and parsed from memory. */
+#define BATCH_ITEM_MAX (1ull << 20)  /* larger items are resolved alone */
+#define BATCH_SPAN_MAX (8ull << 20)  /* bytes one batch pread may cover */
+#define BATCH_GAP_MAX (64ull << 10)  /* unneeded bytes between two items */
+
+/* Coalescing: the reads of a request that go straight to shard files are
+ * usually runs lying close together in one file (a column-sharded tensor
+ * gives one short run per row; small row chunks lie back to back with only
+ * their archive headers between them).  One pread of their whole span into
+ * a scratch buffer, then scattering, beats a syscall per run.  Spans much
+ * larger than the bytes wanted are not worth it. */
 #define COALESCE_MAX_SPAN (8ull << 20)
+#define COALESCE_MAX_GAP (64ull << 10)
 
 static int cmp_read_by_chunk(const void *a, const void *b)
 {
@@ -438,59 +475,177 @@ static int cmp_read_by_chunk(const void *a, const void *b)
     return x->src_off < y->src_off ? -1 : x->src_off > y->src_off;
 }
 
+static int batchable(const ck_key *key, const ck_chunk *c)
+{
+    return key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE && c->transforms == 0 &&
+           c->length <= BATCH_ITEM_MAX &&
+           atomic_load_explicit(&c->state, memory_order_acquire) == 0;
+}
 
-/* Executes reads[0..n) (all of one chunk, sorted by src_off) into dst,
- * whose byte 0 is tensor byte `base`. */
-static int read_chunk_group(ck_checkpoint *ck, const ck_key *key, ck_read *const *reads, size_t n,
-                            uint64_t base, uint8_t *dst, uint8_t **scratch, size_t *scratch_cap)
+static int cmp_chunk_by_place(const void *a, const void *b)
+{
+    const ck_chunk *x = *(const ck_chunk *const *)a, *y = *(const ck_chunk *const *)b;
+    if (x->file != y->file)
+        return x->file < y->file ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Resolves group[0..n) (sorted by place, one file) from one pread of their
+ * span.  Chunks another thread is resolving are left to it; on a failed
+ * read every chunk is left for ck_chunk_resolve to try (and log) alone. */
+static void resolve_batch(ck_checkpoint *ck, const ck_key *key, ck_chunk **group, size_t n)
+{
+    uint64_t lo = group[0]->offset, hi = group[n - 1]->offset + group[n - 1]->length;
+    int fd;
+    if (ck_file_fd(ck, group[0]->file, &fd))
+        return;
+    uint8_t *buf = malloc((size_t)(hi - lo));
+    if (!buf)
+        return;
+    if (pread_full(fd, buf, (size_t)(hi - lo), lo) == 0) {
+        for (size_t i = 0; i < n; i++) {
+            if (claim_chunk(ck, group[i], 0) != 1)
+                continue;
+            int rc = resolve_chunk(ck, key, group[i], buf + (group[i]->offset - lo));
+            publish_resolution(ck, group[i], rc);
+        }
+    }
+    free(buf);
+}
+
+/* Resolves, in batches, the unresolved small items among the chunks that
+ * reads (sorted by chunk) touch.  Best effort: whatever is left is resolved
+ * one by one when read. */
+static void prefetch_resolve(ck_checkpoint *ck, const ck_key *key, ck_read *const *reads, size_t n)
+{
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((i == 0 || reads[i]->chunk != reads[i - 1]->chunk) &&
+            batchable(key, &key->chunks[reads[i]->chunk]))
+            m++;
+    if (m < 2)
+        return;
+    ck_chunk **todo = malloc(m * sizeof *todo);
+    if (!todo)
+        return;
+    m = 0;
+    for (size_t i = 0; i < n; i++)
+        if ((i == 0 || reads[i]->chunk != reads[i - 1]->chunk) &&
+            batchable(key, &key->chunks[reads[i]->chunk]))
+            todo[m++] = &key->chunks[reads[i]->chunk];
+    qsort(todo, m, sizeof *todo, cmp_chunk_by_place);
+    for (size_t i = 0; i < m;) {
+        size_t j = i + 1;
+        uint64_t end = todo[i]->offset + todo[i]->length; /* checked at open */
+        while (j < m && todo[j]->file == todo[i]->file && todo[j]->offset >= end &&
+               todo[j]->offset - end <= BATCH_GAP_MAX &&
+               todo[j]->offset + todo[j]->length - todo[i]->offset <= BATCH_SPAN_MAX) {
+            end = todo[j]->offset + todo[j]->length;
+            j++;
+        }
+        if (j - i >= 2)
+            resolve_batch(ck, key, todo + i, j - i);
+        i = j;
+    }
+    free(todo);
+}
+
+/* One read straight from a shard file: file bytes [off, off+len) to dst. */
+typedef struct {
+    uint32_t file, chunk;
+    uint64_t off, len;
+    uint8_t *dst;
+} file_read;
+
+static int cmp_file_read(const void *a, const void *b)
+{
+    const file_read *x = a, *y = b;
+    if (x->file != y->file)
+        return x->file < y->file ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* Reads r[0..n) (one file, sorted by offset) with one pread of their span,
+ * or one each when the span is one read. */
+static int read_file_span(ck_checkpoint *ck, const file_read *r, size_t n, uint8_t **scratch,
+                          size_t *scratch_cap)
+{
+    int fd;
+    if (ck_file_fd(ck, r[0].file, &fd))
+        return -EIO;
+    if (n == 1)
+        return pread_full(fd, r[0].dst, (size_t)r[0].len, r[0].off);
+    uint64_t lo = r[0].off, hi = 0;
+    for (size_t i = 0; i < n; i++)
+        hi = r[i].off + r[i].len > hi ? r[i].off + r[i].len : hi;
+    size_t span = (size_t)(hi - lo);
+    if (*scratch_cap < span) {
+        uint8_t *s = realloc(*scratch, span);
+        if (!s)
+            return -ENOMEM;
+        *scratch = s;
+        *scratch_cap = span;
+    }
+    int rc = pread_full(fd, *scratch, span, lo);
+    for (size_t i = 0; !rc && i < n; i++)
+        memcpy(r[i].dst, *scratch + (r[i].off - lo), (size_t)r[i].len);
+    return rc;
+}
+
+/* Carries out the direct reads r[0..n): sorted by place, neighbours within
+ * COALESCE_MAX_GAP share a pread.  A failed read is retried alone, so that
+ * the chunk it belongs to is the one marked failed. */
+static int read_direct(ck_checkpoint *ck, const ck_key *key, file_read *r, size_t n)
+{
+    qsort(r, n, sizeof *r, cmp_file_read);
+    uint8_t *scratch = NULL;
+    size_t scratch_cap = 0;
+    int rc = 0;
+    for (size_t i = 0; !rc && i < n;) {
+        size_t j = i + 1;
+        uint64_t end = r[i].off + r[i].len, want = r[i].len;
+        while (j < n && r[j].file == r[i].file && r[j].off >= end &&
+               r[j].off - end <= COALESCE_MAX_GAP &&
+               r[j].off + r[j].len - r[i].off <= COALESCE_MAX_SPAN &&
+               r[j].off + r[j].len - r[i].off <= 2 * (want + r[j].len)) {
+            end = r[j].off + r[j].len;
+            want += r[j].len;
+            j++;
+        }
+        rc = read_file_span(ck, r + i, j - i, &scratch, &scratch_cap);
+        if (rc == -EIO) {
+            rc = 0;
+            for (size_t k = i; !rc && k < j; k++)
+                if (read_file_span(ck, r + k, 1, &scratch, &scratch_cap) == -EIO)
+                    rc = chunk_fail(ck, key, &key->chunks[r[k].chunk], -EIO,
+                                    "file shrank under the mount");
+        }
+        i = j;
+    }
+    free(scratch);
+    return rc;
+}
+
+/* Executes reads[0..n) (all of one decoded chunk, sorted by src_off) into
+ * dst, whose byte 0 is tensor byte `base`, from one cache lookup. */
+static int read_cached_group(ck_checkpoint *ck, const ck_key *key, ck_read *const *reads, size_t n,
+                             uint64_t base, uint8_t *dst)
 {
     ck_chunk *c = &key->chunks[reads[0]->chunk];
-    int rc = ck_chunk_resolve(ck, key, c);
-    if (rc)
-        return rc;
-    uint64_t lo = reads[0]->src_off, hi = 0, want = 0;
+    uint64_t hi = 0;
     for (size_t i = 0; i < n; i++) {
         uint64_t e = reads[i]->src_off + reads[i]->len;
         hi = e > hi ? e : hi;
-        want += reads[i]->len;
     }
-    if (hi > c->layout.nbytes)
-        return -EIO;
-    if (!c->layout.direct) {
-        ck_cache_entry *e;
-        const uint8_t *img;
-        rc = cached_bytes(ck, key, c, hi, &e, &img);
-        if (rc)
-            return rc;
-        for (size_t i = 0; i < n; i++)
-            memcpy(dst + (reads[i]->dst_off - base), img + reads[i]->src_off, reads[i]->len);
-        ck_cache_release(ck->cache, e);
-        return 0;
-    }
-    int fd;
-    if (ck_file_fd(ck, c->file, &fd))
-        return -EIO;
-    uint64_t span = hi - lo;
-    if (n > 1 && span <= COALESCE_MAX_SPAN && span <= 2 * want) {
-        if (*scratch_cap < span) {
-            uint8_t *s = realloc(*scratch, span);
-            if (!s)
-                return -ENOMEM;
-            *scratch = s;
-            *scratch_cap = span;
-        }
-        rc = pread_full(fd, *scratch, span, c->layout.file_offset + lo);
-        for (size_t i = 0; !rc && i < n; i++)
-            memcpy(dst + (reads[i]->dst_off - base), *scratch + (reads[i]->src_off - lo),
-                   reads[i]->len);
-    } else {
-        for (size_t i = 0; !rc && i < n; i++)
-            rc = pread_full(fd, dst + (reads[i]->dst_off - base), reads[i]->len,
-                            c->layout.file_offset + reads[i]->src_off);
-    }
-    if (rc == -EIO)
-        return chunk_fail(ck, key, c, -EIO, "file shrank under the mount");
-    return rc;
+    ck_cache_entry *e;
+    const uint8_t *img;
+    int rc = cached_bytes(ck, key, c, hi, &e, &img);
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        memcpy(dst + (reads[i]->dst_off - base), img + reads[i]->src_off, reads[i]->len);
+    ck_cache_release(ck->cache, e);
+    return 0;
 }
 
 int ck_execute_plan(ck_checkpoint *ck, const ck_key *key, const ck_read_vec *plan, uint64_t base,
@@ -499,22 +654,38 @@ int ck_execute_plan(ck_checkpoint *ck, const ck_key *key, const ck_read_vec *pla
     if (plan->n == 0)
         return 0;
     ck_read **order = malloc(plan->n * sizeof *order);
-    if (!order)
+    file_read *direct = malloc(plan->n * sizeof *direct);
+    if (!order || !direct) {
+        free(order);
+        free(direct);
         return -ENOMEM;
+    }
     for (size_t i = 0; i < plan->n; i++)
         order[i] = &plan->v[i];
     qsort(order, plan->n, sizeof *order, cmp_read_by_chunk);
-    uint8_t *scratch = NULL;
-    size_t scratch_cap = 0;
+    prefetch_resolve(ck, key, order, plan->n);
+    size_t ndirect = 0;
     int rc = 0;
     for (size_t i = 0; !rc && i < plan->n;) {
         size_t j = i + 1;
         while (j < plan->n && order[j]->chunk == order[i]->chunk)
             j++;
-        rc = read_chunk_group(ck, key, order + i, j - i, base, dst, &scratch, &scratch_cap);
+        ck_chunk *c = &key->chunks[order[i]->chunk];
+        rc = ck_chunk_resolve(ck, key, c);
+        if (!rc && order[j - 1]->src_off + order[j - 1]->len > c->layout.nbytes)
+            rc = -EIO; /* sorted by src_off: the last read ends furthest */
+        if (!rc && !c->layout.direct)
+            rc = read_cached_group(ck, key, order + i, j - i, base, dst);
+        for (size_t k = i; !rc && c->layout.direct && k < j; k++)
+            direct[ndirect++] = (file_read){ .file = c->file, .chunk = order[k]->chunk,
+                                             .off = c->layout.file_offset + order[k]->src_off,
+                                             .len = order[k]->len,
+                                             .dst = (uint8_t *)dst + (order[k]->dst_off - base) };
         i = j;
     }
-    free(scratch);
+    if (!rc && ndirect)
+        rc = read_direct(ck, key, direct, ndirect);
+    free(direct);
     free(order);
     return rc;
 }

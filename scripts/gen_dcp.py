@@ -10,6 +10,7 @@ entry's stored payload), the ground truth a mount must reproduce.
     gen_dcp.py --out DIR --size 1G [--dtype float32|bfloat16|float16]
                [--layout single|row8|col8|grid4x2|zstd] [--tensors N | --keys N] [--seed S]
                [--plain DIR2]      # also write each key's bytes to DIR2/<fqn as a path>
+               [--cols N]          # tensors N columns wide (tall tensors for row10k layouts)
 
 Every tensor is 2-D with both dimensions divisible by 8, so every layout splits it evenly.  A
 tensor's contents depend only on (seed, its index, its shape, dtype): the same arguments with a
@@ -361,7 +362,13 @@ LAYOUTS = {
     "row8": (8, 1),
     "col8": (1, 8),
     "grid4x2": (4, 2),
+    # FSDP-style many small row shards: 10,000 chunks per tensor in 8 data files, listed in
+    # .metadata in row order or shuffled (the load planner must not depend on the order)
+    "row10k": (10000, 1),
+    "row10k_shuffled": (10000, 1),
 }
+# at most this many data files; chunks are dealt to them in contiguous runs, as ranks hold them
+MAX_FILES = 8
 LAYER_PARTS = ["attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight",
                "mlp.w1.weight", "mlp.w2.weight", "mlp.w3.weight", "norm.weight"]
 FILL_BLOCK = 8 << 20  # elements generated per numpy call: bounds the float32 scratch buffer
@@ -374,12 +381,14 @@ def parse_size(text):
     return int(float(number) * mult)
 
 
-def tensor_shape(nbytes, esize):
-    """Rows x cols, both multiples of 8, holding about nbytes; cols a power of two up to 4096."""
+def tensor_shape(nbytes, esize, cols=None):
+    """Rows x cols, both multiples of 8, holding about nbytes; cols a power of two up to 4096
+    (or as given: --cols 1024 makes tall tensors, enough rows for 10,000 row chunks)."""
     numel = max(nbytes // esize, 64)
-    cols = 4096
-    while cols > 8 and numel // cols < 64:
-        cols //= 2
+    if cols is None:
+        cols = 4096
+        while cols > 8 and numel // cols < 64:
+            cols //= 2
     rows = max(8, (numel // cols) // 8 * 8)
     return rows, cols
 
@@ -417,8 +426,15 @@ def key_names(count, many_keys):
 
 
 def split(extent, parts):
-    step = extent // parts
-    return [(p * step, step) for p in range(parts)]
+    """parts pieces covering extent, the first ones one longer when it does not divide."""
+    parts = min(parts, extent)
+    step, extra = divmod(extent, parts)
+    out, at = [], 0
+    for p in range(parts):
+        n = step + (1 if p < extra else 0)
+        out.append((at, n))
+        at += n
+    return out
 
 
 def write_plain(root, fqn, data):
@@ -437,9 +453,10 @@ def generate(args):
         args.size = count * 256 if many_keys else 1 << 30
     if not count:
         count = max(1, -(-args.size // (64 << 20)))
-    shape = tensor_shape(args.size // count, esize)
+    shape = tensor_shape(args.size // count, esize, args.cols)
     mesh_rows, mesh_cols = LAYOUTS[args.layout]
-    ranks = mesh_rows * mesh_cols
+    ranks = min(mesh_rows, shape[0]) * min(mesh_cols, shape[1])
+    nfiles = min(ranks, MAX_FILES)
     compress = Zstd(workers=min(os.cpu_count() or 1, 4)) if args.layout == "zstd" else None
     transforms = ["stream.zstd/1"] if compress else None
 
@@ -453,9 +470,9 @@ def generate(args):
 
     rng = np.random.default_rng([args.seed, 1 << 30])
     items = ItemWriter(rng)
-    rel_paths = ["__%d_0.distcp" % r for r in range(ranks)]
+    rel_paths = ["__%d_0.distcp" % r for r in range(nfiles)]
     files = [open(os.path.join(out, p), "wb", buffering=1 << 20) for p in rel_paths]
-    offsets = [0] * ranks
+    offsets = [0] * nfiles
 
     def put(rank, value, data, archive=None):
         """Appends one item (the archive of value/data, or the given archive bytes) to rank's file."""
@@ -484,15 +501,21 @@ def generate(args):
         sums[fqn] = hashlib.sha256(tensor).hexdigest()
         if args.plain:
             write_plain(args.plain, fqn, tensor)
-        chunks = []
+        pieces = []
         for i, (r0, nr) in enumerate(row_parts):
             for j, (c0, nc) in enumerate(col_parts):
-                rank = i * mesh_cols + j
+                rank = i * len(col_parts) + j
                 piece = np.ascontiguousarray(tensor[r0:r0 + nr, c0:c0 + nc])
                 value = _Tensor(_Storage(args.dtype, piece.size), piece.shape)
-                info = put(rank, value, piece.reshape(-1).view(np.uint8))
-                storage_data[MetadataIndex(fqn, (r0, c0), len(chunks))] = info
-                chunks.append(ChunkStorageMetadata(Size((r0, c0)), Size((nr, nc))))
+                info = put(rank * nfiles // ranks, value, piece.reshape(-1).view(np.uint8))
+                pieces.append(((r0, c0), (nr, nc), info))
+        if args.layout.endswith("_shuffled"):
+            order = np.random.default_rng([args.seed, index, 7]).permutation(len(pieces))
+            pieces = [pieces[k] for k in order]
+        chunks = []
+        for offs, sizes, info in pieces:
+            storage_data[MetadataIndex(fqn, offs, len(chunks))] = info
+            chunks.append(ChunkStorageMetadata(Size(offs), Size(sizes)))
         state_dict_metadata[fqn] = TensorStorageMetadata(TensorProperties(dtype), Size(shape), chunks)
         planner_data[fqn] = tuple(fqn.split("."))
         del tensor
@@ -530,10 +553,14 @@ def main(argv):
     group.add_argument("--tensors", type=int, default=0, help="number of tensors (default: one per 64 MiB)")
     group.add_argument("--keys", type=int, default=None, help="many small tensors (mount-time tests)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cols", type=int, default=None,
+                    help="columns of every tensor (a multiple of 8; default: up to 4096)")
     ap.add_argument("--plain", help="also write each key's bytes as DIR/<fqn with . as />")
     args = ap.parse_args(argv)
     if args.keys is not None and args.keys < 1 or args.tensors < 0:
         ap.error("--keys/--tensors must be positive")
+    if args.cols is not None and (args.cols < 8 or args.cols % 8):
+        ap.error("--cols must be a positive multiple of 8")
     shape, count = generate(args)
     print("%s: %d tensors of %s %s, layout %s" % (args.out, count, args.dtype, list(shape), args.layout))
     return 0
