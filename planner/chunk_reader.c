@@ -17,6 +17,7 @@
 #include "arena.h"
 #include "chunk_cache.h"
 #include "geometry.h"
+#include "readahead.h"
 #include "zip_reader.h"
 #include "zstd_stream.h"
 
@@ -714,7 +715,9 @@ int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, s
     if (!rc)
         rc = ck_execute_plan(ck, key, &plan, off, dst);
     ck_read_vec_free(&plan);
-    if (!rc)
+    if (!rc) {
         *got = (size_t)n;
+        ck_readahead_after(ck, key, off, n);
+    }
     return rc;
 }

@@ -236,6 +236,11 @@ static int has_safetensors_files(int dirfd)
 static int finish_model(ck_checkpoint *ck, char *err, size_t errlen)
 {
     ck_sort_keys(ck);
+    ck->readahead = ck_arena_calloc(ck->arena, ck->nkeys, sizeof *ck->readahead);
+    if (!ck->readahead) {
+        snprintf(err, errlen, "%s: out of memory", ck->source);
+        return -ENOMEM;
+    }
     for (size_t i = 1; i < ck->nkeys; i++) {
         if (strcmp(ck->keys[i - 1].fqn, ck->keys[i].fqn) == 0) {
             snprintf(err, errlen, "%s: key %s appears twice", ck->source, ck->keys[i].fqn);

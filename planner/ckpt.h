@@ -92,6 +92,9 @@ typedef struct ck_checkpoint {
     struct timespec mtime;
     char *version;        /* Metadata.version or NULL */
     ck_cache *cache;
+    /* per key (same index as keys): tensor bytes handed to the kernel's
+     * read-ahead so far (readahead.c); NULL: no read-ahead */
+    _Atomic uint64_t *readahead;
     /* Guards the arena during chunk resolution and the wait for a chunk
      * another thread is resolving (resolved); never held across I/O. */
     pthread_mutex_t lock;

@@ -1,0 +1,77 @@
+/* Read-ahead (see readahead.h).  The frontier of each key (tensor bytes
+ * advised so far) lives in ck->readahead; one thread at a time advances it
+ * with a compare-exchange, and a reader that loses the race simply skips:
+ * read-ahead is a hint, never a correctness matter. */
+#include "readahead.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+
+#include "chunk_reader.h"
+#include "geometry.h"
+
+/* A read is sequential when it starts within this distance behind the
+ * frontier (concurrent readers of one file land slightly out of order). */
+#define SEQUENTIAL_SLACK (4ull << 20)
+
+static void advise(ck_checkpoint *ck, uint32_t file, uint64_t off, uint64_t len)
+{
+    int fd;
+    if (len == 0 || ck_file_fd(ck, file, &fd))
+        return;
+    (void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
+/* The file range holding bytes [src_off, +len) of chunk c's image: exact
+ * for a resolved direct chunk; for one not resolved yet, the item from its
+ * start (the archive header comes first), as much of it as the window. */
+static void advise_chunk_range(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t src_off,
+                               uint64_t len)
+{
+    int st = atomic_load_explicit(&c->state, memory_order_acquire);
+    if (st == 1 && c->layout.direct) {
+        advise(ck, c->file, c->layout.file_offset + src_off, len);
+        return;
+    }
+    if (st == 0 && c->format == CK_ITEM_TORCH_SAVE && key->kind == CK_KEY_TENSOR) {
+        uint64_t n = c->length < src_off + len ? c->length : src_off + len;
+        advise(ck, c->file, c->offset, n);
+    }
+    /* decoded chunks (cached) and failed ones: nothing to fetch ahead */
+}
+
+void ck_readahead_after(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint64_t len)
+{
+    if (!ck->readahead || key->kind != CK_KEY_TENSOR || key < ck->keys ||
+        key >= ck->keys + ck->nkeys)
+        return;
+    _Atomic uint64_t *front = &ck->readahead[key - ck->keys];
+    uint64_t f = atomic_load_explicit(front, memory_order_relaxed);
+    uint64_t end = off + len; /* a read inside the key: no overflow */
+    if (off > f || f - off > CK_READAHEAD_WINDOW + SEQUENTIAL_SLACK)
+        return; /* a jump: random access is left alone */
+    if (f >= key->nbytes || f > end + CK_READAHEAD_WINDOW / 2)
+        return; /* advised far enough already */
+    uint64_t from = f > end ? f : end;
+    uint64_t to = key->nbytes - from < CK_READAHEAD_WINDOW ? key->nbytes : from + CK_READAHEAD_WINDOW;
+    if (!atomic_compare_exchange_strong_explicit(front, &f, to, memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return;
+    ck_read_vec plan = { 0 };
+    if (ck_load_plan_for_range(key, from, to - from, &plan) == 0) {
+        /* runs of one chunk lying back to back in its image become one advice */
+        for (size_t i = 0; i < plan.n;) {
+            size_t j = i + 1;
+            uint64_t hi = plan.v[i].src_off + plan.v[i].len;
+            while (j < plan.n && plan.v[j].chunk == plan.v[i].chunk && plan.v[j].src_off >= hi &&
+                   plan.v[j].src_off - hi <= SEQUENTIAL_SLACK) {
+                hi = plan.v[j].src_off + plan.v[j].len;
+                j++;
+            }
+            advise_chunk_range(ck, key, &key->chunks[plan.v[i].chunk], plan.v[i].src_off,
+                               hi - plan.v[i].src_off);
+            i = j;
+        }
+    }
+    ck_read_vec_free(&plan);
+}
