@@ -369,6 +369,18 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
     return 0;
 }
 
+int ck_chunk_warm(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
+{
+    int rc = ck_chunk_resolve(ck, key, c);
+    if (rc || c->layout.direct)
+        return rc;
+    ck_cache_entry *e;
+    rc = cached_image(ck, key, c, &e);
+    if (!rc)
+        ck_cache_release(ck->cache, e);
+    return rc;
+}
+
 /* Bytes [0, end) of the chunk's image, from its cached entry: *img points
  * at byte 0; release *e when done.  -EIO if the entry is shorter. */
 static int cached_bytes(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t end,

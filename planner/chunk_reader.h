@@ -11,6 +11,10 @@
  * failures are logged once with key, file and offset and are sticky. */
 int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c);
 
+/* Resolves the chunk and, when it is served decoded, makes sure its image
+ * is in the decoded-chunk cache (decoding it if needed).  0 or -errno. */
+int ck_chunk_warm(ck_checkpoint *ck, const ck_key *key, ck_chunk *c);
+
 /* Copies len bytes of the chunk's image starting at off into dst. */
 int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t off, void *dst,
                   size_t len);

@@ -19,6 +19,7 @@
 #include "chunk_index.h"
 #include "ckpt_build.h"
 #include "geometry.h"
+#include "prefetch.h"
 
 #define DEFAULT_CACHE_BYTES (256ull << 20)
 /* Files kept open from mount on; beyond this they are opened on first read. */
@@ -392,6 +393,7 @@ void ck_close(ck_checkpoint *ck)
 {
     if (!ck)
         return;
+    ck_prefetch_stop(ck); /* its workers read files and the cache */
     for (size_t i = 0; i < ck->nfiles; i++) {
         int fd = atomic_load(&ck->files[i].fd);
         if (fd >= 0)

@@ -95,6 +95,11 @@ typedef struct ck_checkpoint {
     /* per key (same index as keys): tensor bytes handed to the kernel's
      * read-ahead so far (readahead.c); NULL: no read-ahead */
     _Atomic uint64_t *readahead;
+    /* decode workers for read-ahead of decoded chunks (prefetch.c), started
+     * on first use; prefetch_failed: could not start, decode in the
+     * foreground */
+    struct ck_prefetch *_Atomic prefetch;
+    int prefetch_failed;
     /* Guards the arena during chunk resolution and the wait for a chunk
      * another thread is resolving (resolved); never held across I/O. */
     pthread_mutex_t lock;

@@ -9,6 +9,7 @@
 
 #include "chunk_reader.h"
 #include "geometry.h"
+#include "prefetch.h"
 
 /* A read is sequential when it starts within this distance behind the
  * frontier (concurrent readers of one file land slightly out of order). */
@@ -37,26 +38,17 @@ static void advise_chunk_range(ck_checkpoint *ck, const ck_key *key, ck_chunk *c
         uint64_t n = c->length < src_off + len ? c->length : src_off + len;
         advise(ck, c->file, c->offset, n);
     }
-    /* decoded chunks (cached) and failed ones: nothing to fetch ahead */
+    if ((st == 0 || (st == 1 && !c->layout.direct)) && c->transforms) {
+        /* a zstd chunk: decoded by a worker, ready when the reader comes */
+        ck_prefetch_decode(ck, (uint32_t)(key - ck->keys), (uint32_t)(c - key->chunks));
+    }
+    /* failed chunks: nothing to fetch ahead */
 }
 
-void ck_readahead_after(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint64_t len)
+/* Hands the file ranges of bytes [from, to) of key to the kernel and
+ * queues its decoded chunks for the workers. */
+static void advise_window(ck_checkpoint *ck, const ck_key *key, uint64_t from, uint64_t to)
 {
-    if (!ck->readahead || key->kind != CK_KEY_TENSOR || key < ck->keys ||
-        key >= ck->keys + ck->nkeys)
-        return;
-    _Atomic uint64_t *front = &ck->readahead[key - ck->keys];
-    uint64_t f = atomic_load_explicit(front, memory_order_relaxed);
-    uint64_t end = off + len; /* a read inside the key: no overflow */
-    if (off > f || f - off > CK_READAHEAD_WINDOW + SEQUENTIAL_SLACK)
-        return; /* a jump: random access is left alone */
-    if (f >= key->nbytes || f > end + CK_READAHEAD_WINDOW / 2)
-        return; /* advised far enough already */
-    uint64_t from = f > end ? f : end;
-    uint64_t to = key->nbytes - from < CK_READAHEAD_WINDOW ? key->nbytes : from + CK_READAHEAD_WINDOW;
-    if (!atomic_compare_exchange_strong_explicit(front, &f, to, memory_order_relaxed,
-                                                 memory_order_relaxed))
-        return;
     ck_read_vec plan = { 0 };
     if (ck_load_plan_for_range(key, from, to - from, &plan) == 0) {
         /* runs of one chunk lying back to back in its image become one advice */
@@ -74,4 +66,44 @@ void ck_readahead_after(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint
         }
     }
     ck_read_vec_free(&plan);
+}
+
+/* Readers that walk a key to its end mostly go on with the next key in
+ * order (cat, cp -r and loaders list directories sorted, which is the keys'
+ * order), so its first bytes are fetched too, once the reader is past the
+ * middle of the current key or within a window of its end: a decoded chunk
+ * of the next key then decodes while this one is still being copied. */
+static void advise_next_key(ck_checkpoint *ck, const ck_key *key, uint64_t budget)
+{
+    const ck_key *next = key + 1;
+    if (next >= ck->keys + ck->nkeys || next->kind != CK_KEY_TENSOR || next->error ||
+        next->nbytes == 0)
+        return;
+    _Atomic uint64_t *front = &ck->readahead[next - ck->keys];
+    uint64_t f = 0, to = next->nbytes < budget ? next->nbytes : budget;
+    if (atomic_compare_exchange_strong_explicit(front, &f, to, memory_order_relaxed,
+                                                memory_order_relaxed))
+        advise_window(ck, next, 0, to);
+}
+
+void ck_readahead_after(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint64_t len)
+{
+    if (!ck->readahead || key->kind != CK_KEY_TENSOR || key < ck->keys ||
+        key >= ck->keys + ck->nkeys)
+        return;
+    _Atomic uint64_t *front = &ck->readahead[key - ck->keys];
+    uint64_t f = atomic_load_explicit(front, memory_order_relaxed);
+    uint64_t end = off + len; /* a read inside the key: no overflow */
+    if (off > f || f - off > CK_READAHEAD_WINDOW + SEQUENTIAL_SLACK)
+        return; /* a jump: random access is left alone */
+    if (end >= key->nbytes / 2 || key->nbytes - end <= CK_READAHEAD_WINDOW)
+        advise_next_key(ck, key, CK_READAHEAD_WINDOW);
+    if (f >= key->nbytes || f > end + CK_READAHEAD_WINDOW / 2)
+        return; /* advised far enough already */
+    uint64_t from = f > end ? f : end;
+    uint64_t to = key->nbytes - from < CK_READAHEAD_WINDOW ? key->nbytes : from + CK_READAHEAD_WINDOW;
+    if (!atomic_compare_exchange_strong_explicit(front, &f, to, memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return;
+    advise_window(ck, key, from, to);
 }

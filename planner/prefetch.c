@@ -1,0 +1,123 @@
+/* The decode workers (see prefetch.h): a fixed ring of requests under one
+ * mutex, a few threads started on the first request.  The decode itself
+ * runs with no lock held. */
+#include "prefetch.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "chunk_reader.h"
+#include "ckpt.h"
+
+#define QUEUE_CAP 64u
+#define MAX_WORKERS 4
+
+typedef struct {
+    uint32_t key, chunk;
+} request;
+
+struct ck_prefetch {
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    request q[QUEUE_CAP];
+    uint32_t head, n;
+    int stop;
+    int nworkers;
+    pthread_t workers[MAX_WORKERS];
+    ck_checkpoint *ck;
+};
+
+static void *worker_main(void *arg)
+{
+    ck_prefetch *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->stop && p->n == 0)
+            pthread_cond_wait(&p->work, &p->lock);
+        if (p->stop)
+            break;
+        request r = p->q[p->head];
+        p->head = (p->head + 1) % QUEUE_CAP;
+        p->n--;
+        pthread_mutex_unlock(&p->lock);
+        ck_checkpoint *ck = p->ck;
+        if (r.key < ck->nkeys && r.chunk < ck->keys[r.key].nchunks)
+            (void)ck_chunk_warm(ck, &ck->keys[r.key], &ck->keys[r.key].chunks[r.chunk]);
+        pthread_mutex_lock(&p->lock);
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+/* Creates the queue and its workers: one fewer than the CPUs (the reader
+ * has one), at least one, at most MAX_WORKERS.  Under ck->lock. */
+static ck_prefetch *start_locked(ck_checkpoint *ck)
+{
+    ck_prefetch *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    pthread_mutex_init(&p->lock, NULL);
+    pthread_cond_init(&p->work, NULL);
+    p->ck = ck;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int want = cpus > 1 ? (int)(cpus - 1) : 1;
+    want = want > MAX_WORKERS ? MAX_WORKERS : want;
+    for (int i = 0; i < want; i++)
+        if (pthread_create(&p->workers[p->nworkers], NULL, worker_main, p) == 0)
+            p->nworkers++;
+    if (p->nworkers == 0) {
+        pthread_cond_destroy(&p->work);
+        pthread_mutex_destroy(&p->lock);
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+void ck_prefetch_decode(ck_checkpoint *ck, uint32_t key, uint32_t chunk)
+{
+    ck_prefetch *p = atomic_load_explicit(&ck->prefetch, memory_order_acquire);
+    if (!p) {
+        pthread_mutex_lock(&ck->lock);
+        p = atomic_load_explicit(&ck->prefetch, memory_order_relaxed);
+        if (!p && !ck->prefetch_failed) {
+            p = start_locked(ck);
+            if (p)
+                atomic_store_explicit(&ck->prefetch, p, memory_order_release);
+            else
+                ck->prefetch_failed = 1; /* decode in the foreground from now on */
+        }
+        pthread_mutex_unlock(&ck->lock);
+        if (!p)
+            return;
+    }
+    pthread_mutex_lock(&p->lock);
+    int queued = 0;
+    for (uint32_t i = 0; i < p->n && !queued; i++) {
+        const request *r = &p->q[(p->head + i) % QUEUE_CAP];
+        queued = r->key == key && r->chunk == chunk;
+    }
+    if (!queued && !p->stop && p->n < QUEUE_CAP) {
+        p->q[(p->head + p->n) % QUEUE_CAP] = (request){ .key = key, .chunk = chunk };
+        p->n++;
+        pthread_cond_signal(&p->work);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+void ck_prefetch_stop(ck_checkpoint *ck)
+{
+    ck_prefetch *p = atomic_exchange(&ck->prefetch, NULL);
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->stop = 1;
+    pthread_cond_broadcast(&p->work);
+    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; i < p->nworkers; i++)
+        pthread_join(p->workers[i], NULL);
+    pthread_cond_destroy(&p->work);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}

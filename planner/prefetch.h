@@ -1,0 +1,27 @@
+/* Background decoding of the chunks a sequential reader will need next.
+ * A zstd chunk is decoded by the first reader that touches it, and a
+ * reader walking a tensor touches one chunk at a time: the decode of the
+ * next chunk would only start when the reader arrives there.  Read-ahead
+ * (readahead.c) therefore queues the decoded chunks of its window here,
+ * and a few worker threads decode them into the decoded-chunk cache while
+ * the reader is still copying the current one; the reader then finds them
+ * cached, or waits for that one decode already under way (chunk_cache.h),
+ * never decoding twice. */
+#ifndef CKPT_PREFETCH_H
+#define CKPT_PREFETCH_H
+
+#include <stdint.h>
+
+typedef struct ck_prefetch ck_prefetch;
+struct ck_checkpoint;
+
+/* Queues chunk `chunk` of key `key` (indexes into ck->keys and its chunks)
+ * for decoding, starting the workers on first use.  Best effort: a full
+ * queue or a failed thread start drops the request. */
+void ck_prefetch_decode(struct ck_checkpoint *ck, uint32_t key, uint32_t chunk);
+
+/* Stops the workers (waiting for the decodes in progress) and frees the
+ * queue; safe when none were ever started. */
+void ck_prefetch_stop(struct ck_checkpoint *ck);
+
+#endif
