@@ -14,6 +14,7 @@
 
 #include "arena.h"
 #include "chunk_cache.h"
+#include "dcp_safetensors.h"
 #include "geometry.h"
 #include "zip_reader.h"
 #include "zstd_stream.h"
@@ -219,6 +220,18 @@ static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
         return chunk_fail(ck, key, c, -EIO, why);
     }
     ck_chunk_layout *L = &c->layout;
+    /* A DCP tensor item may be raw bytes in a safetensors blob rather than
+     * a torch.save archive: .metadata does not say, the data file does. */
+    char note[384] = "";
+    if (key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE) {
+        bool in_blob = false;
+        rc = ck_dcp_st_resolve(ck, key, c, fd, (uint64_t)st.st_size, &in_blob, why, sizeof why,
+                               note, sizeof note);
+        if (rc)
+            return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO, why);
+        if (in_blob)
+            return 0;
+    }
     if (c->format == CK_ITEM_RAW || (key->kind == CK_KEY_BYTES && !c->transforms)) {
         L->direct = !c->transforms;
         L->file_offset = c->offset;
@@ -247,7 +260,8 @@ static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
     if (!rc)
         rc = item_matches_chunk(key, c, &it, why, sizeof why);
     if (rc)
-        return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO, why[0] ? why : "bad archive");
+        return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO,
+                          note[0] ? note : why[0] ? why : "bad archive");
     L->nbytes = chunk_image_bytes(key, c);
     if (ck_torch_item_is_contiguous(&it)) {
         L->direct = true;

@@ -17,6 +17,7 @@
 #include "arena.h"
 #include "chunk_cache.h"
 #include "ckpt_build.h"
+#include "dcp_safetensors.h"
 #include "geometry.h"
 
 #define DEFAULT_CACHE_BYTES (256ull << 20)
@@ -379,6 +380,7 @@ void ck_close(ck_checkpoint *ck)
     if (ck->root_fd >= 0)
         close(ck->root_fd);
     ck_cache_free(ck->cache);
+    ck_dcp_st_free(ck);
     ck_arena_free(ck->arena);
     pthread_mutex_destroy(&ck->lock);
     free(ck->source);
