@@ -35,8 +35,10 @@ int ck_dcp_st_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int fd,
                       uint64_t file_size, bool *found, char *why, size_t whylen, char *note,
                       size_t notelen);
 
-/* Whether any tensor item of the checkpoint is stored in a safetensors blob
- * (what `-o rw` refuses).  Data files that cannot be read count as not. */
+/* Whether the checkpoint's tensor items are stored in safetensors blobs
+ * (what `-o rw` refuses), judged from one tensor item in each of its first
+ * data files (a writer writes all files one way).  Data files that cannot
+ * be read count as not. */
 bool ck_dcp_st_in_use(ck_checkpoint *ck);
 
 /* Frees what ck_dcp_st_resolve cached in ck (called by ck_close). */
