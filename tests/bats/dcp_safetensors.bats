@@ -215,3 +215,29 @@ PY
     "$PY" "$BATS_PY/metadata_edit.py" "$src" item-range model.ids 100000 40
     check_st_damage dcp_st_nemo "$src" "before the item's end" --bad model.ids
 }
+
+@test "dcp-safetensors: real torch loads the bytes entries and the .npy views through the mount" {
+    "$PY" -c 'import torch' 2>/dev/null || skip "python3-torch is not installed"
+    mount_ckpt "$STFIX/dcp_st_torch"
+    "$PY" - "$MNT" "$STFIX/dcp_st_torch.manifest.json" <<'PY'
+import hashlib, json, sys
+import numpy as np
+import torch
+mnt, manifest = sys.argv[1], json.load(open(sys.argv[2]))
+assert torch.load(mnt + "/step") == 1000
+assert torch.load(mnt + "/meta/name") == "run-7"
+for fqn, want in manifest.items():
+    if want["kind"] != "tensor":
+        continue
+    path = mnt + "/" + fqn.replace(".", "/") + ".npy"
+    a = np.load(path)
+    if want["dtype"] == "bfloat16":  # NumPy has none: the view holds <u2, torch reinterprets
+        t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    else:
+        t = torch.from_numpy(a)
+    assert str(t.dtype) == "torch." + want["dtype"], (fqn, t.dtype)
+    assert list(t.shape) == want["shape"], (fqn, t.shape)
+    raw = t.reshape(-1).contiguous().view(torch.uint8).numpy().tobytes()
+    assert hashlib.sha256(raw).hexdigest() == want["sha256"], fqn
+PY
+}
