@@ -9,6 +9,7 @@
 
 #include <fuse_lowlevel.h>
 
+#include "dcp_safetensors.h"
 #include "ops.h"
 #include "views.h"
 
@@ -110,6 +111,12 @@ static int mount_prepare(fs_mount *m)
     }
     if (m->opts.rw && m->ck->kind != CK_SRC_DCP) {
         fprintf(stderr, "ckptfs: %s: -o rw needs a DCP checkpoint (safetensors sources are read-only)\n",
+                m->opts.source);
+        return -EINVAL;
+    }
+    if (m->opts.rw && ck_dcp_st_in_use(m->ck)) {
+        fprintf(stderr, "ckptfs: %s: -o rw: this DCP checkpoint is in the safetensors serialization "
+                "format, which ckptfs reads but does not write (mount it without -o rw)\n",
                 m->opts.source);
         return -EINVAL;
     }

@@ -384,7 +384,7 @@ static int op_statfs(const char *path, struct statvfs *sv)
     sv->f_frsize = 4096;
     sv->f_blocks = (total + 4095) / 4096;
     sv->f_files = m->ck->nkeys;
-    sv->f_namemax = 255;
+    sv->f_namemax = fs_tree_name_max(m->tree);
     pthread_rwlock_unlock(&m->lock);
     return 0;
 }

@@ -15,6 +15,7 @@ struct fs_tree {
     size_t cap, count;
     fs_node **all;   /* every node, for freeing */
     size_t nall, allcap;
+    size_t name_max; /* longest name lookup answers, views included */
 };
 
 static uint64_t hash_path(const char *s)
@@ -206,6 +207,26 @@ static void sort_children(fs_tree *t)
             qsort(t->all[i]->children, t->all[i]->nchildren, sizeof(fs_node *), cmp_child);
 }
 
+/* statfs must not promise less than what is served: every node's name,
+ * and the views lookup answers beside them (DIR.safetensors for a
+ * directory, PATH.npy for a tensor file).  Never below the usual 255, and
+ * never above FUSE's own limit on a name (1024). */
+static size_t longest_name(const fs_tree *t)
+{
+    size_t best = 255;
+    for (size_t i = 0; i < t->nall; i++) {
+        const fs_node *n = t->all[i];
+        size_t len = strlen(n->name);
+        if (n->is_dir && n != t->root)
+            len += sizeof ".safetensors" - 1;
+        else if (n->key && n->key->kind == CK_KEY_TENSOR)
+            len += sizeof ".npy" - 1;
+        if (len > best)
+            best = len;
+    }
+    return best < NAME_CAP ? best : NAME_CAP;
+}
+
 int fs_tree_build(const ck_checkpoint *ck, bool flat, fs_tree **out)
 {
     fs_tree *t = calloc(1, sizeof *t);
@@ -263,8 +284,14 @@ int fs_tree_build(const ck_checkpoint *ck, bool flat, fs_tree **out)
         return rc;
     }
     sort_children(t);
+    t->name_max = longest_name(t);
     *out = t;
     return 0;
+}
+
+size_t fs_tree_name_max(const fs_tree *t)
+{
+    return t->name_max;
 }
 
 fs_node *fs_tree_root(fs_tree *t)

@@ -25,6 +25,9 @@ typedef struct fs_tree fs_tree;
 int fs_tree_build(const ck_checkpoint *ck, bool flat, fs_tree **out);
 void fs_tree_free(fs_tree *t);
 fs_node *fs_tree_root(fs_tree *t);
+/* The longest name a lookup in the tree can answer, views included (at
+ * least 255, at most FUSE's 1024): statfs's namemax. */
+size_t fs_tree_name_max(const fs_tree *t);
 /* Exact path lookup ("/a/b"); NULL if absent. */
 fs_node *fs_tree_lookup(fs_tree *t, const char *path);
 

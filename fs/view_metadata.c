@@ -50,6 +50,16 @@ static cJSON *string_or_null(const char *s)
     return s ? cJSON_CreateString(s) : cJSON_CreateNull();
 }
 
+/* A DCP item is found to be raw bytes in a safetensors blob when it is
+ * first read (dcp_safetensors.h), which may be happening right now: its
+ * format is read only once its resolution is published. */
+static ck_item_format chunk_format(const ck_checkpoint *ck, const ck_chunk *c)
+{
+    if (atomic_load_explicit(&((ck_chunk *)c)->state, memory_order_acquire) == 1)
+        return c->format;
+    return ck->kind == CK_SRC_DCP ? CK_ITEM_TORCH_SAVE : CK_ITEM_RAW;
+}
+
 cJSON *fs_chunk_metadata_json(const ck_checkpoint *ck, const ck_key *k, const ck_chunk *c)
 {
     cJSON *o = cJSON_CreateObject();
@@ -64,7 +74,7 @@ cJSON *fs_chunk_metadata_json(const ck_checkpoint *ck, const ck_key *k, const ck
          fs_json_add_u64(o, "offset", c->offset) == 0 &&
          fs_json_add_u64(o, "length", c->length) == 0 &&
          add(o, "transforms", transforms_json(c->transforms)) &&
-         add(o, "format", cJSON_CreateString(c->format == CK_ITEM_RAW ? "raw" : "torch.save"));
+         add(o, "format", cJSON_CreateString(chunk_format(ck, c) == CK_ITEM_RAW ? "raw" : "torch.save"));
     if (ok)
         return o;
     cJSON_Delete(o);

@@ -16,6 +16,7 @@
 
 #include "arena.h"
 #include "chunk_cache.h"
+#include "dcp_safetensors.h"
 #include "geometry.h"
 #include "readahead.h"
 #include "zip_reader.h"
@@ -240,6 +241,18 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, cons
         return chunk_fail(ck, key, c, -EIO, why);
     }
     ck_chunk_layout *L = &c->layout;
+    /* A DCP tensor item may be raw bytes in a safetensors blob rather than
+     * a torch.save archive: .metadata does not say, the data file does. */
+    char note[384] = "";
+    if (key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE) {
+        bool in_blob = false;
+        rc = ck_dcp_st_resolve(ck, key, c, fd, (uint64_t)st.st_size, &in_blob, why, sizeof why,
+                               note, sizeof note);
+        if (rc)
+            return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO, why);
+        if (in_blob)
+            return 0;
+    }
     if (c->format == CK_ITEM_RAW || (key->kind == CK_KEY_BYTES && !c->transforms)) {
         L->direct = !c->transforms;
         L->file_offset = c->offset;
@@ -269,7 +282,8 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, cons
     if (!rc)
         rc = item_matches_chunk(key, c, &it, why, sizeof why);
     if (rc)
-        return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO, why[0] ? why : "bad archive");
+        return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO,
+                          note[0] ? note : why[0] ? why : "bad archive");
     L->nbytes = chunk_image_bytes(key, c);
     if (ck_torch_item_is_contiguous(&it)) {
         L->direct = true;

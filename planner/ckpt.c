@@ -18,6 +18,7 @@
 #include "chunk_cache.h"
 #include "chunk_index.h"
 #include "ckpt_build.h"
+#include "dcp_safetensors.h"
 #include "geometry.h"
 #include "prefetch.h"
 
@@ -403,6 +404,7 @@ void ck_close(ck_checkpoint *ck)
     if (ck->root_fd >= 0)
         close(ck->root_fd);
     ck_cache_free(ck->cache);
+    ck_dcp_st_free(ck);
     ck_arena_free(ck->arena);
     pthread_cond_destroy(&ck->resolved);
     pthread_mutex_destroy(&ck->lock);

@@ -20,7 +20,8 @@ enum { CK_TF_ZSTD = 1u << 0, CK_TF_UNKNOWN = 1u << 31 };
 
 typedef enum {
     CK_ITEM_TORCH_SAVE = 0, /* a torch.save archive (DCP FileSystemWriter) */
-    CK_ITEM_RAW = 1,        /* C-contiguous element bytes (safetensors) */
+    CK_ITEM_RAW = 1,        /* C-contiguous element bytes (safetensors; DCP items found in
+                             * a safetensors blob on first read, dcp_safetensors.h) */
 } ck_item_format;
 
 typedef enum { CK_SRC_DCP = 0, CK_SRC_SAFETENSORS = 1, CK_SRC_DCP_HF = 2 } ck_source_kind;
@@ -106,6 +107,7 @@ typedef struct ck_checkpoint {
     pthread_cond_t resolved;
     void *arena;          /* owner of strings/arrays above (ck_arena) */
     void *file_index;     /* path -> file index while building (ckpt.c) */
+    void *dcp_st;         /* data files' safetensors blobs (dcp_safetensors.c), under lock */
 } ck_checkpoint;
 
 typedef struct {

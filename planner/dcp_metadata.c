@@ -5,11 +5,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "arena.h"
@@ -35,12 +37,20 @@ __attribute__((format(printf, 2, 3))) static int fail(dcp_ctx *c, const char *fm
     return -EINVAL;
 }
 
+/* `.metadata` is followed through symlinks that stay inside the root, as
+ * data files are (a checkpoint assembled from links is still one), and
+ * refused with -EXDEV for one that leaves it. */
 static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len)
 {
     /* O_NONBLOCK: a FIFO named .metadata is refused below, not waited on */
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0)
+    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
+                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
+    long lfd = syscall(SYS_openat2, dirfd, name, &how, sizeof how);
+    if (lfd < 0 && errno == ENOSYS)
+        lfd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (lfd < 0)
         return -errno;
+    int fd = (int)lfd;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > METADATA_MAX_BYTES) {
         close(fd);
@@ -196,7 +206,10 @@ static int build_keys(dcp_ctx *c, const pk_value *sdm)
     if (!ck->keys)
         return -ENOMEM;
     for (size_t i = 0; i < ck->nkeys; i++) {
-        const char *fqn = pk_as_str(sdm->u.dict.keys[i]);
+        const pk_value *kv = sdm->u.dict.keys[i];
+        const char *fqn = pk_as_str(kv);
+        if (!fqn && kv->kind == PK_STR)
+            return fail(c, "key '%s' holds a NUL byte after those characters", kv->u.str.data);
         if (!fqn)
             return fail(c, "a key is not a string");
         ck_key *k = &ck->keys[i];
@@ -221,6 +234,17 @@ static int build_keys(dcp_ctx *c, const pk_value *sdm)
         if (rc)
             return rc;
     }
+    return 0;
+}
+
+/* A pickled dict may repeat a key (Python would keep the last one
+ * silently); two entries for one FQN are refused here, before storage_data
+ * is matched to them, so the message names the real fault. */
+static int refuse_duplicates(dcp_ctx *c)
+{
+    for (size_t i = 1; i < c->ck->nkeys; i++)
+        if (strcmp(c->ck->keys[i - 1].fqn, c->ck->keys[i].fqn) == 0)
+            return fail(c, "key %s appears twice in state_dict_metadata", c->ck->keys[i].fqn);
     return 0;
 }
 
@@ -354,6 +378,11 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
     uint8_t *buf;
     size_t len;
     int rc = read_whole(ck->root_fd, ".metadata", &buf, &len);
+    if (rc == -EXDEV) {
+        snprintf(err, errlen, "%s/.metadata: a symlink that leaves the checkpoint directory",
+                 ck->source);
+        return -EINVAL;
+    }
     if (rc) {
         snprintf(err, errlen, "%s/.metadata: cannot read: %s", ck->source, strerror(-rc));
         return rc;
@@ -376,6 +405,8 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
         rc = build_keys(&c, pk_dict_get(fields, "state_dict_metadata"));
         if (!rc)
             ck_sort_keys(ck); /* storage_data and planner_data look keys up */
+        if (!rc)
+            rc = refuse_duplicates(&c);
         if (!rc)
             rc = build_storage(&c, pk_dict_get(fields, "storage_data"));
         if (!rc)

@@ -244,6 +244,25 @@ static int parse_root(const cJSON *root, uint64_t data_len, ck_st_header *out, c
     return check_tensor_set(out, err, errlen);
 }
 
+bool ck_json_has_nul_escape(const char *json, size_t len)
+{
+    bool in_string = false;
+    for (size_t i = 0; i < len; i++) {
+        if (!in_string) {
+            in_string = json[i] == '"';
+            continue;
+        }
+        if (json[i] == '"') {
+            in_string = false;
+        } else if (json[i] == '\\' && i + 1 < len) {
+            if (json[i + 1] == 'u' && i + 5 < len && memcmp(json + i + 2, "0000", 4) == 0)
+                return true;
+            i++; /* the escaped character, so \\" does not end the string */
+        }
+    }
+    return false;
+}
+
 int ck_st_parse_json(const char *json, size_t json_len, uint64_t data_len, ck_st_header *out,
                      char *err, size_t errlen)
 {
@@ -254,6 +273,8 @@ int ck_st_parse_json(const char *json, size_t json_len, uint64_t data_len, ck_st
     /* cJSON stops at a NUL; one inside the header would hide the rest. */
     if (memchr(json, '\0', json_len))
         return ck_fail(err, errlen, -EINVAL, "header holds a NUL byte");
+    if (ck_json_has_nul_escape(json, json_len))
+        return ck_fail(err, errlen, -EINVAL, "a name or string in the header holds a NUL (\\u0000)");
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(json, json_len, &end, 0);
     if (!root) {

@@ -2,6 +2,7 @@
 #ifndef CKPT_SAFETENSORS_H
 #define CKPT_SAFETENSORS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 #include "dtype.h"
@@ -35,6 +36,9 @@ int ck_st_parse(const ck_byte_source *src, ck_st_header *out, char *err, size_t 
  * data_len is the size of the data region for bounds checks. */
 int ck_st_parse_json(const char *json, size_t json_len, uint64_t data_len, ck_st_header *out,
                      char *err, size_t errlen);
+/* Whether a JSON text has a \u0000 escape in a string: cJSON decodes it to
+ * a NUL that cuts the name short, so a key "a\u0000b" would become "a". */
+bool ck_json_has_nul_escape(const char *json, size_t len);
 /* A JSON number that is a whole number in [0, 2^53), where doubles are
  * exact; 0, or -1 for anything else (cJSON would round larger ones). */
 struct cJSON;

@@ -239,6 +239,10 @@ static const cJSON *find_member(const cJSON **sorted, size_t n, const char *name
  * without one). */
 static int parse_sharding(st_build *b, st_file *f, const char *info)
 {
+    if (ck_json_has_nul_escape(info, strlen(info))) {
+        fail(b, f->name, DCP_SHARDING_INFO " names a tensor with a NUL (\\u0000) in it");
+        return -EINVAL;
+    }
     cJSON *root = cJSON_Parse(info);
     if (!cJSON_IsObject(root)) {
         fail(b, f->name, DCP_SHARDING_INFO " is not a JSON object");
@@ -394,6 +398,23 @@ static int file_known(const st_build *b, const char *name)
     return 0;
 }
 
+/* Whether an index entry names a path that stays in SOURCE: not absolute
+ * and without a ".." component (symlinks are judged when shards open). */
+static int name_is_inside(const char *p)
+{
+    if (p[0] == '/')
+        return 0;
+    for (const char *c = p; *c;) {
+        size_t n = strcspn(c, "/");
+        if (n == 2 && c[0] == '.' && c[1] == '.')
+            return 0;
+        c += n;
+        if (*c == '/')
+            c++;
+    }
+    return 1;
+}
+
 /* The index must describe exactly the tensors the shards hold: a missing
  * shard or a stray file would otherwise mount a partial or mixed model. */
 static int check_index(st_build *b)
@@ -406,6 +427,11 @@ static int check_index(st_build *b)
     int rc = read_whole(b, ST_INDEX_NAME, &text, &len);
     if (rc)
         return rc;
+    if (ck_json_has_nul_escape(text, len)) {
+        free(text);
+        fail(b, ST_INDEX_NAME, "names a tensor or file with a NUL (\\u0000) in it");
+        return -EINVAL;
+    }
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
     const cJSON *wm = cJSON_IsObject(root) ? cJSON_GetObjectItemCaseSensitive(root, "weight_map")
@@ -424,6 +450,12 @@ static int check_index(st_build *b)
         }
     }
     for (const cJSON *e = wm->child; e; e = e->next) {
+        if (!name_is_inside(e->valuestring)) {
+            fail(b, ST_INDEX_NAME, "names %s (for '%s'), which is outside %s", e->valuestring,
+                 e->string, b->ck->source);
+            rc = -EINVAL;
+            goto out;
+        }
         if (!file_known(b, e->valuestring)) {
             fail(b, ST_INDEX_NAME, "names %s (for '%s'), which is missing", e->valuestring,
                  e->string);
