@@ -218,7 +218,7 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
 
 /* Resolves c.  item_mem, when not NULL, holds the item's c->length bytes,
  * read by a batch (see prefetch_resolve): the archive is then parsed from
- * memory, and the file is known to be long enough. */
+ * memory. */
 static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, const uint8_t *item_mem)
 {
     char why[384] = "";
@@ -232,10 +232,8 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, cons
     }
     struct stat st;
     uint64_t end;
-    if (item_mem) {
-        st.st_size = 0; /* unused: the batch read proved the file long enough */
-    } else if (fstat(fd, &st) != 0 || __builtin_add_overflow(c->offset, c->length, &end) ||
-               (uint64_t)st.st_size < end) {
+    if (fstat(fd, &st) != 0 || __builtin_add_overflow(c->offset, c->length, &end) ||
+        (uint64_t)st.st_size < end) {
         snprintf(why, sizeof why, "file ends at %" PRIu64 " before the item's end",
                  (uint64_t)st.st_size);
         return chunk_fail(ck, key, c, -EIO, why);
@@ -246,8 +244,8 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, cons
     char note[384] = "";
     if (key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE) {
         bool in_blob = false;
-        rc = ck_dcp_st_resolve(ck, key, c, fd, (uint64_t)st.st_size, &in_blob, why, sizeof why,
-                               note, sizeof note);
+        rc = ck_dcp_st_resolve(ck, key, c, fd, (uint64_t)st.st_size, item_mem, c->length,
+                               &in_blob, why, sizeof why, note, sizeof note);
         if (rc)
             return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO, why);
         if (in_blob)

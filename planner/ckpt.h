@@ -101,8 +101,9 @@ typedef struct ck_checkpoint {
      * foreground */
     struct ck_prefetch *_Atomic prefetch;
     int prefetch_failed;
-    /* Guards the arena during chunk resolution and the wait for a chunk
-     * another thread is resolving (resolved); never held across I/O. */
+    /* Guards the arena during chunk resolution, the wait for a chunk
+     * another thread is resolving (resolved), and the safetensors header
+     * cache (dcp_st; held across a data file's first header read). */
     pthread_mutex_t lock;
     pthread_cond_t resolved;
     void *arena;          /* owner of strings/arrays above (ck_arena) */

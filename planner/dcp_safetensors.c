@@ -5,6 +5,8 @@
  * header that disagrees with `.metadata` fails that item with EIO. */
 #include "dcp_safetensors.h"
 
+#include <pthread.h>
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -270,8 +272,8 @@ static int match_item(const ck_key *key, ck_chunk *c, const st_blob *b, size_t t
  * when one names it; *in_blob when the item is in a safetensors file at all
  * (a file that starts with a blob holds nothing else). */
 static int locate(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c, int fd,
-                  uint64_t file_size, const st_blob **b, size_t *ti, bool *in_blob, char *note,
-                  size_t notelen)
+                  uint64_t file_size, const uint8_t *item_head, uint64_t head_len,
+                  const st_blob **b, size_t *ti, bool *in_blob, char *note, size_t notelen)
 {
     *b = NULL;
     *in_blob = false;
@@ -304,6 +306,9 @@ static int locate(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c, int f
      * items are looked at (torch never transforms its blob). */
     if (c->transforms || c->offset == 0)
         return 0;
+    /* a header is 8 length bytes, then '{': a zip archive starts otherwise */
+    if (item_head && head_len >= 9 && item_head[8] != '{')
+        return 0;
     if (!(f->tail.valid && f->tail.at == c->offset)) {
         st_blob nb;
         char err[256] = "";
@@ -327,8 +332,8 @@ static int locate(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c, int f
 }
 
 int ck_dcp_st_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int fd,
-                      uint64_t file_size, bool *found, char *why, size_t whylen, char *note,
-                      size_t notelen)
+                      uint64_t file_size, const uint8_t *item_head, uint64_t head_len, bool *found,
+                      char *why, size_t whylen, char *note, size_t notelen)
 {
     *found = false;
     if (notelen)
@@ -337,13 +342,17 @@ int ck_dcp_st_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int fd,
         return 0;
     const st_blob *b;
     size_t ti = 0;
-    int rc = locate(ck, key, c, fd, file_size, &b, &ti, found, note, notelen);
-    if (rc || !*found)
-        return rc;
-    if (!b)
-        return ck_fail(why, whylen, -EIO,
-                       "the safetensors header of its data file has no tensor %s", key->fqn);
-    return match_item(key, c, b, ti, why, whylen);
+    /* The per-file header cache is shared by every resolving thread.  The
+     * lock covers the header reads of a file's first probe: once per data
+     * file, small, and what the other threads would have to wait for anyway. */
+    pthread_mutex_lock(&ck->lock);
+    int rc = locate(ck, key, c, fd, file_size, item_head, head_len, &b, &ti, found, note, notelen);
+    if (!rc && *found)
+        rc = b ? match_item(key, c, b, ti, why, whylen)
+               : ck_fail(why, whylen, -EIO,
+                         "the safetensors header of its data file has no tensor %s", key->fqn);
+    pthread_mutex_unlock(&ck->lock);
+    return rc;
 }
 
 bool ck_dcp_st_in_use(ck_checkpoint *ck)
@@ -373,7 +382,7 @@ bool ck_dcp_st_in_use(ck_checkpoint *ck)
             const st_blob *b;
             size_t ti;
             bool in_blob = false;
-            (void)locate(ck, k, c, fd, (uint64_t)st.st_size, &b, &ti, &in_blob, NULL, 0);
+            (void)locate(ck, k, c, fd, (uint64_t)st.st_size, NULL, 0, &b, &ti, &in_blob, NULL, 0);
             uses = in_blob;
         }
     }
