@@ -96,10 +96,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     # step NAME COMMAND...: one line saying what runs and how it ended; apt's output goes to
     # the log, whose tail is shown if the command fails.
     step() {
-        local what=$1 t0=$SECONDS rc=0
+        local what=$1 t0=$SECONDS rc=0 from nwarn
         shift
         printf 'install-deps: %s ... ' "$what"
         echo "### $what: $*" >>"$log"
+        from=$(wc -l <"$log")
         "$@" </dev/null >>"$log" 2>&1 || rc=$?
         if [ "$rc" -ne 0 ]; then
             echo "FAILED (status $rc)"
@@ -107,7 +108,13 @@ if [ "${#missing[@]}" -gt 0 ]; then
             tail -n 25 "$log" | sed 's/^/    /' >&2
             exit 1
         fi
-        echo "done ($((SECONDS - t0)) s)"
+        # apt-get update succeeds when a mirror is unreachable; say so, the next step fails.
+        nwarn=$(tail -n +"$((from + 1))" "$log" | grep -c '^W: ' || true)
+        if [ "$nwarn" -gt 0 ]; then
+            echo "done with $nwarn warnings, see $log ($((SECONDS - t0)) s)"
+        else
+            echo "done ($((SECONDS - t0)) s)"
+        fi
     }
 
     echo "install-deps: ${#missing[@]} Debian packages to install: ${missing[*]} (apt log: $log)"
