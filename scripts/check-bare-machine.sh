@@ -3,7 +3,10 @@
 # (no make, no compiler, no git), as root, with MAKEFLAGS=-j2.  Not run by CI: it needs root,
 # the Debian mirror and several GB of disk, and the test command takes as long as the suite.
 #
-# usage: scripts/check-bare-machine.sh [demo] [test]     (default: both)
+# usage: scripts/check-bare-machine.sh [demo] [test] [make-demo]   (default: all three)
+#   demo, test   the README's two quick-start commands
+#   make-demo    `make demo` where only make was installed (apt-get install make): the
+#                Makefile installs the compiler and packages before compiling, also under -j
 # environment:
 #   BARE_DIR   work directory (default /var/tmp/ckptfs-bare): base/ is the debootstrap
 #              output, made once and reused; root/ is a fresh copy of it for each run
@@ -13,17 +16,20 @@
 #   MAKEFLAGS  passed into the chroot (default -j2)
 #
 # What runs in the chroot are the commands of the README's "Quick start" block, read from
-# README.md, in a clean `git clone` of this repository's HEAD (commit first).  Logs:
-# $BARE_DIR/demo.log and $BARE_DIR/test.log.  The chroot is left in place for a look inside
-# (its bind mounts are removed); the next run replaces it.
+# README.md, in a clean `git clone` of this repository's HEAD (commit first).  Each step
+# gets a fresh chroot.  Logs: $BARE_DIR/STEP.log.  The last chroot is left in place for a
+# look inside (its bind mounts are removed); the next run replaces it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
 
 steps=("$@")
-[ "${#steps[@]}" -gt 0 ] || steps=(demo test)
+[ "${#steps[@]}" -gt 0 ] || steps=(demo test make-demo)
 for s in "${steps[@]}"; do
-    case "$s" in demo|test) ;; *) echo "usage: $0 [demo] [test]" >&2; exit 2 ;; esac
+    case "$s" in
+        demo|test|make-demo) ;;
+        *) echo "usage: $0 [demo] [test] [make-demo]" >&2; exit 2 ;;
+    esac
 done
 
 BARE=${BARE_DIR:-/var/tmp/ckptfs-bare}
@@ -75,23 +81,27 @@ if [ ! -x "$BARE/base/bin/bash" ]; then
         { tail -n 20 "$BARE/debootstrap.log" >&2; die "debootstrap failed"; }
 fi
 
-unmount_all
-[ -z "$(mounts_under)" ] || die "cannot unmount everything under $root; not removing it"
-rm -rf --one-file-system "$root"
-cp -a "$BARE/base" "$root"
-for tool in make cc gcc git; do
-    if chroot "$root" /bin/sh -c "command -v $tool" >/dev/null 2>&1; then
-        die "the fresh chroot already has $tool: not a bare machine"
-    fi
-done
-mkdir -p "$root/work"
-git clone -q "$REPO" "$root/work/ckptfs"
-say "cloned $(git -C "$root/work/ckptfs" log -1 --format='%h %s' | cut -c1-70)"
-[ ! -d "$SHARED" ] || cp -a "$SHARED/." "$root/work/shared"
+# A fresh copy of the debootstrap output with the clone (and SHARED) in /work.
+fresh_chroot() {
+    unmount_all
+    [ -z "$(mounts_under)" ] || die "cannot unmount everything under $root; not removing it"
+    rm -rf --one-file-system "$root"
+    cp -a "$BARE/base" "$root"
+    local tool
+    for tool in make cc gcc git; do
+        if chroot "$root" /bin/sh -c "command -v $tool" >/dev/null 2>&1; then
+            die "the fresh chroot already has $tool: not a bare machine"
+        fi
+    done
+    mkdir -p "$root/work"
+    git clone -q "$REPO" "$root/work/ckptfs"
+    say "fresh chroot $root; cloned $(git -C "$root/work/ckptfs" log -1 --format='%h %s' | cut -c1-60)"
+    [ ! -d "$SHARED" ] || cp -a "$SHARED/." "$root/work/shared"
 
-mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
-mount -t proc proc "$root/proc"
-mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
+    mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev"
+    mount -t proc proc "$root/proc"
+    mount --rbind /sys "$root/sys" && mount --make-rslave "$root/sys"
+}
 
 # in_chroot LOG COMMAND: runs COMMAND (a string) in the clone with a clean environment and no
 # terminal, as CI would; prints how long it took and the log's last line.
@@ -105,14 +115,35 @@ in_chroot() {
     return "$rc"
 }
 
+# demo_mounted: what the demo promises, a checkpoint still mounted at ./mnt and readable.
+demo_mounted() {
+    chroot "$root" /bin/bash -c 'cd /work/ckptfs && mountpoint -q mnt && [ -n "$(ls mnt)" ] &&
+        fusermount3 -u mnt'
+}
+
 status=0
 for s in "${steps[@]}"; do
+    fresh_chroot
     case "$s" in
+    make-demo)
+        if ! in_chroot "$BARE/make-demo.log" \
+                "apt-get update -qq && apt-get install -y -qq make >/dev/null && make demo"; then
+            say "make-demo: FAILED; the log's tail:"
+            tail -n 30 "$BARE/make-demo.log" | sed 's/^/    /'; status=1
+        elif ! demo_mounted; then
+            say "make-demo: FAILED: ./mnt is not a mounted checkpoint after the demo"; status=1
+        elif first_cc=$(grep -m1 -nE '^(cc|gcc|clang) ' "$BARE/make-demo.log" | cut -d: -f1)
+             installed=$(grep -m1 -n 'install-deps: installing them ... done' \
+                         "$BARE/make-demo.log" | cut -d: -f1)
+             [ -z "$first_cc" ] || [ -z "$installed" ] || [ "$first_cc" -lt "$installed" ]; then
+            say "make-demo: FAILED: a compile started before the packages were installed"; status=1
+        else
+            say "make-demo: OK (packages installed before the first compile; ./mnt mounted)"
+        fi
+        ;;
     demo)
         if in_chroot "$BARE/demo.log" "${quick[0]}"; then
-            # What the demo promises: the checkpoint is still mounted at ./mnt and readable.
-            if chroot "$root" /bin/bash -c 'cd /work/ckptfs && mountpoint -q mnt &&
-                    [ -n "$(ls mnt)" ] && fusermount3 -u mnt'; then
+            if demo_mounted; then
                 say "demo: OK (./mnt was mounted and listed, then unmounted)"
             else
                 say "demo: FAILED: ./mnt is not a mounted checkpoint after the demo"; status=1
