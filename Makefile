@@ -10,6 +10,11 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2
 DEFS    := -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -DFUSE_USE_VERSION=31
 OPT     ?= -O2 -g
+# WERROR=1 (CI sets it) makes every warning an error.  Off by default: a newer compiler's new
+# warnings must not break a user's plain build.
+ifeq ($(WERROR),1)
+WARN    += -Werror
+endif
 CFLAGS_ALL = -std=gnu11 $(WARN) $(DEFS) $(PKG_CFLAGS) -Iplanner -Ifs $(CFLAGS)
 SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
@@ -24,20 +29,22 @@ SAN_PLANNER_OBJ := $(PLANNER_SRC:%.c=build/san/%.o)
 SAN_FS_OBJ      := $(FS_SRC:%.c=build/san/%.o)
 UNIT_BIN        := $(UNIT_SRC:tests/unit/%.c=build/san/tests/%)
 
-.PHONY: all deps test unit demo clean install bench fuzz
-all: deps-check build/ckptfs build/libckptplanner.a
+.PHONY: all deps deps-check test unit demo clean install bench fuzz
+all: build/ckptfs build/libckptplanner.a
 
 deps:
 	@scripts/install-deps.sh
 
+# Installs what the goals need (a demo needs no torch) before anything is compiled: every
+# compile and link waits for it (order-only, so it never forces a rebuild), also under -j.
 deps-check:
-	@scripts/install-deps.sh --quiet
+	@scripts/install-deps.sh --quiet $(MAKECMDGOALS)
 
-build/rel/%.o: %.c $(HEADERS)
+build/rel/%.o: %.c $(HEADERS) | deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(OPT) $(CFLAGS_ALL) -c $< -o $@
 
-build/san/%.o: %.c $(HEADERS)
+build/san/%.o: %.c $(HEADERS) | deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -c $< -o $@
 
@@ -55,22 +62,22 @@ build/ckptfs: $(REL_FS_OBJ) build/libckptplanner.a
 build/san/ckptfs: $(SAN_FS_OBJ) build/san/libckptplanner.a
 	$(CC) $(SANFLAGS) -o $@ $(SAN_FS_OBJ) build/san/libckptplanner.a $(PKG_LIBS) $(LDFLAGS)
 
-build/san/tests/%: tests/unit/%.c build/san/libckptplanner.a $(HEADERS)
+build/san/tests/%: tests/unit/%.c build/san/libckptplanner.a $(HEADERS) | deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -Itests/unit -o $@ $< build/san/libckptplanner.a $(PKG_LIBS)
 
-unit: deps-check $(UNIT_BIN)
+unit: $(UNIT_BIN)
 
-test: deps-check build/ckptfs build/san/ckptfs $(UNIT_BIN)
+test: build/ckptfs build/san/ckptfs $(UNIT_BIN) | deps-check
 	@scripts/run-tests.sh
 
-demo: all
+demo: all | deps-check
 	@scripts/demo.sh
 
-bench: all
+bench: all | deps-check
 	@scripts/bench.sh
 
-fuzz: deps-check
+fuzz: | deps-check
 	@scripts/fuzz.sh
 
 install: all

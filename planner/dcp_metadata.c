@@ -375,8 +375,8 @@ static int build_planner_data(dcp_ctx *c, const pk_value *pd)
 int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
 {
     dcp_ctx c = { ck, err, errlen };
-    uint8_t *buf;
-    size_t len;
+    uint8_t *buf = NULL;
+    size_t len = 0;
     int rc = read_whole(ck->root_fd, ".metadata", &buf, &len);
     if (rc == -EXDEV) {
         snprintf(err, errlen, "%s/.metadata: a symlink that leaves the checkpoint directory",

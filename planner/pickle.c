@@ -178,8 +178,8 @@ static const char *opname(uint8_t op)
     return op_names[op] ? op_names[op] : "opcode";
 }
 
-__attribute__((format(printf, 3, 4)))
-static int fail(parser *p, int rc, const char *fmt, ...)
+__attribute__((format(printf, 2, 3)))
+static void fail_msg(parser *p, const char *fmt, ...)
 {
     if (p->err && p->errlen) {
         char what[200];
@@ -189,8 +189,11 @@ static int fail(parser *p, int rc, const char *fmt, ...)
         va_end(ap);
         snprintf(p->err, p->errlen, "pickle: %s at offset %zu", what, p->op_pos);
     }
-    return rc;
 }
+
+/* A macro so that the compiler sees each failure return its (nonzero) rc:
+ * outputs set only on success are then not "maybe uninitialized". */
+#define fail(p, rc, ...) (fail_msg((p), __VA_ARGS__), (rc))
 
 static int oom(parser *p)
 {
