@@ -12,7 +12,7 @@
 #include <emmintrin.h>
 #endif
 
-#define STATS_BLOCK 4096
+#define STATS_BLOCK CK_STATS_BLOCK
 /* Bytes read from the checkpoint per step of ck_key_stats. */
 #define STATS_READ_BYTES (1u << 20)
 
@@ -151,6 +151,22 @@ static void add_values(ck_stats_acc *a, const double *v, size_t n)
     }
 }
 
+/* Queues n values, merging each block as it fills. */
+static void push_values(ck_stats_acc *a, const double *v, size_t n)
+{
+    while (n) {
+        size_t m = STATS_BLOCK - a->npend < n ? STATS_BLOCK - a->npend : n;
+        memcpy(a->pend + a->npend, v, m * sizeof *v);
+        a->npend += m;
+        v += m;
+        n -= m;
+        if (a->npend == STATS_BLOCK) {
+            add_values(a, a->pend, STATS_BLOCK);
+            a->npend = 0;
+        }
+    }
+}
+
 /* Counts NaN, infinities and zeros of x; true when x is finite. */
 static bool classify(ck_stats_acc *a, double x)
 {
@@ -178,7 +194,7 @@ static void add_float_block(ck_stats_acc *a, const uint8_t *p, size_t n)
     for (size_t i = 0; i < n; i++)
         if (classify(a, v[i]))
             v[k++] = v[i];
-    add_values(a, v, k);
+    push_values(a, v, k);
 }
 
 static void add_complex_block(ck_stats_acc *a, const uint8_t *p, size_t n)
@@ -209,7 +225,7 @@ static void add_complex_block(ck_stats_acc *a, const uint8_t *p, size_t n)
             v[k++] = hypot_nolibm(re, im);
         }
     }
-    add_values(a, v, k);
+    push_values(a, v, k);
 }
 
 static void add_int_block(ck_stats_acc *a, const uint8_t *p, size_t n)
@@ -243,7 +259,7 @@ static void add_int_block(ck_stats_acc *a, const uint8_t *p, size_t n)
             v[i] = (double)x;
         }
     }
-    add_values(a, v, n);
+    push_values(a, v, n);
 }
 
 void ck_stats_add(ck_stats_acc *a, const void *elems, size_t n)
@@ -263,8 +279,10 @@ void ck_stats_add(ck_stats_acc *a, const void *elems, size_t n)
     }
 }
 
-void ck_stats_finish(const ck_stats_acc *a, ck_tensor_stats *out)
+void ck_stats_finish(ck_stats_acc *a, ck_tensor_stats *out)
 {
+    add_values(a, a->pend, a->npend);
+    a->npend = 0;
     memset(out, 0, sizeof *out);
     out->dtype = a->dtype;
     out->kind = a->kind;
@@ -308,15 +326,21 @@ int ck_key_stats(ck_checkpoint *ck, const ck_key *key, ck_tensor_stats *out)
         return -EINVAL;
     if (key->error)
         return key->error;
-    ck_stats_acc a;
-    int rc = ck_stats_init(&a, key->dtype);
-    if (rc)
+    ck_stats_acc *a = malloc(sizeof *a); /* 32 KiB of pending values: not on the stack */
+    if (!a)
+        return -ENOMEM;
+    int rc = ck_stats_init(a, key->dtype);
+    if (rc) {
+        free(a);
         return rc;
+    }
     size_t sz = ck_dtype_get(key->dtype)->size;
     size_t step = STATS_READ_BYTES / sz * sz;
     uint8_t *buf = malloc(step);
-    if (!buf)
+    if (!buf) {
+        free(a);
         return -ENOMEM;
+    }
     for (uint64_t off = 0; off < key->nbytes;) {
         size_t want = key->nbytes - off < step ? (size_t)(key->nbytes - off) : step, got;
         rc = ck_key_read(ck, key, off, buf, want, &got);
@@ -324,11 +348,12 @@ int ck_key_stats(ck_checkpoint *ck, const ck_key *key, ck_tensor_stats *out)
             rc = -EIO;
         if (rc)
             break;
-        ck_stats_add(&a, buf, want / sz);
+        ck_stats_add(a, buf, want / sz);
         off += want;
     }
     free(buf);
     if (!rc)
-        ck_stats_finish(&a, out);
+        ck_stats_finish(a, out);
+    free(a);
     return rc;
 }

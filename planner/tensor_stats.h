@@ -34,6 +34,8 @@
 #include <stdint.h>
 #include "ckpt.h"
 
+#define CK_STATS_BLOCK 4096
+
 typedef enum { CK_STATS_FLOAT, CK_STATS_SIGNED, CK_STATS_UNSIGNED, CK_STATS_COMPLEX } ck_stats_kind;
 
 typedef struct {
@@ -49,6 +51,10 @@ typedef struct {
     double fmin, fmax;
     double mean, m2;      /* Chan: running mean, sum of squared deviations */
     double l2_scale, l2_ssq; /* l2 = l2_scale * sqrt(l2_ssq) */
+    /* values not yet merged: blocks are always whole, so the result does
+     * not depend on how the tensor was cut into ck_stats_add calls */
+    double pend[CK_STATS_BLOCK];
+    size_t npend;
 } ck_stats_acc;
 
 typedef struct {
@@ -68,7 +74,8 @@ bool ck_stats_supported(ck_dtype dt);
 int ck_stats_init(ck_stats_acc *a, ck_dtype dt);
 /* Adds n elements (little-endian, any alignment). */
 void ck_stats_add(ck_stats_acc *a, const void *elems, size_t n);
-void ck_stats_finish(const ck_stats_acc *a, ck_tensor_stats *out);
+/* Merges what is pending and fills out; a may take more elements after. */
+void ck_stats_finish(ck_stats_acc *a, ck_tensor_stats *out);
 
 /* Reads the whole tensor in blocks through the load planner and returns
  * its statistics; 0 or -errno (-EINVAL: no statistics for its dtype). */
