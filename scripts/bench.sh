@@ -419,9 +419,11 @@ bench_zstd() {
 # cp -r of /.ckptfs/hf (the HuggingFace directory view, cut into 256M shards so several
 # are copied) against cat of every key file through a fresh mount of the same checkpoint:
 # both read every tensor byte once through ckptfs, so the ratio is the cost of assembling the
-# shards.  The copy goes to /dev/shm when it has room (no disk writes in the figure).
+# shards.  The copy goes to /dev/shm when it has room (no disk writes in the figure).  A
+# reference row measures the same for the plain key files with no FUSE at all: cp -r against
+# cat, i.e. what writing the copy costs by itself.
 bench_hf() {
-    local t=() tb=() i t0 dest=$OUT/hf-copy hf_bytes=0
+    local t=() tb=() tp=() tpc=() i t0 dest=$OUT/hf-copy hf_bytes=0
     if [ -d /dev/shm ] && [ "$(df -B1 --output=avail /dev/shm | tail -1)" -gt $((TENSOR_BYTES * 2)) ]; then
         dest=/dev/shm/ckptfs-bench-hf.$$
     fi
@@ -441,6 +443,12 @@ bench_hf() {
         stop_mount
         hf_bytes=$(du -sb "$dest" | cut -f1)
         rm -rf "$dest"
+        read_all "${KEY_PATHS[@]/#/$DATA/plain/}"
+        tp+=("$(timed_read "${KEY_PATHS[@]/#/$DATA/plain/}")")
+        t0=$(now)
+        cp -r "$DATA/plain" "$dest"
+        tpc+=("$(secs_since "$t0")")
+        rm -rf "$dest"
     done
     local base ours r
     base=$(min_of "${tb[@]}")
@@ -452,6 +460,11 @@ bench_hf() {
     r=$(throughput_ratio "$hf_bytes" "$ours" "$TENSOR_BYTES" "$base")
     row "cp -r /.ckptfs/hf (256M shards)" "single" "$(gbps "$hf_bytes" "$ours")" \
         "cat of the key files $(gbps "$TENSOR_BYTES" "$base")" "$r" ">= 0.8" "$(verdict "$r" 0.8)"
+    local pc pcat
+    pc=$(min_of "${tpc[@]}")
+    pcat=$(min_of "${tp[@]}")
+    row "cp -r of the plain key files (no FUSE)" "plain" "$(gbps "$TENSOR_BYTES" "$pc")" \
+        "cat $(gbps "$TENSOR_BYTES" "$pcat")" "$(ratio "$pcat" "$pc")" "reference" "-"
 }
 
 bench_keys() {
