@@ -569,7 +569,7 @@ static int lookup_stats(fs_mount *m, const char *path, size_t n, fs_view **out)
     int rc = v->u.stats.err; /* a failure is kept too: the bytes will not heal */
     if (rc) {
         view_unref(v);
-        return rc;
+        return rc == -ENOMEM ? rc : -EIO; /* unreadable chunks, as a read of the key says */
     }
     *out = v;
     return 0;

@@ -51,7 +51,8 @@ special() {
     [ "$status" -eq 1 ]
     [ "${#lines[@]}" -eq 1 ]
     [[ "$output" == *"dtype=int8"* ]]
-    ! mountpoint -q "$d/mnt"
+    run mountpoint -q "$d/mnt"
+    [ "$status" -ne 0 ]
 }
 
 @test "stats: PATH.stats of awkward values and of every fixture's tensors match numpy" {
@@ -89,4 +90,28 @@ special() {
     unmount_ckpt
     mount_ckpt "$FIX/dcp_dtensor_ws4"
     cmp "$d/1" "$MNT/row_sharded.stats"
+}
+
+@test "stats, dtype, hf: an unreadable key fails alone (EIO), everything else still reads" {
+    local src
+    src=$(copy_fixture dcp_dtensor_ws4)
+    # row_sharded's chunks no longer tile it (chunk 1 a row short): the key is unreadable
+    "$PY" "$BATS_PY/metadata_edit.py" "$src" chunk-size row_sharded 1 0 2
+    mount_ckpt "$src" -o dtype=bfloat16,hf_shard=1K
+    run cat "$MNT/row_sharded.stats"
+    [ "$status" -ne 0 ]
+    [[ "$output" == *"Input/output error"* ]]
+    run cat "$MNT/row_sharded.npy"
+    [ "$status" -ne 0 ]
+    # left out of the HuggingFace directory, with the reason
+    grep -q 'row_sharded' "$MNT/.ckptfs/hf/model-00001-of-"*.safetensors
+    "$PY" -c 'import json, sys
+ix = json.load(open(sys.argv[1]))
+assert "row_sharded" not in ix["weight_map"], "row_sharded in weight_map"
+assert "col_sharded" in ix["weight_map"], "col_sharded missing"
+assert "row_sharded" in [s["name"] for s in ix["metadata"]["ckptfs.skipped"]], ix["metadata"]' \
+        "$MNT/.ckptfs/hf/model.safetensors.index.json"
+    cat "$MNT/.ckptfs/hf/"* >/dev/null
+    cat "$MNT/col_sharded.stats" "$MNT/grid.npy" >/dev/null
+    kill -0 "$CKPT_PID"
 }

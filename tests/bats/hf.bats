@@ -120,7 +120,8 @@ hf_digest() {
     [ "$status" -eq 1 ]
     [ "${#lines[@]}" -eq 1 ]
     [[ "$output" == *"tokenizer.json"*"outside hf_dir"* ]]
-    ! mountpoint -q "$d/mnt"
+    run mountpoint -q "$d/mnt"
+    [ "$status" -ne 0 ]
     run "$CKPTFS" -o "hf_dir=$d/nope" "$FIX/dcp_single" "$d/mnt"
     [ "$status" -eq 1 ]
     [[ "$output" == *"hf_dir"*"No such file"* ]]
