@@ -161,6 +161,11 @@ static int hf_file_read(fs_mount *m, fs_view *v, bool current, uint64_t off, voi
     return -EINVAL;
 }
 
+ck_dtype fs_view_dtype(const fs_view *v)
+{
+    return v->kind == VIEW_NPY ? v->u.npy.as : CK_DT_INVALID;
+}
+
 int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, size_t *got)
 {
     bool current = v->gen == atomic_load(&m->views->gen);

@@ -32,6 +32,8 @@ int fs_view_list(fs_mount *m, fs_view *v, int (*fill)(void *ctx, const char *nam
 
 /* The tensor behind an npy view (for xattrs), else NULL. */
 const ck_key *fs_view_key(const fs_view *v);
+/* The dtype an npy view's data holds (-o dtype= may convert), else CK_DT_INVALID. */
+ck_dtype fs_view_dtype(const fs_view *v);
 /* For -o npy listings: the .npy name of a tensor file node. */
 int fs_view_npy_name(const char *name, char *out, size_t cap);
 

@@ -7,6 +7,7 @@ For every tensor of the manifest:
 - the expected view bytes are torch's own `torch.tensor(raw).to(T)` for floating dtypes
   (float8 sources, which torch 1.13 lacks, are decoded here from the format's definition to
   float32 first, which is exact), and the raw bytes for every other dtype;
+- PATH.npy says the converted dtype in user.ckpt.dtype (the raw file keeps the stored one);
 - PATH.npy, /.ckptfs/model.safetensors, every top-level DIR.safetensors and the tensors of
   /.ckptfs/hf hold exactly those bytes, under the converted dtype's name and size; NaN must
   stay NaN (torch's own NaN bits differ between its code paths, so only NaN-ness is
@@ -144,6 +145,11 @@ def main():
             whole = f.read()
         (hlen,) = struct.unpack_from("<H", whole, 8)
         header = whole[10:10 + hlen].decode("latin1")
+        shown = os.getxattr(p, "user.ckpt.dtype").decode()
+        if shown != (a.dtype if mask is not None else e["dtype"]):
+            probs.add("%s: user.ckpt.dtype %s" % (p, shown))
+        if os.getxattr(os.path.join(a.mount, path_of[fqn]), "user.ckpt.dtype").decode() != e["dtype"]:
+            probs.add("%s: the raw file's user.ckpt.dtype changed" % fqn)
         if mask is not None:
             nconv += 1
             if "'descr': '%s'" % NPY[a.dtype] not in header:
