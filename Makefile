@@ -5,7 +5,7 @@ PREFIX  ?= /usr/local
 PKGS    := fuse3 libzstd libcjson libcurl
 # pkg-config is looked up lazily so `make deps` works before it is installed.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lz -lpthread -lm
 
 WARN    := -Wall -Wextra -Wno-unused-parameter -Wshadow -Wformat=2
 DEFS    := -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64 -DFUSE_USE_VERSION=31

@@ -94,6 +94,8 @@ static void mount_free(fs_mount *m, struct fuse_args *args)
     fuse_opt_free_args(args);
     free(m->opts.source);
     free(m->opts.mountpoint);
+    free(m->opts.hf_prefix);
+    free(m->opts.hf_dir);
 }
 
 /* Opens SOURCE and builds the tree and views; 0, or -errno after printing
@@ -126,6 +128,10 @@ static int mount_prepare(fs_mount *m)
     if (rc) {
         fprintf(stderr, "ckptfs: %s: cannot build the file tree: %s\n", m->opts.source,
                 strerror(-rc));
+        return rc;
+    }
+    if (m->opts.hf_dir && (rc = fs_views_open_hf_dir(m->views, m->opts.hf_dir, err, sizeof err))) {
+        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
         return rc;
     }
     if (m->opts.rw && (rc = fs_write_init(m, err, sizeof err)) != 0) {

@@ -332,7 +332,12 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
     fs_view *v;
     int rc = -ENODATA;
     const ck_key *key = key_at(m, path, &v);
-    if (key) {
+    ck_dtype shown = v ? fs_view_dtype(v) : CK_DT_INVALID;
+    if (key && shown != CK_DT_INVALID && shown != key->dtype && strcmp(name, "user.ckpt.dtype") == 0) {
+        /* an npy view converted by -o dtype=: its data's dtype, not the stored one */
+        const char *t = ck_dtype_get(shown)->torch_name;
+        rc = fs_xattr_reply(t, strlen(t), value, size);
+    } else if (key) {
         char *s = xattr_value(m, key, name, &rc);
         if (s) {
             rc = fs_xattr_reply(s, strlen(s), value, size);

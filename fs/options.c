@@ -5,8 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "dtype_convert.h"
 
-enum { KEY_HELP, KEY_VERSION, KEY_RW, KEY_RO, KEY_CACHE };
+enum { KEY_HELP, KEY_VERSION, KEY_RW, KEY_RO, KEY_CACHE, KEY_DTYPE, KEY_HF_SHARD, KEY_HF_PREFIX, KEY_HF_DIR };
 
 #define OPT(t, p) { t, offsetof(fs_options, p), 1 }
 static const struct fuse_opt option_spec[] = {
@@ -16,6 +17,10 @@ static const struct fuse_opt option_spec[] = {
     FUSE_OPT_KEY("rw", KEY_RW),
     FUSE_OPT_KEY("ro", KEY_RO),
     FUSE_OPT_KEY("cache=", KEY_CACHE),
+    FUSE_OPT_KEY("dtype=", KEY_DTYPE),
+    FUSE_OPT_KEY("hf_shard=", KEY_HF_SHARD),
+    FUSE_OPT_KEY("hf_prefix=", KEY_HF_PREFIX),
+    FUSE_OPT_KEY("hf_dir=", KEY_HF_DIR),
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -48,6 +53,29 @@ int fs_parse_size(const char *s, uint64_t *out)
     return 0;
 }
 
+/* The view options (views.h); 0 or -EINVAL. */
+static int view_option(fs_options *o, int key, const char *val)
+{
+    char **slot = key == KEY_HF_PREFIX ? &o->hf_prefix : &o->hf_dir;
+    switch (key) {
+    case KEY_DTYPE:
+        if (strcmp(val, "none") == 0) {
+            o->view_dtype = CK_DT_INVALID;
+            return 0;
+        }
+        o->view_dtype = ck_dtype_from_torch_name(val); /* also "half", "float" */
+        return ck_dtype_is_convert_target(o->view_dtype) ? 0 : -EINVAL;
+    case KEY_HF_SHARD:
+        return fs_parse_size(val, &o->hf_shard_bytes) || o->hf_shard_bytes == 0 ? -EINVAL : 0;
+    default:
+        if (!*val)
+            return -EINVAL;
+        free(*slot);
+        *slot = strdup(val);
+        return *slot ? 0 : -ENOMEM;
+    }
+}
+
 static int option_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
     fs_options *o = data;
@@ -67,6 +95,18 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
     case KEY_CACHE:
         if (fs_parse_size(arg + strlen("cache="), &o->cache_bytes)) {
             fprintf(stderr, "ckptfs: bad -o %s (want a size such as 256M or 2G)\n", arg);
+            o->parse_error = 1;
+        }
+        return 0;
+    case KEY_DTYPE:
+    case KEY_HF_SHARD:
+    case KEY_HF_PREFIX:
+    case KEY_HF_DIR:
+        if (view_option(o, key, strchr(arg, '=') + 1) != 0) {
+            fprintf(stderr, "ckptfs: bad -o %s (%s)\n", arg,
+                    key == KEY_DTYPE      ? "want bfloat16, float16, float32 or none"
+                    : key == KEY_HF_SHARD ? "want a size above 0, such as 5G or 500M"
+                                          : "want a non-empty value");
             o->parse_error = 1;
         }
         return 0;
@@ -101,6 +141,10 @@ void fs_options_usage(const char *prog)
            "    -o npy          list PATH.npy views instead of raw tensor files\n"
            "    -o rw           allow writes, committed as new DCP save plans\n"
            "    -o create       with rw: SOURCE may be empty or missing (new checkpoint)\n"
+           "    -o dtype=T      floating tensors of the views as T: bfloat16, float16, float32\n"
+           "    -o hf_shard=SIZE  shard bound of /.ckptfs/hf (default 5G)\n"
+           "    -o hf_prefix=P  /.ckptfs/hf holds the keys under P., without it\n"
+           "    -o hf_dir=DIR   files of DIR (config.json, tokenizer...) also in /.ckptfs/hf\n"
            "    -h, --help      this help\n"
            "    -V, --version   version\n"
            "\n"
@@ -110,6 +154,7 @@ void fs_options_usage(const char *prog)
 
 int fs_options_parse(struct fuse_args *args, fs_options *opts)
 {
+    opts->hf_shard_bytes = 5ull << 30;
     if (fuse_opt_parse(args, opts, option_spec, option_proc) != 0)
         return -EINVAL;
     return opts->parse_error ? -EINVAL : 0;

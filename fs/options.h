@@ -5,6 +5,7 @@
 #include <fuse.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include "dtype.h"
 
 typedef struct {
     char *source;
@@ -14,6 +15,15 @@ typedef struct {
     int rw, create, flat, npy;
     int show_help, show_version;
     int parse_error;
+    /* -o dtype=bfloat16|float16|float32: the dtype floating-point tensors
+     * take in every view (.npy, .safetensors, /.ckptfs/hf, .pt); the
+     * conversion is dtype_convert.h's (ck_dtype_view says which dtype a
+     * tensor shows).  CK_DT_INVALID (no option, or dtype=none): no
+     * conversion.  Raw key files are never converted. */
+    ck_dtype view_dtype;
+    uint64_t hf_shard_bytes; /* -o hf_shard=SIZE: bound of a /.ckptfs/hf shard (default 5G) */
+    char *hf_prefix;         /* -o hf_prefix=P: /.ckptfs/hf holds keys under "P." without it */
+    char *hf_dir;            /* -o hf_dir=DIR: regular files of DIR also appear in /.ckptfs/hf */
 } fs_options;
 
 /* Parses argv; leaves libfuse's own options in args.  Returns 0, or -EINVAL

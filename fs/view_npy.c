@@ -5,28 +5,35 @@
 #include <stdlib.h>
 #include <string.h>
 #include "chunk_reader.h"
+#include "converted_read.h"
+#include "dtype_convert.h"
 #include "npy.h"
 #include "view_head.h"
 
 /* Headers for up to CK_MAX_DIMS dims of 20 digits fit in far less. */
 #define NPY_HEADER_GUESS 4096
 
-int fs_npy_view_build(const ck_key *k, fs_npy_view *out)
+int fs_npy_view_build(const ck_key *k, ck_dtype view_dtype, fs_npy_view *out)
 {
     memset(out, 0, sizeof *out);
     if (k->kind != CK_KEY_TENSOR || !ck_dtype_get(k->dtype))
         return -EINVAL;
+    out->as = ck_dtype_view(k->dtype, view_dtype);
+    uint64_t nbytes;
+    int rc = ck_key_nbytes_as(k, out->as, &nbytes);
+    if (rc)
+        return rc;
     char small[NPY_HEADER_GUESS];
     char *buf = small;
-    long n = ck_npy_header(k->dtype, k->ndim, k->shape, buf, sizeof small);
+    long n = ck_npy_header(out->as, k->ndim, k->shape, buf, sizeof small);
     if (n == -ENOSPC) {
         buf = malloc(CK_NPY_MAX_HEADER);
         if (!buf)
             return -ENOMEM;
-        n = ck_npy_header(k->dtype, k->ndim, k->shape, buf, CK_NPY_MAX_HEADER);
+        n = ck_npy_header(out->as, k->ndim, k->shape, buf, CK_NPY_MAX_HEADER);
     }
-    int rc = n < 0 ? (int)n : 0;
-    if (!rc && __builtin_add_overflow((uint64_t)n, k->nbytes, &out->size))
+    rc = n < 0 ? (int)n : 0;
+    if (!rc && __builtin_add_overflow((uint64_t)n, nbytes, &out->size))
         rc = -EOVERFLOW;
     if (!rc && !(out->header = malloc((size_t)n)))
         rc = -ENOMEM;
@@ -63,7 +70,7 @@ int fs_npy_view_read(ck_checkpoint *ck, const fs_npy_view *v, bool current, uint
         if (rc)
             return rc;
         size_t n;
-        rc = ck_key_read(ck, k, off + done - v->header_len, out + done, len - done, &n);
+        rc = ck_key_read_as(ck, k, v->as, off + done - v->header_len, out + done, len - done, &n);
         if (rc)
             return rc;
         if (n != len - done)

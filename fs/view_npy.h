@@ -11,13 +11,15 @@
 
 typedef struct {
     fs_key_ref ref;
+    ck_dtype as; /* the dtype shown (-o dtype=), ref.dtype when not converted */
     char *header;
     size_t header_len;
     uint64_t size; /* header_len + the tensor's nbytes */
 } fs_npy_view;
 
-/* k must be a tensor key with a known dtype. */
-int fs_npy_view_build(const ck_key *k, fs_npy_view *out);
+/* k must be a tensor key with a known dtype; view_dtype: the mount's
+ * -o dtype= (CK_DT_INVALID: none), applied to floating tensors. */
+int fs_npy_view_build(const ck_key *k, ck_dtype view_dtype, fs_npy_view *out);
 void fs_npy_view_clear(fs_npy_view *v);
 /* current: false once the checkpoint the view was built from was replaced. */
 int fs_npy_view_read(ck_checkpoint *ck, const fs_npy_view *v, bool current, uint64_t off,

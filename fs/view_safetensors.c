@@ -13,14 +13,13 @@
 #include <string.h>
 #include <cjson/cJSON.h>
 #include "chunk_reader.h"
+#include "converted_read.h"
+#include "dtype_convert.h"
 #include "json_num.h"
 #include "le.h"
 #include "view_head.h"
 
-typedef struct {
-    const char *name; /* suffix of key->fqn */
-    const ck_key *key;
-} member;
+typedef fs_st_member member; /* name: the suffix of key->fqn below DIR */
 
 typedef struct {
     member *v;
@@ -105,8 +104,7 @@ static size_t node_depth(const fs_node *n)
     return d;
 }
 
-/* Why k cannot be in a safetensors file, or NULL if it can. */
-static const char *skip_reason(const ck_key *k, char *buf, size_t cap)
+const char *fs_st_skip_reason(const ck_key *k, ck_dtype view_dtype, char *buf, size_t cap)
 {
     if (k->kind == CK_KEY_BYTES)
         return "bytes entry (not a tensor)";
@@ -114,7 +112,7 @@ static const char *skip_reason(const ck_key *k, char *buf, size_t cap)
         snprintf(buf, cap, "unreadable: %s", strerror(-k->error));
         return buf;
     }
-    const ck_dtype_info *info = ck_dtype_get(k->dtype);
+    const ck_dtype_info *info = ck_dtype_get(ck_dtype_view(k->dtype, view_dtype));
     if (!info)
         return "unknown dtype";
     if (!info->st_name) {
@@ -127,16 +125,16 @@ static const char *skip_reason(const ck_key *k, char *buf, size_t cap)
 }
 
 /* {"dtype", "shape", "data_offsets"} of one tensor. */
-static cJSON *tensor_json(const ck_key *k, uint64_t begin, uint64_t end)
+static cJSON *tensor_json(const ck_key *k, ck_dtype as, uint64_t begin, uint64_t end)
 {
-    const ck_dtype_info *info = ck_dtype_get(k->dtype);
+    const ck_dtype_info *info = ck_dtype_get(as);
     cJSON *o = cJSON_CreateObject();
     cJSON *shape = fs_json_u64_array(k->shape, k->ndim);
     uint64_t offs[2] = { begin, end };
     cJSON *data = fs_json_u64_array(offs, 2);
     bool ok = o && shape && data && cJSON_AddStringToObject(o, "dtype", info->st_name);
     /* safetensors' F4 counts 4-bit values; torch's float4_e2m1fn_x2 packs two a byte */
-    if (ok && k->dtype == CK_DT_FLOAT4_E2M1FN_X2) {
+    if (ok && as == CK_DT_FLOAT4_E2M1FN_X2) {
         uint64_t last;
         cJSON *l = NULL;
         ok = !__builtin_mul_overflow(k->shape[k->ndim - 1], 2, &last) &&
@@ -165,20 +163,6 @@ static cJSON *skipped_entry(const char *name, const char *reason)
     return NULL;
 }
 
-/* __metadata__ values must be strings (a map of str to str), so the skipped
- * list is stored as JSON text. */
-static int add_skipped(cJSON *meta, cJSON *skipped)
-{
-    if (cJSON_GetArraySize(skipped) == 0)
-        return 0;
-    char *text = cJSON_PrintUnformatted(skipped);
-    if (!text)
-        return -ENOMEM;
-    int rc = cJSON_AddStringToObject(meta, "ckptfs.skipped", text) ? 0 : -ENOMEM;
-    cJSON_free(text);
-    return rc;
-}
-
 static int build_header(fs_st_view *out, cJSON *root)
 {
     char *text = cJSON_PrintUnformatted(root);
@@ -204,46 +188,30 @@ static int build_header(fs_st_view *out, cJSON *root)
     return rc;
 }
 
-int fs_st_view_build(const fs_node *dir, fs_st_view *out)
+int fs_st_view_build_members(const fs_st_member *members, size_t n, ck_dtype view_dtype,
+                             const char *skipped_json, fs_st_view *out)
 {
     memset(out, 0, sizeof *out);
-    if (!dir->is_dir)
-        return -ENOTDIR;
-    member_vec mv = { 0 };
     cJSON *root = cJSON_CreateObject();
-    cJSON *skipped = cJSON_CreateArray();
-    /* first, so a reader meets it before the tensors; filled after the walk */
+    /* first, so a reader meets it before the tensors */
     cJSON *meta = root ? cJSON_AddObjectToObject(root, "__metadata__") : NULL;
-    int rc = skipped && meta && cJSON_AddStringToObject(meta, "format", "pt") ? 0 : -ENOMEM;
-    if (!rc)
-        rc = collect(dir, node_depth(dir), &mv);
-    if (!rc && mv.n) {
-        qsort(mv.v, mv.n, sizeof *mv.v, cmp_member);
-        if (!(out->entries = calloc(mv.n, sizeof *out->entries)))
-            rc = -ENOMEM;
-    }
+    int rc = meta && cJSON_AddStringToObject(meta, "format", "pt") ? 0 : -ENOMEM;
+    if (!rc && skipped_json && !cJSON_AddStringToObject(meta, "ckptfs.skipped", skipped_json))
+        rc = -ENOMEM;
+    if (!rc && n && !(out->entries = calloc(n, sizeof *out->entries)))
+        rc = -ENOMEM;
     uint64_t off = 0;
-    for (size_t i = 0; !rc && i < mv.n; i++) {
-        const ck_key *k = mv.v[i].key;
-        char why[160];
-        const char *reason = strcmp(mv.v[i].name, "__metadata__") == 0
-                                 ? "name reserved by safetensors"
-                                 : skip_reason(k, why, sizeof why);
-        if (reason) {
-            cJSON *e = skipped_entry(mv.v[i].name, reason);
-            if (!e || !cJSON_AddItemToArray(skipped, e)) {
-                cJSON_Delete(e);
-                rc = -ENOMEM;
-            }
-            continue;
-        }
-        uint64_t end;
-        if (__builtin_add_overflow(off, k->nbytes, &end)) {
+    for (size_t i = 0; !rc && i < n; i++) {
+        const ck_key *k = members[i].key;
+        ck_dtype as = ck_dtype_view(k->dtype, view_dtype);
+        uint64_t nbytes, end;
+        rc = ck_key_nbytes_as(k, as, &nbytes);
+        if (!rc && __builtin_add_overflow(off, nbytes, &end))
             rc = -EOVERFLOW;
+        if (rc)
             break;
-        }
-        cJSON *t = tensor_json(k, off, end);
-        if (!t || !cJSON_AddItemToObject(root, mv.v[i].name, t)) {
+        cJSON *t = tensor_json(k, as, off, end);
+        if (!t || !cJSON_AddItemToObject(root, members[i].name, t)) {
             cJSON_Delete(t);
             rc = -ENOMEM;
             break;
@@ -253,12 +221,11 @@ int fs_st_view_build(const fs_node *dir, fs_st_view *out)
         if (rc)
             break;
         out->nentries++;
+        e->as = as;
         e->begin = off;
         e->end = end;
         off = end;
     }
-    if (!rc)
-        rc = add_skipped(meta, skipped);
     if (!rc)
         rc = build_header(out, root);
     if (!rc && __builtin_add_overflow(off, (uint64_t)out->header_len, &out->size))
@@ -267,11 +234,69 @@ int fs_st_view_build(const fs_node *dir, fs_st_view *out)
         out->entries[i].begin += out->header_len;
         out->entries[i].end += out->header_len;
     }
-    cJSON_Delete(skipped);
     cJSON_Delete(root);
-    free(mv.v);
     if (rc)
         fs_st_view_clear(out);
+    return rc;
+}
+
+/* cJSON writes a string's byte as at most 6 ("\u001f"). */
+#define JSON_ESCAPE_MAX 6
+
+uint64_t fs_st_member_header_bound(const fs_st_member *m, ck_dtype view_dtype)
+{
+    (void)view_dtype; /* every dtype name is at most 7 characters */
+    /* "NAME":{"dtype":"F8_E4M3","shape":[d,...],"data_offsets":[b,e]}, */
+    uint64_t n = (uint64_t)strlen(m->name) * JSON_ESCAPE_MAX + 2;
+    return n + 64 + (uint64_t)m->key->ndim * 21 + 2 * 21;
+}
+
+uint64_t fs_st_base_header_bound(const char *skipped_json)
+{
+    /* 8-byte length, {"__metadata__":{"format":"pt","ckptfs.skipped":"..."}}, padding */
+    uint64_t n = skipped_json ? (uint64_t)strlen(skipped_json) * JSON_ESCAPE_MAX : 0;
+    return 8 + 64 + n + 7;
+}
+
+int fs_st_view_build(const fs_node *dir, ck_dtype view_dtype, fs_st_view *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!dir->is_dir)
+        return -ENOTDIR;
+    member_vec mv = { 0 };
+    cJSON *skipped = cJSON_CreateArray();
+    char *skipped_text = NULL;
+    int rc = skipped ? 0 : -ENOMEM;
+    if (!rc)
+        rc = collect(dir, node_depth(dir), &mv);
+    if (!rc && mv.n)
+        qsort(mv.v, mv.n, sizeof *mv.v, cmp_member);
+    /* keep the storable members in place, list the others */
+    size_t kept = 0;
+    for (size_t i = 0; !rc && i < mv.n; i++) {
+        char why[160];
+        const char *reason = strcmp(mv.v[i].name, "__metadata__") == 0
+                                 ? "name reserved by safetensors"
+                                 : fs_st_skip_reason(mv.v[i].key, view_dtype, why, sizeof why);
+        if (!reason) {
+            mv.v[kept++] = mv.v[i];
+            continue;
+        }
+        cJSON *e = skipped_entry(mv.v[i].name, reason);
+        if (!e || !cJSON_AddItemToArray(skipped, e)) {
+            cJSON_Delete(e);
+            rc = -ENOMEM;
+        }
+    }
+    /* __metadata__ values must be strings (a map of str to str), so the
+     * skipped list is stored as JSON text */
+    if (!rc && cJSON_GetArraySize(skipped) > 0 && !(skipped_text = cJSON_PrintUnformatted(skipped)))
+        rc = -ENOMEM;
+    if (!rc)
+        rc = fs_st_view_build_members(mv.v, kept, view_dtype, skipped_text, out);
+    cJSON_free(skipped_text);
+    cJSON_Delete(skipped);
+    free(mv.v);
     return rc;
 }
 
@@ -317,7 +342,7 @@ int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, bool current, uint64
         size_t n;
         int rc = fs_key_ref_get(ck, &e->ref, current, &k);
         if (!rc)
-            rc = ck_key_read(ck, k, in_e, out + done, want, &n);
+            rc = ck_key_read_as(ck, k, e->as, in_e, out + done, want, &n);
         if (rc)
             return rc;
         if (n != want)

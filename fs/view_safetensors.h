@@ -14,8 +14,15 @@
 
 typedef struct {
     fs_key_ref ref;
+    ck_dtype as;         /* the dtype stored in the view (-o dtype=) */
     uint64_t begin, end; /* bytes of the view file (header included) */
 } fs_st_entry;
+
+/* A tensor to place in a safetensors view under a name. */
+typedef struct {
+    const char *name;
+    const ck_key *key;
+} fs_st_member;
 
 typedef struct {
     uint8_t *header;      /* 8-byte length + JSON padded with spaces */
@@ -29,7 +36,21 @@ typedef struct {
  * Tensors safetensors cannot hold (bytes keys, dtypes it has no name for,
  * unreadable keys) are left out and listed in __metadata__ under
  * "ckptfs.skipped". */
-int fs_st_view_build(const fs_node *dir, fs_st_view *out);
+int fs_st_view_build(const fs_node *dir, ck_dtype view_dtype, fs_st_view *out);
+/* The view of an explicit list: members sorted by name (strcmp), none with
+ * a skip reason; skipped_json, if not NULL, is stored as
+ * __metadata__["ckptfs.skipped"].  view_dtype: the mount's -o dtype=. */
+int fs_st_view_build_members(const fs_st_member *members, size_t n, ck_dtype view_dtype,
+                             const char *skipped_json, fs_st_view *out);
+/* Why k cannot be in a safetensors file once converted for view_dtype
+ * (the text is in buf, or a constant), or NULL if it can. */
+const char *fs_st_skip_reason(const ck_key *k, ck_dtype view_dtype, char *buf, size_t cap);
+/* At least the header bytes one member adds to a view, padding excluded:
+ * for planning shards that must stay under a size. */
+uint64_t fs_st_member_header_bound(const fs_st_member *m, ck_dtype view_dtype);
+/* At least the header bytes of a view with no members and this skipped
+ * list, the 8-byte length and padding included. */
+uint64_t fs_st_base_header_bound(const char *skipped_json);
 void fs_st_view_clear(fs_st_view *v);
 /* current: false once the checkpoint the view was built from was replaced. */
 int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, bool current, uint64_t off,

@@ -13,18 +13,31 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include "hf_dir.h"
 #include "view_head.h"
+#include "view_hf.h"
 #include "view_metadata.h"
 #include "view_npy.h"
 #include "view_safetensors.h"
+#include "view_stats.h"
+#include "tensor_stats.h"
 
 #define CKPTFS_DIR "/.ckptfs"
 #define CKPTFS_MODEL "model.safetensors"
 #define CKPTFS_METADATA "metadata.json"
 #define NPY_SUFFIX ".npy"
 #define ST_SUFFIX ".safetensors"
+#define CKPTFS_HF "hf"
+#define STATS_SUFFIX ".stats"
+/* cache keys of .stats views: "\1" + the tensor's path, apart from the
+ * directory paths ("/...") of the safetensors views */
+#define STATS_CACHE_TAG "\1"
 
-typedef enum { VIEW_NPY, VIEW_ST, VIEW_JSON, VIEW_CKPTFS_DIR } view_kind;
+/* VIEW_HF is the /.ckptfs/hf directory and holds its layout; VIEW_HF_FILE
+ * is one file in it.  VIEW_STATS is computed once (state) and waited for. */
+typedef enum { VIEW_NPY, VIEW_ST, VIEW_JSON, VIEW_CKPTFS_DIR, VIEW_HF, VIEW_HF_FILE, VIEW_STATS } view_kind;
+
+enum { STATS_COMPUTING, STATS_DONE };
 
 struct fs_view {
     _Atomic unsigned long refs;
@@ -37,6 +50,17 @@ struct fs_view {
             char *text;
             size_t len;
         } json;
+        fs_hf_view hf;
+        struct {
+            fs_view *dir; /* the VIEW_HF it belongs to (referenced) */
+            const fs_hf_file *file;
+        } hf_file;
+        struct {
+            char *text;
+            size_t len;
+            int state; /* under fs_views.lock */
+            int err;
+        } stats;
     } u;
 };
 
@@ -52,6 +76,9 @@ struct fs_views {
     cache_entry **buckets;
     size_t nbuckets, count;
     fs_view *metadata;
+    fs_view *hf;            /* the /.ckptfs/hf layout, once built */
+    fs_hf_dir hf_dir;       /* -o hf_dir files: opened at mount, kept */
+    pthread_cond_t stats_done; /* a .stats computation finished */
 };
 
 /* ---- view objects ---- */
@@ -81,6 +108,9 @@ static void view_unref(fs_view *v)
     case VIEW_ST: fs_st_view_clear(&v->u.st); break;
     case VIEW_JSON: free(v->u.json.text); break;
     case VIEW_CKPTFS_DIR: break;
+    case VIEW_HF: fs_hf_view_clear(&v->u.hf); break;
+    case VIEW_HF_FILE: view_unref(v->u.hf_file.dir); break;
+    case VIEW_STATS: free(v->u.stats.text); break;
     }
     free(v);
 }
@@ -92,7 +122,7 @@ void fs_view_release(fs_mount *m, fs_view *v)
 
 int fs_view_is_dir(const fs_view *v)
 {
-    return v->kind == VIEW_CKPTFS_DIR;
+    return v->kind == VIEW_CKPTFS_DIR || v->kind == VIEW_HF;
 }
 
 uint64_t fs_view_size(const fs_view *v)
@@ -102,6 +132,9 @@ uint64_t fs_view_size(const fs_view *v)
     case VIEW_ST: return v->u.st.size;
     case VIEW_JSON: return v->u.json.len;
     case VIEW_CKPTFS_DIR: return 0;
+    case VIEW_HF: return 0;
+    case VIEW_HF_FILE: return v->u.hf_file.file->size;
+    case VIEW_STATS: return v->u.stats.len;
     }
     return 0;
 }
@@ -111,6 +144,26 @@ uint64_t fs_view_size(const fs_view *v)
 const ck_key *fs_view_key(const fs_view *v)
 {
     return v->kind == VIEW_NPY ? v->u.npy.ref.key : NULL;
+}
+
+static int hf_file_read(fs_mount *m, fs_view *v, bool current, uint64_t off, void *dst,
+                        size_t len, size_t *got)
+{
+    const fs_hf_file *f = v->u.hf_file.file;
+    const fs_hf_view *hf = &v->u.hf_file.dir->u.hf;
+    switch (f->kind) {
+    case FS_HF_SHARD: return fs_st_view_read(m->ck, &hf->shards[f->index], current, off, dst, len, got);
+    case FS_HF_INDEX:
+        *got = fs_view_read_head(hf->index_json, hf->index_len, hf->index_len, off, dst, &len);
+        return 0;
+    case FS_HF_EXTRA: return fs_hf_dir_read(&m->views->hf_dir.files[f->index], off, dst, len, got);
+    }
+    return -EINVAL;
+}
+
+ck_dtype fs_view_dtype(const fs_view *v)
+{
+    return v->kind == VIEW_NPY ? v->u.npy.as : CK_DT_INVALID;
 }
 
 int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, size_t *got)
@@ -124,15 +177,28 @@ int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, s
         *got = fs_view_read_head(v->u.json.text, v->u.json.len, v->u.json.len, off, dst, &len);
         return 0;
     case VIEW_CKPTFS_DIR: return -EISDIR;
+    case VIEW_HF: return -EISDIR;
+    case VIEW_HF_FILE: return hf_file_read(m, v, current, off, dst, len, got);
+    case VIEW_STATS:
+        *got = fs_view_read_head(v->u.stats.text, v->u.stats.len, v->u.stats.len, off, dst, &len);
+        return 0;
     }
     return -EINVAL;
 }
 
 int fs_view_list(fs_mount *m, fs_view *v, int (*fill)(void *ctx, const char *name), void *ctx)
 {
+    if (v->kind == VIEW_HF) {
+        int rc = 0;
+        for (size_t i = 0; !rc && i < v->u.hf.nfiles; i++)
+            rc = fill(ctx, v->u.hf.files[i].name);
+        return rc;
+    }
     if (v->kind != VIEW_CKPTFS_DIR)
         return -ENOTDIR;
-    int rc = fill(ctx, CKPTFS_METADATA);
+    int rc = fill(ctx, CKPTFS_HF);
+    if (!rc)
+        rc = fill(ctx, CKPTFS_METADATA);
     return rc ? rc : fill(ctx, CKPTFS_MODEL);
 }
 
@@ -173,6 +239,13 @@ int fs_views_new(fs_mount *m, fs_views **out)
         free(vs);
         return -rc;
     }
+    rc = pthread_cond_init(&vs->stats_done, NULL);
+    if (rc) {
+        pthread_mutex_destroy(&vs->lock);
+        free(vs->buckets);
+        free(vs);
+        return -rc;
+    }
     atomic_init(&vs->gen, 0);
     *out = vs;
     return 0;
@@ -195,6 +268,8 @@ static void drop_cached(fs_views *vs)
     vs->count = 0;
     view_unref(vs->metadata);
     vs->metadata = NULL;
+    view_unref(vs->hf);
+    vs->hf = NULL;
 }
 
 void fs_views_free(fs_views *vs)
@@ -202,9 +277,16 @@ void fs_views_free(fs_views *vs)
     if (!vs)
         return;
     drop_cached(vs);
+    fs_hf_dir_close(&vs->hf_dir);
     free(vs->buckets);
+    pthread_cond_destroy(&vs->stats_done);
     pthread_mutex_destroy(&vs->lock);
     free(vs);
+}
+
+int fs_views_open_hf_dir(fs_views *vs, const char *path, char *err, size_t errlen)
+{
+    return fs_hf_dir_open(path, &vs->hf_dir, err, errlen);
 }
 
 void fs_views_invalidate(fs_views *vs)
@@ -294,7 +376,7 @@ static int lookup_npy(fs_mount *m, const char *path, size_t n, fs_view **out)
     fs_view *v = view_new(m->views, VIEW_NPY);
     if (!v)
         return -ENOMEM;
-    int rc = fs_npy_view_build(node->key, &v->u.npy);
+    int rc = fs_npy_view_build(node->key, m->opts.view_dtype, &v->u.npy);
     if (rc) {
         free(v);
         return rc;
@@ -322,7 +404,7 @@ static int lookup_st(fs_mount *m, const char *dir_path, fs_view **out)
     v = view_new(vs, VIEW_ST);
     if (!v)
         return -ENOMEM;
-    int rc = fs_st_view_build(node, &v->u.st);
+    int rc = fs_st_view_build(node, m->opts.view_dtype, &v->u.st);
     if (rc) {
         free(v);
         return rc;
@@ -377,6 +459,127 @@ static int lookup_metadata(fs_mount *m, fs_view **out)
     return 0;
 }
 
+/* The /.ckptfs/hf directory view: built once per state, like metadata. */
+static int lookup_hf_dir(fs_mount *m, fs_view **out)
+{
+    fs_views *vs = m->views;
+    pthread_mutex_lock(&vs->lock);
+    fs_view *v = vs->hf;
+    if (v)
+        view_ref(v);
+    pthread_mutex_unlock(&vs->lock);
+    if (v) {
+        *out = v;
+        return 0;
+    }
+    v = view_new(vs, VIEW_HF);
+    if (!v)
+        return -ENOMEM;
+    fs_hf_opts o = { .prefix = m->opts.hf_prefix,
+                     .shard_bytes = m->opts.hf_shard_bytes ? m->opts.hf_shard_bytes : 5ull << 30,
+                     .view_dtype = m->opts.view_dtype,
+                     .extra = &vs->hf_dir };
+    int rc = fs_hf_view_build(m->ck, &o, &v->u.hf);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    pthread_mutex_lock(&vs->lock);
+    fs_view *other = vs->hf;
+    if (other) {
+        view_ref(other);
+    } else if (v->gen == atomic_load(&vs->gen)) {
+        view_ref(v); /* the cache's reference */
+        vs->hf = v;
+    }
+    pthread_mutex_unlock(&vs->lock);
+    if (other) {
+        view_unref(v);
+        v = other;
+    }
+    *out = v;
+    return 0;
+}
+
+static int lookup_hf_file(fs_mount *m, const char *name, fs_view **out)
+{
+    fs_view *dir;
+    int rc = lookup_hf_dir(m, &dir);
+    if (rc)
+        return rc;
+    const fs_hf_file *f = fs_hf_view_find(&dir->u.hf, name);
+    fs_view *v = f ? view_new(m->views, VIEW_HF_FILE) : NULL;
+    if (!v) {
+        view_unref(dir);
+        return f ? -ENOMEM : -ENOENT;
+    }
+    v->gen = dir->gen; /* its shards read through the keys of dir's state */
+    v->u.hf_file.dir = dir;
+    v->u.hf_file.file = f;
+    *out = v;
+    return 0;
+}
+
+/* PATH.stats: the first lookup computes, later ones (and concurrent ones,
+ * which wait) share the result for as long as the state lasts. */
+static int lookup_stats(fs_mount *m, const char *path, size_t n, fs_view **out)
+{
+    fs_views *vs = m->views;
+    char *base = strndup(path, n);
+    if (!base)
+        return -ENOMEM;
+    fs_node *node = fs_tree_lookup(m->tree, base);
+    if (!node || node->is_dir || !node->key || node->key->kind != CK_KEY_TENSOR ||
+        !ck_stats_supported(node->key->dtype)) {
+        free(base);
+        return -ENOENT;
+    }
+    size_t tl = strlen(STATS_CACHE_TAG);
+    char *ckey = malloc(tl + n + 1);
+    if (!ckey) {
+        free(base);
+        return -ENOMEM;
+    }
+    memcpy(ckey, STATS_CACHE_TAG, tl);
+    memcpy(ckey + tl, base, n + 1);
+    free(base);
+    pthread_mutex_lock(&vs->lock);
+    fs_view *v = cache_get(vs, ckey);
+    bool compute = !v;
+    if (compute && (v = view_new(vs, VIEW_STATS))) {
+        v->u.stats.state = STATS_COMPUTING;
+        cache_put(vs, ckey, v); /* others find it and wait */
+    }
+    pthread_mutex_unlock(&vs->lock);
+    free(ckey);
+    if (!v)
+        return -ENOMEM;
+    if (compute) {
+        char *text = NULL;
+        size_t len = 0;
+        int rc = fs_stats_json(m->ck, node->key, &text, &len);
+        pthread_mutex_lock(&vs->lock);
+        v->u.stats.text = text;
+        v->u.stats.len = len;
+        v->u.stats.err = rc;
+        v->u.stats.state = STATS_DONE;
+        pthread_cond_broadcast(&vs->stats_done);
+        pthread_mutex_unlock(&vs->lock);
+    } else {
+        pthread_mutex_lock(&vs->lock);
+        while (v->u.stats.state != STATS_DONE)
+            pthread_cond_wait(&vs->stats_done, &vs->lock);
+        pthread_mutex_unlock(&vs->lock);
+    }
+    int rc = v->u.stats.err; /* a failure is kept too: the bytes will not heal */
+    if (rc) {
+        view_unref(v);
+        return rc == -ENOMEM ? rc : -EIO; /* unreadable chunks, as a read of the key says */
+    }
+    *out = v;
+    return 0;
+}
+
 int fs_view_lookup(fs_mount *m, const char *path, fs_view **out)
 {
     *out = NULL;
@@ -395,8 +598,15 @@ int fs_view_lookup(fs_mount *m, const char *path, fs_view **out)
             return lookup_st(m, "/", out);
         if (strcmp(name, CKPTFS_METADATA) == 0)
             return lookup_metadata(m, out);
+        if (strcmp(name, CKPTFS_HF) == 0)
+            return lookup_hf_dir(m, out);
+        if (strncmp(name, CKPTFS_HF "/", strlen(CKPTFS_HF) + 1) == 0 &&
+            !strchr(name + strlen(CKPTFS_HF) + 1, '/'))
+            return lookup_hf_file(m, name + strlen(CKPTFS_HF) + 1, out);
         return -ENOENT;
     }
+    if (ends_with(path, n, STATS_SUFFIX))
+        return lookup_stats(m, path, n - strlen(STATS_SUFFIX), out);
     if (ends_with(path, n, NPY_SUFFIX))
         return lookup_npy(m, path, n - strlen(NPY_SUFFIX), out);
     if (ends_with(path, n, ST_SUFFIX)) {

@@ -1,6 +1,7 @@
-/* Views for frameworks (SPEC "Views for frameworks"): PATH.npy, DIR.safetensors,
- * /.ckptfs/model.safetensors and /.ckptfs/metadata.json, answered by lookup
- * when no real node has the name. */
+/* Views for frameworks (SPEC "Views for frameworks"): PATH.npy, PATH.stats,
+ * DIR.safetensors, /.ckptfs/model.safetensors, /.ckptfs/metadata.json and
+ * the /.ckptfs/hf directory, answered by lookup when no real node has the
+ * name.  /.ckptfs and /.ckptfs/hf list their entries. */
 #ifndef CKPTFS_VIEWS_H
 #define CKPTFS_VIEWS_H
 
@@ -13,6 +14,8 @@ typedef struct fs_view fs_view;
 
 int fs_views_new(fs_mount *m, fs_views **out);
 void fs_views_free(fs_views *v);
+/* -o hf_dir: opens DIR's files for /.ckptfs/hf (hf_dir.h), at mount. */
+int fs_views_open_hf_dir(fs_views *v, const char *path, char *err, size_t errlen);
 /* Drops every cached view (after a commit changed the checkpoint). */
 void fs_views_invalidate(fs_views *v);
 
@@ -29,6 +32,8 @@ int fs_view_list(fs_mount *m, fs_view *v, int (*fill)(void *ctx, const char *nam
 
 /* The tensor behind an npy view (for xattrs), else NULL. */
 const ck_key *fs_view_key(const fs_view *v);
+/* The dtype an npy view's data holds (-o dtype= may convert), else CK_DT_INVALID. */
+ck_dtype fs_view_dtype(const fs_view *v);
 /* For -o npy listings: the .npy name of a tensor file node. */
 int fs_view_npy_name(const char *name, char *out, size_t cap);
 

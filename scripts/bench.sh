@@ -8,6 +8,7 @@
 #   CKPTFS=build/ckptfs  CKPTFS_OPTS="-o ..." (extra mount options)
 #   BENCH_DATA=build/bench-data (reused while the parameters and the generator are unchanged)
 #   BENCH_STRICT=1: exit 1 when a target is missed (default: report only)
+#   BENCH_ONLY="hf zstd": run only those measurements (bench_hf, bench_zstd, ...)
 #
 # Each figure is a throughput (or a time) next to its baseline: `cat` of the shard files for the
 # mount's reads, `pread` on the shard files for random 4 KiB reads, `zstd -d` for the zstd layout,
@@ -442,6 +443,57 @@ bench_zstd() {
         "$r" ">= 0.8" "$(verdict "$r" 0.8)"
 }
 
+# cp -r of /.ckptfs/hf (the HuggingFace directory view, cut into 256M shards so several
+# are copied) against cat of every key file through a fresh mount of the same checkpoint:
+# both read every tensor byte once through ckptfs, so the ratio is the cost of assembling the
+# shards.  The copy goes to /dev/shm when it has room (no disk writes in the figure).  A
+# reference row measures the same for the plain key files with no FUSE at all: cp -r against
+# cat, i.e. what writing the copy costs by itself.
+bench_hf() {
+    local t=() tb=() tp=() tpc=() i t0 dest=$OUT/hf-copy hf_bytes=0
+    if [ -d /dev/shm ] && [ "$(df -B1 --output=avail /dev/shm | tail -1)" -gt $((TENSOR_BYTES * 2)) ]; then
+        dest=/dev/shm/ckptfs-bench-hf.$$
+    fi
+    log "hf: cp -r /.ckptfs/hf and cat of the key files, interleaved"
+    local files=("${KEY_PATHS[@]/#/$MNT/}")
+    for ((i = 0; i < RUNS; i++)); do
+        read_all "$DATA/single"/__*.distcp
+        mount_ckptfs "$DATA/single" || break
+        t0=$(timed_read "${files[@]}") || { stop_mount; break; }
+        tb+=("$t0")
+        stop_mount
+        rm -rf "$dest"
+        mount_ckptfs "$DATA/single" -o hf_shard=256M || break
+        t0=$(now)
+        cp -r "$MNT/.ckptfs/hf" "$dest" || { stop_mount; rm -rf "$dest"; break; }
+        t+=("$(secs_since "$t0")")
+        stop_mount
+        hf_bytes=$(du -sb "$dest" | cut -f1)
+        rm -rf "$dest"
+        read_all "${KEY_PATHS[@]/#/$DATA/plain/}"
+        tp+=("$(timed_read "${KEY_PATHS[@]/#/$DATA/plain/}")")
+        t0=$(now)
+        cp -r "$DATA/plain" "$dest"
+        tpc+=("$(secs_since "$t0")")
+        rm -rf "$dest"
+    done
+    local base ours r
+    base=$(min_of "${tb[@]}")
+    if [ "${#t[@]}" = 0 ]; then
+        row "cp -r /.ckptfs/hf (256M shards)" "single" "mount or copy failed" "cat of the key files" "n/a" ">= 0.8" FAIL
+        return 0
+    fi
+    ours=$(min_of "${t[@]}")
+    r=$(throughput_ratio "$hf_bytes" "$ours" "$TENSOR_BYTES" "$base")
+    row "cp -r /.ckptfs/hf (256M shards)" "single" "$(gbps "$hf_bytes" "$ours")" \
+        "cat of the key files $(gbps "$TENSOR_BYTES" "$base")" "$r" ">= 0.8" "$(verdict "$r" 0.8)"
+    local pc pcat
+    pc=$(min_of "${tpc[@]}")
+    pcat=$(min_of "${tp[@]}")
+    row "cp -r of the plain key files (no FUSE)" "plain" "$(gbps "$TENSOR_BYTES" "$pc")" \
+        "cat $(gbps "$TENSOR_BYTES" "$pcat")" "$(ratio "$pcat" "$pc")" "reference" "-"
+}
+
 bench_keys() {
     local ckpt="$DATA/keys$KEYS" t_mount=() t_find=() rss=() i n=0
     read_all "$ckpt/.metadata" "$ckpt"/__*.distcp
@@ -545,9 +597,17 @@ if [ ! -x "$CKPTFS" ]; then
 fi
 [ "$CAN_DROP" = 1 ] || log "cannot write /proc/sys/vm/drop_caches: cold rows are skipped"
 
+# BENCH_ONLY="hf zstd": only those measurements (bench_NAME), e.g. to check one figure
+if [ -n "${BENCH_ONLY:-}" ]; then
+    for b in $BENCH_ONLY; do "bench_$b"; done
+    LAYOUTS=()
+    bench_zstd() { :; }; bench_peers() { :; }; bench_keys() { :; }; bench_write() { :; }; bench_hf() { :; }
+    bench_many_chunks() { :; }
+fi
 for layout in "${LAYOUTS[@]}"; do bench_layout "$layout"; done
 bench_zstd
 bench_many_chunks || log "10,000-chunk rows failed"
+bench_hf
 bench_peers
 bench_keys
 bench_write

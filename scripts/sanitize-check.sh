@@ -119,8 +119,8 @@ check_valgrind() {
 build_tsan() {
     local out=build/tsan cflags libs src obj objs=()
     cflags="-std=gnu11 -O1 -g -fsanitize=thread -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64
-            -DFUSE_USE_VERSION=31 $(pkg-config --cflags fuse3 libzstd libcjson) -Iplanner -Ifs"
-    libs="$(pkg-config --libs fuse3 libzstd libcjson) -lz -lpthread"
+            -DFUSE_USE_VERSION=31 $(pkg-config --cflags fuse3 libzstd libcjson libcurl) -Iplanner -Ifs"
+    libs="$(pkg-config --libs fuse3 libzstd libcjson libcurl) -lz -lpthread -lm"
     mkdir -p "$out/planner" "$out/fs"
     for src in planner/*.c fs/*.c; do
         obj=$out/${src%.c}.o

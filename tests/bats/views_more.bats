@@ -271,8 +271,11 @@ else:
     whole = check_safetensors(os.path.join(mnt, ".ckptfs/model.safetensors"),
                               under(files, ""), rng)
     check_metadata_json(os.path.join(mnt, ".ckptfs/metadata.json"))
-    if sorted(os.listdir(os.path.join(mnt, ".ckptfs"))) != ["metadata.json", "model.safetensors"]:
-        bad("/.ckptfs lists %r" % os.listdir(os.path.join(mnt, ".ckptfs")))
+    # /.ckptfs lists its views (at least these); each listed name must stat
+    listed = os.listdir(os.path.join(mnt, ".ckptfs"))
+    if not {"hf", "metadata.json", "model.safetensors"} <= set(listed) or \
+            not all(os.path.exists(os.path.join(mnt, ".ckptfs", n)) for n in listed):
+        bad("/.ckptfs lists %r" % listed)
     if not stat.S_ISDIR(os.stat(os.path.join(mnt, ".ckptfs")).st_mode):
         bad("/.ckptfs is not a directory")
     # views are answered by lookup, never listed
