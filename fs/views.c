@@ -16,6 +16,7 @@
 #include "view_head.h"
 #include "view_metadata.h"
 #include "view_npy.h"
+#include "view_pt.h"
 #include "view_safetensors.h"
 
 #define CKPTFS_DIR "/.ckptfs"
@@ -23,8 +24,11 @@
 #define CKPTFS_METADATA "metadata.json"
 #define NPY_SUFFIX ".npy"
 #define ST_SUFFIX ".safetensors"
+#define CKPTFS_MODEL_PT "model.pt"
+#define PT_SUFFIX ".pt"
+#define PT_CACHE_PREFIX "pt:" /* PT views share the cache; tree paths start with '/' */
 
-typedef enum { VIEW_NPY, VIEW_ST, VIEW_JSON, VIEW_CKPTFS_DIR } view_kind;
+typedef enum { VIEW_NPY, VIEW_ST, VIEW_JSON, VIEW_CKPTFS_DIR, VIEW_PT } view_kind;
 
 struct fs_view {
     _Atomic unsigned long refs;
@@ -33,6 +37,7 @@ struct fs_view {
     union {
         fs_npy_view npy;
         fs_st_view st;
+        fs_pt_view pt;
         struct {
             char *text;
             size_t len;
@@ -81,6 +86,7 @@ static void view_unref(fs_view *v)
     case VIEW_ST: fs_st_view_clear(&v->u.st); break;
     case VIEW_JSON: free(v->u.json.text); break;
     case VIEW_CKPTFS_DIR: break;
+    case VIEW_PT: fs_pt_view_clear(&v->u.pt); break;
     }
     free(v);
 }
@@ -102,6 +108,7 @@ uint64_t fs_view_size(const fs_view *v)
     case VIEW_ST: return v->u.st.size;
     case VIEW_JSON: return v->u.json.len;
     case VIEW_CKPTFS_DIR: return 0;
+    case VIEW_PT: return v->u.pt.size;
     }
     return 0;
 }
@@ -124,6 +131,7 @@ int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, s
         *got = fs_view_read_head(v->u.json.text, v->u.json.len, v->u.json.len, off, dst, &len);
         return 0;
     case VIEW_CKPTFS_DIR: return -EISDIR;
+    case VIEW_PT: return fs_pt_view_read(m->ck, &v->u.pt, current, off, dst, len, got);
     }
     return -EINVAL;
 }
@@ -133,6 +141,8 @@ int fs_view_list(fs_mount *m, fs_view *v, int (*fill)(void *ctx, const char *nam
     if (v->kind != VIEW_CKPTFS_DIR)
         return -ENOTDIR;
     int rc = fill(ctx, CKPTFS_METADATA);
+    if (!rc)
+        rc = fill(ctx, CKPTFS_MODEL_PT);
     return rc ? rc : fill(ctx, CKPTFS_MODEL);
 }
 
@@ -377,6 +387,48 @@ static int lookup_metadata(fs_mount *m, fs_view **out)
     return 0;
 }
 
+/* dir_path: a directory's tree path.  Cached like the safetensors views,
+ * under PT_CACHE_PREFIX + dir_path. */
+static int lookup_pt(fs_mount *m, const char *dir_path, fs_view **out)
+{
+    fs_views *vs = m->views;
+    fs_node *node = fs_tree_lookup(m->tree, dir_path);
+    if (!node || !node->is_dir)
+        return -ENOENT;
+    size_t n = strlen(dir_path);
+    char *ckey = malloc(sizeof PT_CACHE_PREFIX + n);
+    if (!ckey)
+        return -ENOMEM;
+    memcpy(ckey, PT_CACHE_PREFIX, sizeof PT_CACHE_PREFIX - 1);
+    memcpy(ckey + sizeof PT_CACHE_PREFIX - 1, dir_path, n + 1);
+    pthread_mutex_lock(&vs->lock);
+    fs_view *v = cache_get(vs, ckey);
+    pthread_mutex_unlock(&vs->lock);
+    int rc = 0;
+    if (!v) {
+        /* built outside the cache lock, as lookup_st */
+        v = view_new(vs, VIEW_PT);
+        rc = v ? fs_pt_view_build(m->ck, node, &v->u.pt) : -ENOMEM;
+        if (rc) {
+            free(v);
+            v = NULL;
+        } else {
+            pthread_mutex_lock(&vs->lock);
+            fs_view *other = cache_get(vs, ckey);
+            if (!other)
+                cache_put(vs, ckey, v);
+            pthread_mutex_unlock(&vs->lock);
+            if (other) {
+                view_unref(v);
+                v = other;
+            }
+        }
+    }
+    free(ckey);
+    *out = v;
+    return rc;
+}
+
 int fs_view_lookup(fs_mount *m, const char *path, fs_view **out)
 {
     *out = NULL;
@@ -395,6 +447,8 @@ int fs_view_lookup(fs_mount *m, const char *path, fs_view **out)
             return lookup_st(m, "/", out);
         if (strcmp(name, CKPTFS_METADATA) == 0)
             return lookup_metadata(m, out);
+        if (strcmp(name, CKPTFS_MODEL_PT) == 0)
+            return lookup_pt(m, "/", out);
         return -ENOENT;
     }
     if (ends_with(path, n, NPY_SUFFIX))
@@ -407,6 +461,17 @@ int fs_view_lookup(fs_mount *m, const char *path, fs_view **out)
         if (!dir)
             return -ENOMEM;
         int rc = lookup_st(m, dir, out);
+        free(dir);
+        return rc;
+    }
+    if (ends_with(path, n, PT_SUFFIX)) {
+        size_t k = n - strlen(PT_SUFFIX);
+        if (path[k - 1] == '/')
+            return -ENOENT; /* "DIR/.pt" */
+        char *dir = strndup(path, k);
+        if (!dir)
+            return -ENOMEM;
+        int rc = lookup_pt(m, dir, out);
         free(dir);
         return rc;
     }
