@@ -1,6 +1,7 @@
 """Checks the torch.save views of a ckptfs mount: DIR.pt and /.ckptfs/model.pt.
 
-usage: check_pt.py MOUNT MANIFEST [--src CKPT_DIR] [--torch] [--root-only] [--file PATH DIR]
+usage: check_pt.py MOUNT MANIFEST [--src CKPT_DIR] [--torch [--expect-torch]] [--root-only]
+                   [--file PATH DIR]
 
 Reads every view with an independent reader (Python's zipfile, which verifies every CRC-32,
 and pickle with stub globals; none of ckptfs and no torch), and checks:
@@ -356,6 +357,8 @@ def check_view(view, d, depth, args, manifest, paths, probs):
     tensors = {}
     compare(sd, exp, "sd", z, manifest, probs, tensors)
     loads = torch_check(view, exp, tensors, manifest, probs) if args.torch else 0
+    if args.expect_torch and view.endswith("/.ckptfs/model.pt") and loads == 0:
+        probs.add("%s: torch.load was not tried" % view)
     print("%s: %d tensors, %d keys at top, %d torch loads"
           % (view, len(tensors), len(exp), loads), flush=True)
 
@@ -368,6 +371,8 @@ def main():
     ap.add_argument("--torch", action="store_true")
     ap.add_argument("--root-only", action="store_true")
     ap.add_argument("--file", nargs=2, metavar=("PATH", "DIR"))
+    ap.add_argument("--expect-torch", action="store_true",
+                    help="fail unless torch.load read model.pt (its dtypes are all known)")
     args = ap.parse_args()
     with open(args.manifest) as f:
         manifest = json.load(f)
@@ -375,7 +380,8 @@ def main():
     probs = Problems()
     mnt = args.mount.rstrip("/")
     if args.file:
-        d = os.path.join(mnt, args.file[1]).rstrip("/")
+        rel = args.file[1].strip("/")
+        d = mnt + "/" + rel if rel else mnt
         depth = len(os.path.relpath(d, mnt).split(os.sep)) if d != mnt else 0
         check_view(args.file[0], d, depth, args, manifest, paths, probs)
     else:

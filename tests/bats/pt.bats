@@ -1,0 +1,99 @@
+#!/usr/bin/env bats
+# SPEC "Views for frameworks": DIR.pt for every directory and /.ckptfs/model.pt, torch.save
+# archives of the state dict under DIR nested as planner_data says (dcp_to_torch_save's
+# output), read by an independent zip/pickle reader (check_pt.py: every CRC-32, 64-byte
+# alignment of every record, only weights_only globals, every tensor against the manifest,
+# bytes entries as their objects) and by the real torch of /usr/bin/python3 (1.13 in CI:
+# plain and weights_only=True loads; mmap=True where torch has it).
+
+load helpers
+
+teardown() {
+    unmount_ckpt
+}
+
+check_pt() {
+    local name=$1
+    shift
+    py_check "$BATS_PY/check_pt.py" "$MNT" "$FIX/$name.manifest.json" --torch "$@"
+}
+
+@test "pt: model.pt and DIR.pt of dcp_single (every dtype, bytes entries inlined)" {
+    mount_ckpt "$FIX/dcp_single"
+    check_pt dcp_single --src "$FIX/dcp_single"
+}
+
+@test "pt: one file per item and zstd items (dcp_single_perfile, dcp_zstd)" {
+    mount_ckpt "$FIX/dcp_single_perfile"
+    check_pt dcp_single_perfile --src "$FIX/dcp_single_perfile"
+    unmount_ckpt
+    mount_ckpt "$FIX/dcp_zstd"
+    check_pt dcp_zstd --src "$FIX/dcp_zstd"
+}
+
+@test "pt: sharded DTensors load with torch, weights_only=True (dcp_dtensor_ws4, _perfile)" {
+    mount_ckpt "$FIX/dcp_dtensor_ws4"
+    check_pt dcp_dtensor_ws4 --src "$FIX/dcp_dtensor_ws4" --expect-torch
+    unmount_ckpt
+    mount_ckpt "$FIX/dcp_dtensor_ws4_perfile"
+    check_pt dcp_dtensor_ws4_perfile --src "$FIX/dcp_dtensor_ws4_perfile" --expect-torch
+}
+
+@test "pt: FSDP2 model + optimizer state nested by planner_data (dcp_fsdp2_optim)" {
+    mount_ckpt "$FIX/dcp_fsdp2_optim"
+    check_pt dcp_fsdp2_optim --src "$FIX/dcp_fsdp2_optim" --expect-torch
+    # the optimizer's param_groups entries are the objects DCP stored, not archives
+    "$PY" - "$MNT" <<'PY'
+import io, sys, torch
+mnt = sys.argv[1]
+sd = torch.load(mnt + "/.ckptfs/model.pt")
+lr = sd["optim"]["param_groups"][0]["lr"] if isinstance(sd["optim"]["param_groups"], list) \
+    else sd["optim"]["param_groups"]["0"]["lr"]
+with open(mnt + "/optim/param_groups/0/lr", "rb") as f:
+    want = torch.load(io.BytesIO(f.read()))
+assert lr == want and type(lr) is type(want), (lr, want)
+print("lr", lr)
+PY
+}
+
+@test "pt: safetensors sources and DCP's HF writer: flat FQN keys" {
+    mount_ckpt "$FIX/hf_llama_sharded"
+    check_pt hf_llama_sharded --expect-torch
+    unmount_ckpt
+    mount_ckpt "$FIX/st_single/model.safetensors"
+    check_pt st_single
+    unmount_ckpt
+    mount_ckpt "$FIX/dcp_hf"
+    check_pt dcp_hf
+}
+
+@test "pt: -o flat has /.ckptfs/model.pt with the nesting of planner_data" {
+    mount_ckpt "$FIX/dcp_single" -o flat
+    check_pt dcp_single --src "$FIX/dcp_single" --root-only
+}
+
+@test "pt: a copy read in order has the same bytes and CRCs (cat, then an independent check)" {
+    mount_ckpt "$FIX/dcp_dtensor_ws4"
+    local dir
+    dir=$(test_tmp)
+    # a fresh view read front to back: CRCs are learnt from the bytes as they pass
+    cat "$MNT/col_sharded.pt" >/dev/null 2>&1 || true
+    cat "$MNT/.ckptfs/model.pt" >"$dir/model.pt"
+    cmp "$dir/model.pt" "$MNT/.ckptfs/model.pt"
+    py_check "$BATS_PY/check_pt.py" "$MNT" "$FIX/dcp_dtensor_ws4.manifest.json" \
+        --src "$FIX/dcp_dtensor_ws4" --torch --file "$dir/model.pt" /
+}
+
+@test "pt: a real key named X.pt wins over the view; DIR/.pt is no view" {
+    mount_ckpt "$FIX/dcp_single"
+    run stat "$MNT/model/.pt"
+    [ "$status" -ne 0 ]
+    run stat "$MNT/nosuchdir.pt"
+    [ "$status" -ne 0 ]
+    run stat "$MNT/model/embed/weight.pt"   # a file, not a directory: no view
+    [ "$status" -ne 0 ]
+    [ -f "$MNT/model.pt" ]
+    ls "$MNT/.ckptfs" | grep -qx model.pt
+    # views are not listed in the tree
+    ! ls "$MNT/model" | grep -q '\.pt$'
+}
