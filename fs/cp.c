@@ -468,8 +468,10 @@ int fs_cp_main(int argc, char **argv)
     }
     for (int i = 1; i < args.argc; i++) {
         if (args.argv[i][0] == '-' && args.argv[i][1] != '\0') {
-            fprintf(stderr, "ckptfs: cp: unknown option '%s' (see ckptfs cp --help)\n",
-                    args.argv[i]);
+            /* fuse_opt hands unknown -o options back as "-o" "a,b" */
+            bool o = strcmp(args.argv[i], "-o") == 0 && i + 1 < args.argc;
+            fprintf(stderr, "ckptfs: cp: unknown option '%s%s%s' (see ckptfs cp --help)\n",
+                    args.argv[i], o ? " " : "", o ? args.argv[i + 1] : "");
             goto out;
         }
     }
