@@ -25,11 +25,13 @@ static int needs_zip64(const ck_zip_entry *e)
     return e->size >= U32_SAT || e->local_off >= U32_SAT;
 }
 
-/* The ZIP64 extra of a local header: both sizes when the size needs it
- * (the offset lives only in the central directory). */
+/* The ZIP64 extra of a local header as miniz writes it for torch: the size
+ * and a compressed size of 0 (not known yet when it is written) when the
+ * size needs them, the header's own offset when that does. */
 static size_t local_zip64_len(const ck_zip_entry *e)
 {
-    return e->size >= U32_SAT ? 4 + 16 : 0;
+    size_t n = (e->size >= U32_SAT ? 16 : 0) + (e->local_off >= U32_SAT ? 8 : 0);
+    return n ? 4 + n : 0;
 }
 
 /* Central directory ZIP64 extra: sizes if saturated, then the offset if
@@ -105,10 +107,18 @@ size_t ck_zip_local_header(const ck_zip_entry *e, uint8_t *out)
     memcpy(out + p, e->name, name_len);
     p += name_len;
     if (z64) {
+        size_t f = p + 4;
+        if (e->size >= U32_SAT) {
+            ck_put_le64(out + f, e->size);
+            ck_put_le64(out + f + 8, 0);
+            f += 16;
+        }
+        if (e->local_off >= U32_SAT) {
+            ck_put_le64(out + f, e->local_off);
+            f += 8;
+        }
         ck_put_le16(out + p, 0x0001);
-        ck_put_le16(out + p + 2, 16);
-        ck_put_le64(out + p + 4, e->size);
-        ck_put_le64(out + p + 12, e->size);
+        ck_put_le16(out + p + 2, (uint16_t)(z64 - 4));
         p += z64;
     }
     out[p] = 'F';
