@@ -16,7 +16,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -187,10 +186,12 @@ static void report(const char *spec_src, const char *path, int rc)
             strerror(-rc));
 }
 
-/* Adds path (copied to dest) and, for a directory, everything below it.
- * Depth first with an explicit stack of pending directories. */
-static int plan_tree(fs_mount *m, const char *src_name, const char *path, const char *dest,
-                     cp_plan *p)
+/* Adds path (copied to dest), then everything below it: the plan itself is
+ * the work list (each directory, once reached, appends its entries), so
+ * however deep the tree, nothing recurses, and every directory comes
+ * before what it holds. */
+static int plan_one(fs_mount *m, const char *src_name, const char *path, const char *dest,
+                    cp_plan *p)
 {
     cp_entry e;
     int rc = resolve(m, path, &e);
@@ -202,21 +203,37 @@ static int plan_tree(fs_mount *m, const char *src_name, const char *path, const 
     bool dir = entry_is_dir(&e);
     if (!dir && (rc = entry_size(m, &e, &size)) != 0)
         report(src_name, path, rc);
-    if (!rc)
-        rc = plan_push(p, path, dest, dir, size);
-    name_vec names = { 0 };
-    if (!rc && dir && (rc = list_dir(m, &e, &names)) != 0)
-        report(src_name, path, rc);
     if (e.view)
         fs_view_release(m, e.view);
-    for (size_t i = 0; !rc && i < names.n; i++) {
-        char *cpath = join(path, names.names[i]);
-        char *cdest = join(dest, names.names[i]);
-        rc = cpath && cdest ? plan_tree(m, src_name, cpath, cdest, p) : -ENOMEM;
-        free(cpath);
-        free(cdest);
+    return rc ? rc : plan_push(p, path, dest, dir, size);
+}
+
+static int plan_tree(fs_mount *m, const char *src_name, const char *path, const char *dest,
+                     cp_plan *p)
+{
+    int rc = plan_one(m, src_name, path, dest, p);
+    for (size_t i = 0; !rc && i < p->n; i++) {
+        if (!p->v[i].is_dir)
+            continue;
+        cp_entry e;
+        name_vec names = { 0 };
+        if ((rc = resolve(m, p->v[i].src, &e)) == 0) {
+            rc = list_dir(m, &e, &names);
+            if (e.view)
+                fs_view_release(m, e.view);
+        }
+        if (rc)
+            report(src_name, p->v[i].src, rc);
+        for (size_t k = 0; !rc && k < names.n; k++) {
+            /* p->v may move as it grows: join before pushing */
+            char *cpath = join(p->v[i].src, names.names[k]);
+            char *cdest = join(p->v[i].dest, names.names[k]);
+            rc = cpath && cdest ? plan_one(m, src_name, cpath, cdest, p) : -ENOMEM;
+            free(cpath);
+            free(cdest);
+        }
+        names_free(&names);
     }
-    names_free(&names);
     return rc;
 }
 
@@ -426,7 +443,8 @@ static int split_spec(const char *spec, char **source, char **path)
     return 0;
 }
 
-static const char *last_component(const char *s)
+/* s's last component, malloc'd ("a/b/" -> "b"). */
+static char *last_component(const char *s)
 {
     size_t n = strlen(s);
     while (n > 1 && s[n - 1] == '/')
@@ -435,11 +453,7 @@ static const char *last_component(const char *s)
     const char *p = end;
     while (p > s && p[-1] != '/')
         p--;
-    static char buf[PATH_MAX];
-    size_t len = (size_t)(end - p) < sizeof buf - 1 ? (size_t)(end - p) : sizeof buf - 1;
-    memcpy(buf, p, len);
-    buf[len] = '\0';
-    return buf;
+    return strndup(p, (size_t)(end - p));
 }
 
 int fs_cp_main(int argc, char **argv)
@@ -504,9 +518,10 @@ int fs_cp_main(int argc, char **argv)
 
     /* DEST: an existing directory receives the last component */
     struct stat st;
-    const char *name = strcmp(path, "/") == 0 ? last_component(source) : last_component(path);
+    char *name = last_component(strcmp(path, "/") == 0 ? source : path);
     bool into = stat(m.opts.mountpoint, &st) == 0 && S_ISDIR(st.st_mode);
-    dest = into ? join(m.opts.mountpoint, name) : strdup(m.opts.mountpoint);
+    dest = !name ? NULL : into ? join(m.opts.mountpoint, name) : strdup(m.opts.mountpoint);
+    free(name);
     if (!dest)
         goto out_lock;
     if (plan_tree(&m, source, path, dest, &plan) != 0)
