@@ -17,7 +17,8 @@
  * object; its data.pkl is parsed by the restricted reader and written again
  * inside the outer pickle, so the archive holds the object itself.  Only
  * values weights_only=True accepts are inlined: None, bool, int, float,
- * str, bytes, tuple, list, dict and collections.OrderedDict.  A payload
+ * str, bytes (protocol 2's _codecs.encode form), tuple, list, dict and
+ * collections.OrderedDict.  A payload
  * holding anything else (tensors, which would need their storages moved
  * into this archive, or any other class) is left out of the view. */
 #include "view_pt.h"
@@ -347,6 +348,51 @@ static void nest_free(nest *t)
 
 /* ---- non-tensor values ---- */
 
+/* Protocol 2 has no bytes opcode: Python pickles bytes as
+ * _codecs.encode(<the bytes as latin-1 text>, "latin1").  The text, if v is
+ * that (every code point below 256), else NULL. */
+static const pk_value *latin1_bytes(const pk_value *v)
+{
+    if (!pk_is_object_of(v, "_codecs", "encode") || v->u.obj.newobj || v->u.obj.state ||
+        v->u.obj.items || v->u.obj.dictitems || pk_seq_len(v->u.obj.args) != 2)
+        return NULL;
+    const pk_value *text = pk_seq_at(v->u.obj.args, 0);
+    const char *enc = pk_as_str(pk_seq_at(v->u.obj.args, 1));
+    if (text->kind != PK_STR || !enc || strcmp(enc, "latin1") != 0)
+        return NULL;
+    /* UTF-8 of code points < 256: ASCII, or 0xC2/0xC3 lead bytes */
+    const unsigned char *t = (const unsigned char *)text->u.str.data;
+    for (size_t i = 0; i < text->u.str.len; i++) {
+        if (t[i] < 0x80)
+            continue;
+        if ((t[i] != 0xC2 && t[i] != 0xC3) || i + 1 >= text->u.str.len)
+            return NULL;
+        i++;
+    }
+    return text;
+}
+
+static void emit_latin1_bytes(pkw *w, const pk_value *text)
+{
+    const unsigned char *t = (const unsigned char *)text->u.str.data;
+    uint8_t *b = malloc(text->u.str.len ? text->u.str.len : 1);
+    if (!b) {
+        pkw_op(w, 0); /* out of memory: make the writer fail */
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < text->u.str.len; i++) {
+        if (t[i] < 0x80) {
+            b[n++] = t[i];
+        } else { /* checked by latin1_bytes: a 2-byte sequence */
+            b[n++] = (uint8_t)(((t[i] & 0x03) << 6) | (t[i + 1] & 0x3F));
+            i++;
+        }
+    }
+    pkw_bytes(w, b, n);
+    free(b);
+}
+
 static bool inlinable(const pk_value *v, int depth, size_t *budget)
 {
     if (depth > PT_MAX_OBJ_DEPTH || (*budget)-- == 0)
@@ -368,6 +414,8 @@ static bool inlinable(const pk_value *v, int depth, size_t *budget)
                 return false;
         return true;
     case PK_OBJECT:
+        if (latin1_bytes(v))
+            return true;
         /* OrderedDict(): REDUCE with no arguments, then SETITEMS */
         if (!pk_is_object_of(v, "collections", "OrderedDict") || v->u.obj.newobj ||
             pk_seq_len(v->u.obj.args) != 0 || v->u.obj.items ||
@@ -433,7 +481,11 @@ static void emit_value(pkw *w, const pk_value *v)
         pkw_op(w, PKW_EMPTY_DICT);
         emit_items(w, v);
         break;
-    case PK_OBJECT: /* OrderedDict, checked by inlinable */
+    case PK_OBJECT: /* bytes or OrderedDict, checked by inlinable */
+        if (latin1_bytes(v)) {
+            emit_latin1_bytes(w, latin1_bytes(v));
+            break;
+        }
         pkw_global(w, "collections", "OrderedDict");
         pkw_op(w, PKW_EMPTY_TUPLE);
         pkw_op(w, PKW_REDUCE);

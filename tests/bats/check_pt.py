@@ -103,11 +103,15 @@ class ViewUnpickler(pickle.Unpickler):
 
 
 class PayloadUnpickler(pickle.Unpickler):
-    """A bytes entry's data.pkl: plain values and OrderedDict only (else not inlinable)."""
+    """A bytes entry's data.pkl: plain values, bytes and OrderedDict only (else not
+    inlinable)."""
 
     def find_class(self, module, name):
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
+        if (module, name) == ("_codecs", "encode"):  # how protocol 2 writes bytes
+            import codecs
+            return codecs.encode
         raise pickle.UnpicklingError("not inlinable: %s.%s" % (module, name))
 
     def persistent_load(self, pid):

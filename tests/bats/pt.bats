@@ -97,3 +97,33 @@ PY
     # views are not listed in the tree
     ! ls "$MNT/model" | grep -q '\.pt$'
 }
+
+@test "pt: planner_data with list indices, dotted elements, collisions; every kind of object" {
+    local dir
+    dir=$(test_tmp)
+    "$PY" "$BATS_PY/make_pt_fixture.py" "$dir/ckpt"
+    mount_ckpt "$dir/ckpt"
+    py_check "$BATS_PY/check_pt.py" "$MNT" "$dir/ckpt.manifest.json" --src "$dir/ckpt" \
+        --torch --expect-torch
+    # what torch itself makes of it, spelled out
+    "$PY" - "$MNT" <<'PY'
+import collections, sys, torch
+sd = torch.load(sys.argv[1] + "/.ckptfs/model.pt")
+assert isinstance(sd["lst"], list) and len(sd["lst"]) == 3 and sd["lst"][1] is None, sd["lst"]
+assert sd["lst"][0].shape == (5,) and sd["lst"][2]["a"].shape == (3, 2)
+assert isinstance(sd["opt"]["state"], list) and sd["opt"]["state"][0]["exp_avg"].shape == (4,)
+assert sd["opt"]["groups"][0]["betas"] == (0.9, 0.999)
+assert type(sd["meta"]["od"]) is collections.OrderedDict and list(sd["meta"]["od"]) == ["b", "a"]
+assert sd["meta"]["intkeys"] == {1: "one", 2: None, "n": -(2 ** 40), 3: True}
+assert sd["meta"]["blob"] == b"\x00\xff bytes \x80"
+assert sd["meta"]["text"] == "h\u00e9llo \u2603"
+assert sd["step"] == 1000
+assert "rng" not in sd and "flat.key" in sd and "weird.name" in sd
+assert torch.is_tensor(sd["c"]) and sorted(sd["model"]) == ["embed", "layers.0.w", "layers.1.w"]
+sub = torch.load(sys.argv[1] + "/model/layers.pt", weights_only=True)
+assert sorted(sub) == ["0.w", "1.w"], sorted(sub)
+sub = torch.load(sys.argv[1] + "/opt/state.pt", weights_only=True)
+assert list(sub) == [0] and sorted(sub[0]) == ["exp_avg", "step"], sub
+print("ok")
+PY
+}
