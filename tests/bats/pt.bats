@@ -127,3 +127,29 @@ assert list(sub) == [0] and sorted(sub[0]) == ["exp_avg", "step"], sub
 print("ok")
 PY
 }
+
+@test "pt: the checker rejects a damaged copy (a flipped tensor byte)" {
+    mount_ckpt "$FIX/dcp_single"
+    local dir
+    dir=$(test_tmp)
+    cp "$MNT/model/layers/0.pt" "$dir/x.pt"
+    "$PY" - "$dir/x.pt" <<'PY'
+import struct, sys, zipfile
+p = sys.argv[1]
+z = zipfile.ZipFile(p)
+info = [i for i in z.infolist() if i.filename.endswith("/data/0")][0]
+with open(p, "r+b") as f:
+    f.seek(info.header_offset + 26)
+    n, x = struct.unpack("<HH", f.read(4))
+    at = info.header_offset + 30 + n + x
+    f.seek(at)
+    b = f.read(1)
+    f.seek(at)
+    f.write(bytes([b[0] ^ 1]))
+PY
+    run py_check "$BATS_PY/check_pt.py" "$MNT" "$FIX/dcp_single.manifest.json" \
+        --src "$FIX/dcp_single" --file "$dir/x.pt" model/layers/0
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"fails its CRC-32"* ]]
+    [[ "$output" == *"bytes differ from the manifest"* ]]
+}
