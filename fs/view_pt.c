@@ -1007,7 +1007,12 @@ static int record_crc(ck_checkpoint *ck, fs_pt_view *v, bool current, size_t r, 
         off += n;
     }
     free(buf);
-    if (rc)
+    /* A record that cannot be read (damaged chunks: EIO, sticky) gets CRC 0,
+     * so the archive still opens and every other member reads; reading that
+     * one fails with EIO anyway.  Other errors (ENOMEM) fail this read only. */
+    if (rc == -EIO)
+        crc = 0;
+    else if (rc)
         return rc;
     pthread_mutex_lock(&v->lock);
     v->crc[r] = (uint32_t)crc;
