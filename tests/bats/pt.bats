@@ -183,3 +183,40 @@ PY
     # the daemon is still serving
     cmp "$MNT/model/ints" <(cat "$MNT/model/ints")
 }
+
+@test "pt: concurrent random reads of fresh views (CRCs learnt while racing) equal a copy" {
+    local dir
+    dir=$(test_tmp)
+    "$CKPTFS" cp "$FIX/dcp_dtensor_ws4:.ckptfs/model.pt" "$dir/ref.pt"
+    mount_ckpt "$FIX/dcp_dtensor_ws4"
+    "$PY" - "$MNT/.ckptfs/model.pt" "$dir/ref.pt" <<'PY'
+import os, random, sys, threading, zipfile
+view, ref = sys.argv[1], open(sys.argv[2], "rb").read()
+errors = []
+def reader(seed):
+    rnd = random.Random(seed)
+    fd = os.open(view, os.O_RDONLY | (os.O_DIRECT if seed % 2 else 0))
+    try:
+        for _ in range(200):
+            off = rnd.randrange(0, len(ref))
+            n = rnd.choice([1, 7, 64, 4096, 65536])
+            if seed % 2:  # O_DIRECT: aligned
+                off, n = off // 4096 * 4096, 4096
+                import mmap
+                buf = mmap.mmap(-1, n)
+                got = os.preadv(fd, [buf], off)
+                data = bytes(buf[:got])
+            else:
+                data = os.pread(fd, n, off)
+            if data != ref[off:off + len(data)] or len(data) != min(n, len(ref) - off):
+                errors.append((seed, off, n))
+    finally:
+        os.close(fd)
+ts = [threading.Thread(target=reader, args=(s,)) for s in range(8)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+assert not errors, errors[:5]
+assert zipfile.ZipFile(view).testzip() is None
+print("ok")
+PY
+}
