@@ -54,10 +54,15 @@ static ck_dtype pt_out_dtype(const ck_key *k)
     return k->dtype;
 }
 
-/* Bytes [off, off+len) of tensor t's record.  With a converting output
- * dtype this reads the source elements covering the range and converts
- * them (ck_dtype_convert(from, to, src, dst, n)); today the record is the
- * key's own bytes. */
+/* Bytes [off, off+len) of tensor t's record: every byte of a tensor the
+ * archive serves comes through here (reads, CRCs), so this and pt_out_dtype
+ * are the only places an output dtype touches.  With t->out_dtype !=
+ * key dtype: the elements [off / out_size, (off + len - 1) / out_size] are
+ * read from the key (at element * src_size), converted with
+ * ck_dtype_convert(from, to, src, dst, n) into a bounce buffer and the
+ * requested bytes copied out (a range may start or end inside an element).
+ * crc_from_items already refuses converted records.  Today the record is
+ * the key's own bytes. */
 static int pt_tensor_read(ck_checkpoint *ck, const fs_pt_tensor *t, bool current, uint64_t off,
                           void *dst, size_t len)
 {

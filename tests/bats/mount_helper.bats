@@ -12,6 +12,7 @@ load helpers
 setup() {
     [ "$(id -u)" = 0 ] || skip "mount(8) of a FUSE type needs root"
     command -v unshare >/dev/null || skip "unshare(1) is not installed"
+    unshare -m true 2>/dev/null || skip "no private mount namespaces here (unshare -m)"
     [ -x /sbin/mount.fuse3 ] || [ -x /usr/sbin/mount.fuse3 ] || skip "mount.fuse3 is missing"
 }
 
