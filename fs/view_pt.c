@@ -856,17 +856,18 @@ static bool crc_from_items(ck_checkpoint *ck, const ck_key *k, uint32_t *out)
         row += k->ndim ? c->sizes[0] : 0;
         if (nbytes == 0)
             continue;
+        /* the planner's own resolution (kept for the reads to come) says
+         * whether the image is stored as is; data/0 must be exactly it */
         int fd;
         char err[256];
-        ck_torch_item it;
         ck_zip_member m;
-        if (ck_file_fd(ck, c->file, &fd) != 0)
+        ck_chunk *cc = &k->chunks[order[i]];
+        if (ck_chunk_resolve(ck, k, cc) != 0 || !cc->layout.direct ||
+            cc->layout.nbytes != nbytes || ck_file_fd(ck, c->file, &fd) != 0)
             goto fail;
         ck_byte_source src = ck_byte_source_fd(fd, c->offset, c->length);
-        if (ck_torch_item_parse(&src, &it, err, sizeof err) != 0 ||
-            !ck_torch_item_is_contiguous(&it) || it.storage_offset != 0 ||
-            it.data_length != nbytes || ck_zip_find(&src, "/data/0", &m, err, sizeof err) != 0 ||
-            m.size != nbytes)
+        if (ck_zip_find(&src, "/data/0", &m, err, sizeof err) != 0 || m.size != nbytes ||
+            c->offset + m.data_offset != cc->layout.file_offset)
             goto fail;
         crc = i == 0 ? m.crc32 : (uint32_t)crc32_combine(crc, m.crc32, (z_off_t)nbytes);
     }
@@ -948,13 +949,6 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
     }
     if (!rc)
         rc = build_archive(out, pkl, pkl_len);
-    for (size_t i = 0; !rc && i < out->ntensors; i++) {
-        uint32_t crc;
-        if (out->tensors[i].ref.key && crc_from_items(ck, out->tensors[i].ref.key, &crc)) {
-            out->crc[out->tensors[i].record] = crc;
-            out->crc_known[out->tensors[i].record] = true;
-        }
-    }
     free(pkl);
     for (size_t i = 0; i < ndocs; i++)
         pk_free(docs[i]);
@@ -985,7 +979,8 @@ void fs_pt_view_clear(fs_pt_view *v)
 
 /* ---- reading ---- */
 
-/* Record r's CRC, reading the tensor once if no read in order gave it. */
+/* Record r's CRC: known (small records, reads in order), else from the
+ * checkpoint's items where they hold it, else by reading the tensor once. */
 static int record_crc(ck_checkpoint *ck, fs_pt_view *v, bool current, size_t r, uint32_t *out)
 {
     pthread_mutex_lock(&v->lock);
@@ -999,6 +994,16 @@ static int record_crc(ck_checkpoint *ck, fs_pt_view *v, bool current, size_t r, 
     if (r < FIRST_TENSOR_RECORD || t >= v->ntensors || v->tensors[t].record != r)
         return -EIO; /* cannot happen: small records' CRCs are known */
     const fs_pt_tensor *ten = &v->tensors[t];
+    const ck_key *k;
+    uint32_t stored;
+    if (fs_key_ref_get(ck, &ten->ref, current, &k) == 0 && crc_from_items(ck, k, &stored)) {
+        pthread_mutex_lock(&v->lock);
+        v->crc[r] = stored;
+        v->crc_known[r] = true;
+        pthread_mutex_unlock(&v->lock);
+        *out = stored;
+        return 0;
+    }
     uint8_t *buf = malloc(ten->nbytes < PT_PIECE ? (size_t)ten->nbytes : PT_PIECE);
     if (!buf)
         return -ENOMEM;
