@@ -17,10 +17,12 @@
  * object; its data.pkl is parsed by the restricted reader and written again
  * inside the outer pickle, so the archive holds the object itself.  Only
  * values weights_only=True accepts are inlined: None, bool, int, float,
- * str, bytes (protocol 2's _codecs.encode form), tuple, list, dict and
- * collections.OrderedDict.  A payload
- * holding anything else (tensors, which would need their storages moved
- * into this archive, or any other class) is left out of the view. */
+ * str, bytes (protocol 2's _codecs.encode form), tuple, list, dict,
+ * collections.OrderedDict, and tensors (_rebuild_tensor_v2/_v3 and
+ * _rebuild_parameter over torch's storage classes), whose storages become
+ * records of this archive served from the payload's own records, exactly
+ * as stored (strides, offsets and dtype kept).  A payload holding anything
+ * else (any other class) is left out of the view. */
 #include "view_pt.h"
 
 #include <errno.h>
@@ -69,7 +71,11 @@ static int pt_tensor_read(ck_checkpoint *ck, const fs_pt_tensor *t, bool current
     const ck_key *k;
     size_t n;
     int rc = fs_key_ref_get(ck, &t->ref, current, &k);
-    if (!rc)
+    /* a storage of a non-tensor value: bytes of that entry's payload, as is
+     * (no output dtype: it is not a key's tensor) */
+    if (!rc && t->in_payload)
+        rc = ck_key_read(ck, k, t->payload_off + off, dst, len, &n);
+    else if (!rc)
         rc = ck_key_read(ck, k, off, dst, len, &n);
     if (!rc && n != len)
         rc = -EIO; /* the key is shorter than its dtype and shape say */
@@ -398,44 +404,170 @@ static void emit_latin1_bytes(pkw *w, const pk_value *text)
     free(b);
 }
 
-static bool inlinable(const pk_value *v, int depth, size_t *budget)
+/* One storage of a tensor inside a non-tensor value. */
+typedef struct {
+    char *key;          /* the payload's storage key ("0") */
+    uint64_t off, size; /* its record's bytes within the payload */
+    uint32_t crc;       /* of those bytes (read at build) */
+    size_t out;         /* its index in the view's tensors once emitted, else SIZE_MAX */
+} pt_storage;
+
+/* A non-tensor value to inline. */
+typedef struct {
+    pk_doc *doc;
+    const ck_key *key; /* the bytes entry */
+    pt_storage *st;
+    size_t nst;
+} pt_object;
+
+static void object_clear(pt_object *o)
 {
-    if (depth > PT_MAX_OBJ_DEPTH || (*budget)-- == 0)
+    pk_free(o->doc);
+    for (size_t i = 0; i < o->nst; i++)
+        free(o->st[i].key);
+    free(o->st);
+    memset(o, 0, sizeof *o);
+}
+
+typedef struct {
+    size_t budget;
+    const uint8_t *payload;
+    uint64_t len;
+    pt_object *obj;
+    int err; /* -ENOMEM */
+} inl_ctx;
+
+static bool storage_class_ok(const pk_value *g)
+{
+    if (!g || g->kind != PK_GLOBAL)
+        return false;
+    if (strcmp(g->u.global.module, "torch.storage") == 0)
+        return strcmp(g->u.global.name, "UntypedStorage") == 0;
+    return strcmp(g->u.global.module, "torch") == 0 &&
+           ck_dtype_from_storage_class(g->u.global.name) != CK_DT_INVALID;
+}
+
+static bool dtype_global_ok(const pk_value *g)
+{
+    return strcmp(g->u.global.module, "torch") == 0 &&
+           ck_dtype_from_torch_name(g->u.global.name) != CK_DT_INVALID;
+}
+
+/* ('storage', torch.XStorage, key, location, numel) naming a record of the
+ * payload: remembered (once per key) for the archive. */
+static bool storage_ok(inl_ctx *c, const pk_value *pid)
+{
+    if (pid->kind != PK_TUPLE || pid->u.seq.len != 5)
+        return false;
+    const char *kind = pk_as_str(pid->u.seq.items[0]);
+    const char *key = pk_as_str(pid->u.seq.items[2]);
+    int64_t numel;
+    if (!kind || strcmp(kind, "storage") != 0 || !storage_class_ok(pid->u.seq.items[1]) || !key ||
+        !*key || strchr(key, '/') || !pk_as_str(pid->u.seq.items[3]) ||
+        pk_as_int(pid->u.seq.items[4], &numel) != 0 || numel < 0)
+        return false;
+    for (size_t i = 0; i < c->obj->nst; i++)
+        if (strcmp(c->obj->st[i].key, key) == 0)
+            return true;
+    char suffix[64], err[256];
+    if ((size_t)snprintf(suffix, sizeof suffix, "/data/%s", key) >= sizeof suffix)
+        return false;
+    ck_zip_member m;
+    ck_byte_source src = ck_byte_source_mem(c->payload, c->len);
+    if (ck_zip_find(&src, suffix, &m, err, sizeof err) != 0)
+        return false;
+    pt_storage *st = realloc(c->obj->st, (c->obj->nst + 1) * sizeof *st);
+    char *k = strdup(key);
+    if (!st || !k) {
+        free(k);
+        if (st)
+            c->obj->st = st;
+        c->err = -ENOMEM;
+        return false;
+    }
+    c->obj->st = st;
+    st[c->obj->nst++] = (pt_storage){ k, m.data_offset, m.size,
+                                      (uint32_t)crc32_z(0, c->payload + m.data_offset, m.size),
+                                      SIZE_MAX };
+    return true;
+}
+
+static bool plain_object(const pk_value *v)
+{
+    return !v->u.obj.newobj && !v->u.obj.items && !v->u.obj.dictitems &&
+           (!v->u.obj.state || v->u.obj.state->kind == PK_NONE);
+}
+
+static bool is_rebuild_tensor(const pk_value *v)
+{
+    return pk_is_object_of(v, "torch._utils", "_rebuild_tensor_v2") ||
+           pk_is_object_of(v, "torch._utils", "_rebuild_tensor_v3");
+}
+
+static bool inlinable(inl_ctx *c, const pk_value *v, int depth)
+{
+    if (depth > PT_MAX_OBJ_DEPTH || c->budget-- == 0)
         return false;
     switch (v->kind) {
     case PK_NONE: case PK_BOOL: case PK_INT: case PK_FLOAT: case PK_BYTES:
         return true;
     case PK_STR:
         return pk_as_str(v) != NULL;
+    case PK_GLOBAL:
+        return dtype_global_ok(v); /* _rebuild_tensor_v3's dtype */
     case PK_TUPLE: case PK_LIST:
         for (size_t i = 0; i < v->u.seq.len; i++)
-            if (!inlinable(v->u.seq.items[i], depth + 1, budget))
+            if (!inlinable(c, v->u.seq.items[i], depth + 1))
                 return false;
         return true;
     case PK_DICT:
         for (size_t i = 0; i < v->u.dict.len; i++)
-            if (!inlinable(v->u.dict.keys[i], depth + 1, budget) ||
-                !inlinable(v->u.dict.vals[i], depth + 1, budget))
+            if (!inlinable(c, v->u.dict.keys[i], depth + 1) ||
+                !inlinable(c, v->u.dict.vals[i], depth + 1))
                 return false;
         return true;
-    case PK_OBJECT:
+    case PK_OBJECT: {
         if (latin1_bytes(v))
             return true;
+        const pk_value *args = v->u.obj.args;
+        size_t n = pk_seq_len(args);
+        if (is_rebuild_tensor(v)) {
+            /* (storage, offset, size, stride, requires_grad, hooks[, dtype]) */
+            if (!plain_object(v) || n < 6 || args->kind != PK_TUPLE ||
+                args->u.seq.items[0]->kind != PK_PERSID ||
+                !storage_ok(c, args->u.seq.items[0]->u.persid.pid))
+                return false;
+            for (size_t i = 1; i < n; i++)
+                if (!inlinable(c, args->u.seq.items[i], depth + 1))
+                    return false;
+            return true;
+        }
+        if (pk_is_object_of(v, "torch._utils", "_rebuild_parameter"))
+            return plain_object(v) && n >= 1 && args->kind == PK_TUPLE &&
+                   is_rebuild_tensor(args->u.seq.items[0]) && inlinable(c, args, depth + 1);
         /* OrderedDict(): REDUCE with no arguments, then SETITEMS */
-        if (!pk_is_object_of(v, "collections", "OrderedDict") || v->u.obj.newobj ||
-            pk_seq_len(v->u.obj.args) != 0 || v->u.obj.items ||
-            (v->u.obj.state && v->u.obj.state->kind != PK_NONE))
+        if (!pk_is_object_of(v, "collections", "OrderedDict") || v->u.obj.newobj || n != 0 ||
+            v->u.obj.items || (v->u.obj.state && v->u.obj.state->kind != PK_NONE))
             return false;
-        return !v->u.obj.dictitems || inlinable(v->u.obj.dictitems, depth + 1, budget);
+        return !v->u.obj.dictitems || inlinable(c, v->u.obj.dictitems, depth + 1);
+    }
     default:
-        return false; /* persistent ids (tensors), other classes */
+        return false; /* persistent ids outside a tensor, other classes */
     }
 }
 
-/* Emits a dict's items (or an OrderedDict's) as pickle batches them. */
-static void emit_value(pkw *w, const pk_value *v);
+/* Where the storages an object's tensors need go: the view's tensor list. */
+typedef struct {
+    fs_pt_tensor *tensors;
+    size_t *ntensors;
+    pt_object *obj;
+    int err;
+} obj_emit;
 
-static void emit_items(pkw *w, const pk_value *d)
+static void emit_value(pkw *w, const pk_value *v, obj_emit *oe);
+
+/* Emits a dict's items (or an OrderedDict's) as pickle batches them. */
+static void emit_items(pkw *w, const pk_value *d, obj_emit *oe)
 {
     size_t n = d ? d->u.dict.len : 0;
     for (size_t b = 0; b < n; b += PT_BATCH) {
@@ -443,14 +575,69 @@ static void emit_items(pkw *w, const pk_value *d)
         if (e - b > 1)
             pkw_op(w, PKW_MARK);
         for (size_t i = b; i < e; i++) {
-            emit_value(w, d->u.dict.keys[i]);
-            emit_value(w, d->u.dict.vals[i]);
+            emit_value(w, d->u.dict.keys[i], oe);
+            emit_value(w, d->u.dict.vals[i], oe);
         }
         pkw_op(w, e - b > 1 ? PKW_SETITEMS : PKW_SETITEM);
     }
 }
 
-static void emit_value(pkw *w, const pk_value *v)
+static void emit_tuple(pkw *w, const pk_value *v, obj_emit *oe)
+{
+    size_t n = v->u.seq.len;
+    static const uint8_t tuple_n[4] = { PKW_EMPTY_TUPLE, PKW_TUPLE1, PKW_TUPLE2, PKW_TUPLE3 };
+    if (n > 3)
+        pkw_op(w, PKW_MARK);
+    for (size_t i = 0; i < n; i++)
+        emit_value(w, v->u.seq.items[i], oe);
+    pkw_op(w, n > 3 ? PKW_TUPLE : tuple_n[n]);
+}
+
+/* A storage's persistent id, renamed to its record in this archive (added
+ * the first time the storage is met). */
+static void emit_storage(pkw *w, const pk_value *pid, obj_emit *oe)
+{
+    const char *key = pk_as_str(pid->u.seq.items[2]);
+    pt_storage *st = NULL;
+    for (size_t i = 0; i < oe->obj->nst && !st; i++)
+        if (strcmp(oe->obj->st[i].key, key) == 0)
+            st = &oe->obj->st[i];
+    if (st && st->out == SIZE_MAX) {
+        fs_pt_tensor *t = &oe->tensors[*oe->ntensors];
+        int rc = fs_key_ref_init(&t->ref, oe->obj->key);
+        if (rc) {
+            oe->err = rc;
+            st = NULL;
+        } else {
+            t->in_payload = true;
+            t->payload_off = st->off;
+            t->nbytes = st->size;
+            t->out_dtype = CK_DT_UINT8; /* raw storage bytes */
+            t->crc_preset = true;
+            t->crc_value = st->crc;
+            st->out = (*oe->ntensors)++;
+        }
+    }
+    if (!st) {
+        pkw_op(w, 0); /* out of memory (storage_ok found every key): fail the writer */
+        return;
+    }
+    char name[24];
+    snprintf(name, sizeof name, "%zu", st->out);
+    const pk_value *cls = pid->u.seq.items[1];
+    int64_t numel = 0;
+    pk_as_int(pid->u.seq.items[4], &numel);
+    pkw_op(w, PKW_MARK);
+    pkw_str(w, "storage");
+    pkw_global(w, cls->u.global.module, cls->u.global.name);
+    pkw_str(w, name);
+    pkw_str(w, pk_as_str(pid->u.seq.items[3]));
+    pkw_int(w, numel);
+    pkw_op(w, PKW_TUPLE);
+    pkw_op(w, PKW_BINPERSID);
+}
+
+static void emit_value(pkw *w, const pk_value *v, obj_emit *oe)
 {
     switch (v->kind) {
     case PK_NONE: pkw_none(w); break;
@@ -459,16 +646,9 @@ static void emit_value(pkw *w, const pk_value *v)
     case PK_FLOAT: pkw_float(w, v->u.f); break;
     case PK_STR: pkw_str(w, v->u.str.data); break;
     case PK_BYTES: pkw_bytes(w, v->u.str.data, v->u.str.len); break;
-    case PK_TUPLE: {
-        size_t n = v->u.seq.len;
-        static const uint8_t tuple_n[4] = { PKW_EMPTY_TUPLE, PKW_TUPLE1, PKW_TUPLE2, PKW_TUPLE3 };
-        if (n > 3)
-            pkw_op(w, PKW_MARK);
-        for (size_t i = 0; i < n; i++)
-            emit_value(w, v->u.seq.items[i]);
-        pkw_op(w, n > 3 ? PKW_TUPLE : tuple_n[n]);
-        break;
-    }
+    case PK_GLOBAL: pkw_global(w, v->u.global.module, v->u.global.name); break;
+    case PK_PERSID: emit_storage(w, v->u.persid.pid, oe); break;
+    case PK_TUPLE: emit_tuple(w, v, oe); break;
     case PK_LIST: {
         size_t n = v->u.seq.len;
         pkw_op(w, PKW_EMPTY_LIST);
@@ -477,24 +657,25 @@ static void emit_value(pkw *w, const pk_value *v)
             if (e - b > 1)
                 pkw_op(w, PKW_MARK);
             for (size_t i = b; i < e; i++)
-                emit_value(w, v->u.seq.items[i]);
+                emit_value(w, v->u.seq.items[i], oe);
             pkw_op(w, e - b > 1 ? PKW_APPENDS : PKW_APPEND);
         }
         break;
     }
     case PK_DICT:
         pkw_op(w, PKW_EMPTY_DICT);
-        emit_items(w, v);
+        emit_items(w, v, oe);
         break;
-    case PK_OBJECT: /* bytes or OrderedDict, checked by inlinable */
+    case PK_OBJECT: /* checked by inlinable: bytes, a tensor, OrderedDict */
         if (latin1_bytes(v)) {
             emit_latin1_bytes(w, latin1_bytes(v));
             break;
         }
-        pkw_global(w, "collections", "OrderedDict");
-        pkw_op(w, PKW_EMPTY_TUPLE);
+        emit_value(w, v->u.obj.callable, oe);
+        emit_tuple(w, v->u.obj.args, oe);
         pkw_op(w, PKW_REDUCE);
-        emit_items(w, v->u.obj.dictitems);
+        if (v->u.obj.dictitems)
+            emit_items(w, v->u.obj.dictitems, oe);
         break;
     default:
         pkw_op(w, 0); /* cannot happen: makes the writer fail */
@@ -502,11 +683,12 @@ static void emit_value(pkw *w, const pk_value *v)
     }
 }
 
-/* Parses a bytes entry's payload; *doc is NULL (and 0 returned) when it
- * cannot be inlined. */
-static int load_object(ck_checkpoint *ck, const ck_key *k, pk_doc **doc)
+/* Parses a bytes entry's payload into o; o->doc is NULL (and 0 returned)
+ * when it cannot be inlined. */
+static int load_object(ck_checkpoint *ck, const ck_key *k, pt_object *o)
 {
-    *doc = NULL;
+    memset(o, 0, sizeof *o);
+    o->key = k;
     uint64_t size;
     if (k->error || ck_key_size(ck, k, &size) != 0 || size > PT_MAX_PAYLOAD)
         return 0;
@@ -516,19 +698,21 @@ static int load_object(ck_checkpoint *ck, const ck_key *k, pk_doc **doc)
     size_t got;
     char err[256];
     ck_zip_member m;
+    int rc = 0;
     if (ck_key_read(ck, k, 0, buf, (size_t)size, &got) == 0 && got == size) {
         ck_byte_source src = ck_byte_source_mem(buf, size);
         if (ck_zip_find(&src, "/data.pkl", &m, err, sizeof err) == 0 &&
-            pk_parse(buf + m.data_offset, (size_t)m.size, doc, err, sizeof err) == 0) {
-            size_t budget = 1u << 20;
-            if (!inlinable(pk_root(*doc), 0, &budget)) {
-                pk_free(*doc);
-                *doc = NULL;
+            pk_parse(buf + m.data_offset, (size_t)m.size, &o->doc, err, sizeof err) == 0) {
+            inl_ctx c = { 1u << 20, buf, size, o, 0 };
+            if (!inlinable(&c, pk_root(o->doc), 0)) {
+                rc = c.err;
+                object_clear(o);
+                o->key = k;
             }
         }
     }
     free(buf);
-    return 0;
+    return rc;
 }
 
 /* ---- collecting the keys under DIR ---- */
@@ -607,7 +791,7 @@ static bool tensor_fits(const ck_key *k)
 typedef struct {
     ck_checkpoint *ck;
     const key_vec *keys;
-    pk_doc **docs;
+    pt_object *objs;
     fs_pt_tensor *tensors; /* filled in pickling order: storage "N" is tensors[N] */
     size_t ntensors;
     int err;
@@ -660,9 +844,13 @@ static void emit_node(emit_ctx *c, pkw *w, const pt_node *n)
         pkw_op(w, PKW_EMPTY_LIST);
         emit_slots(c, w, n);
         break;
-    case N_OBJECT:
-        emit_value(w, pk_root(c->docs[n->leaf]));
+    case N_OBJECT: {
+        obj_emit oe = { c->tensors, &c->ntensors, &c->objs[n->leaf], 0 };
+        emit_value(w, pk_root(c->objs[n->leaf].doc), &oe);
+        if (oe.err && !c->err)
+            c->err = oe.err;
         break;
+    }
     case N_TENSOR: {
         const ck_key *k = c->keys->v[n->leaf];
         fs_pt_tensor *t = &c->tensors[c->ntensors];
@@ -798,8 +986,11 @@ static int build_archive(fs_pt_view *v, const uint8_t *pkl, size_t pkl_len)
         } else if (!rc) {
             rc = seg_push(v, &segcap, (fs_pt_seg){ e->data_off, e->data_off + e->size,
                                                    PT_SEG_TENSOR, src[i].tensor });
-            if (e->size == 0)
-                v->crc_known[i] = true; /* crc32 of nothing is 0 */
+            const fs_pt_tensor *t = &v->tensors[src[i].tensor];
+            if (e->size == 0 || t->crc_preset) { /* crc32 of nothing is 0 */
+                v->crc[i] = e->size ? t->crc_value : 0;
+                v->crc_known[i] = true;
+            }
         }
         if (!rc)
             rc = seg_push(v, &segcap, (fs_pt_seg){ e->data_off + e->size, e->end_off,
@@ -889,14 +1080,14 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
         return -rc;
     key_vec keys = { 0 };
     nest t = { 0 };
-    pk_doc **docs = NULL;
-    size_t ndocs = 0;
+    pt_object *objs = NULL;
+    size_t ndocs = 0, nstorages = 0;
     pt_elem *path = malloc(PT_MAX_PATH * sizeof *path);
     pt_node *root = node_new(&t, N_DICT);
     rc = path && root ? 0 : -ENOMEM;
     if (!rc)
         rc = collect(dir, &keys);
-    if (!rc && keys.n && !(docs = calloc(keys.n, sizeof *docs)))
+    if (!rc && keys.n && !(objs = calloc(keys.n, sizeof *objs)))
         rc = -ENOMEM;
     size_t ntensors = 0, depth = node_depth(dir);
     for (size_t i = 0; !rc && i < keys.n; i++) {
@@ -907,8 +1098,8 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
                 continue;
             leaf = node_new(&t, N_TENSOR);
         } else {
-            rc = load_object(ck, k, &docs[ndocs]);
-            if (rc || !docs[ndocs])
+            rc = load_object(ck, k, &objs[ndocs]);
+            if (rc || !objs[ndocs].doc)
                 continue;
             leaf = node_new(&t, N_OBJECT);
         }
@@ -923,18 +1114,20 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
             rc = set;
         } else if (set == 0) {
             ntensors += k->kind == CK_KEY_TENSOR;
-            ndocs += k->kind != CK_KEY_TENSOR;
+            if (k->kind != CK_KEY_TENSOR)
+                nstorages += objs[ndocs++].nst;
         } else if (k->kind != CK_KEY_TENSOR) {
-            pk_free(docs[ndocs]);
-            docs[ndocs] = NULL;
+            object_clear(&objs[ndocs]);
         }
     }
     uint8_t *pkl = NULL;
     size_t pkl_len = 0;
-    if (!rc && ntensors && !(out->tensors = calloc(ntensors, sizeof *out->tensors)))
+    /* key tensors, then the storages of tensors inside values */
+    if (!rc && ntensors + nstorages &&
+        !(out->tensors = calloc(ntensors + nstorages, sizeof *out->tensors)))
         rc = -ENOMEM;
     if (!rc) {
-        emit_ctx c = { ck, &keys, docs, out->tensors, 0, 0 };
+        emit_ctx c = { ck, &keys, objs, out->tensors, 0, 0 };
         pkw *w = pkw_new(2);
         if (!w) {
             rc = -ENOMEM;
@@ -951,8 +1144,8 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
         rc = build_archive(out, pkl, pkl_len);
     free(pkl);
     for (size_t i = 0; i < ndocs; i++)
-        pk_free(docs[i]);
-    free(docs);
+        object_clear(&objs[i]);
+    free(objs);
     free(path);
     free(keys.v);
     nest_free(&t);
@@ -996,7 +1189,8 @@ static int record_crc(ck_checkpoint *ck, fs_pt_view *v, bool current, size_t r, 
     const fs_pt_tensor *ten = &v->tensors[t];
     const ck_key *k;
     uint32_t stored;
-    if (fs_key_ref_get(ck, &ten->ref, current, &k) == 0 && crc_from_items(ck, k, &stored)) {
+    if (!ten->in_payload && fs_key_ref_get(ck, &ten->ref, current, &k) == 0 &&
+        crc_from_items(ck, k, &stored)) {
         pthread_mutex_lock(&v->lock);
         v->crc[r] = stored;
         v->crc_known[r] = true;

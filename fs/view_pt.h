@@ -43,6 +43,12 @@ typedef struct {
     ck_dtype out_dtype; /* the record's dtype (see pt_tensor_read) */
     uint64_t nbytes;    /* the record's length */
     size_t record;      /* its zip entry */
+    /* a storage of a tensor inside a non-tensor value: ref is that bytes
+     * entry, the record its payload's bytes from payload_off on, as is */
+    bool in_payload;
+    uint64_t payload_off;
+    bool crc_preset;    /* crc_value known at build (payload storages) */
+    uint32_t crc_value;
     /* CRC learnt from reads in order (guarded by the view's lock) */
     uint64_t crc_next;
     uint32_t crc_running;

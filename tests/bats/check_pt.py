@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 ALLOWED_GLOBALS = {
     ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor_v3"),
+    ("torch._utils", "_rebuild_parameter"),
     ("collections", "OrderedDict"), ("torch.storage", "UntypedStorage"),
     ("_codecs", "encode"),
 }
@@ -85,6 +86,8 @@ class ViewUnpickler(pickle.Unpickler):
             return rebuild_v2
         if (module, name) == ("torch._utils", "_rebuild_tensor_v3"):
             return rebuild_v3
+        if (module, name) == ("torch._utils", "_rebuild_parameter"):
+            return rebuild_parameter
         if (module, name) == ("collections", "OrderedDict"):
             return collections.OrderedDict
         if (module, name) == ("_codecs", "encode"):
@@ -102,9 +105,25 @@ class ViewUnpickler(pickle.Unpickler):
         return (key, dtype)
 
 
+def rebuild_parameter(data, requires_grad, hooks, *rest):
+    return data
+
+
+class PTensor:
+    """A tensor inside a bytes entry: its storage's bytes as the payload holds them."""
+
+    def __init__(self, data, dtype, offset, size, stride):
+        self.data, self.dtype, self.offset = data, dtype, offset
+        self.size, self.stride = tuple(size), tuple(stride)
+
+
 class PayloadUnpickler(pickle.Unpickler):
-    """A bytes entry's data.pkl: plain values, bytes and OrderedDict only (else not
-    inlinable)."""
+    """A bytes entry's data.pkl: plain values, bytes, OrderedDict and tensors only (else
+    not inlinable)."""
+
+    def __init__(self, f, z):
+        super().__init__(f)
+        self.z = z
 
     def find_class(self, module, name):
         if (module, name) == ("collections", "OrderedDict"):
@@ -112,10 +131,25 @@ class PayloadUnpickler(pickle.Unpickler):
         if (module, name) == ("_codecs", "encode"):  # how protocol 2 writes bytes
             import codecs
             return codecs.encode
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return lambda st, off, size, stride, *r: PTensor(st[0], st[1], off, size, stride)
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v3"):
+            return lambda st, off, size, stride, rg, h, dt, *r: PTensor(st[0], dt.name, off,
+                                                                        size, stride)
+        if (module, name) == ("torch._utils", "_rebuild_parameter"):
+            return rebuild_parameter
+        if module == "torch" and name in STORAGE_DTYPE:
+            return STORAGE_DTYPE[name]
+        if module == "torch" and name.islower():
+            return DType(name)
+        if (module, name) == ("torch.storage", "UntypedStorage"):
+            return None
         raise pickle.UnpicklingError("not inlinable: %s.%s" % (module, name))
 
     def persistent_load(self, pid):
-        raise pickle.UnpicklingError("not inlinable: holds a tensor")
+        kind, cls, key, location, count = pid
+        name = [n for n in self.z.namelist() if n.endswith("/data/" + key)][0]
+        return (self.z.read(name), cls)
 
 
 def payload_object(path):
@@ -125,7 +159,7 @@ def payload_object(path):
     try:
         z = zipfile.ZipFile(io.BytesIO(data))
         name = [n for n in z.namelist() if n.endswith("/data.pkl")][0]
-        return True, PayloadUnpickler(io.BytesIO(z.read(name))).load()
+        return True, PayloadUnpickler(io.BytesIO(z.read(name)), z).load()
     except (pickle.UnpicklingError, IndexError, zipfile.BadZipFile):
         return False, None
 
@@ -307,8 +341,44 @@ def compare(got, exp, where, z, manifest, probs, tensors):
             probs.add("%s (%s): %s" % (where, exp[1], err))
         tensors[where] = exp[1]
     else:
-        if got != exp[1] or type(got) is not type(exp[1]):
-            probs.add("%s: %r, want %r" % (where, got, exp[1]))
+        err = obj_problem(got, exp[1], z)
+        if err:
+            probs.add("%s: %s" % (where, err))
+
+
+def obj_problem(got, want, z):
+    """Why the inlined object got differs from the payload's object want, or None."""
+    if isinstance(want, PTensor):
+        if not isinstance(got, Tensor):
+            return "%r, want a tensor" % (got,)
+        if (got.dtype, got.offset, got.size, got.stride) != \
+                (want.dtype, want.offset, want.size, want.stride):
+            return "tensor %r, want %r" % ((got.dtype, got.offset, got.size, got.stride),
+                                           (want.dtype, want.offset, want.size, want.stride))
+        start, size = z.data_at.get("archive/data/%s" % got.key, (0, -1))
+        with open(z.filename, "rb") as f:
+            f.seek(start)
+            data = f.read(size) if size >= 0 else None
+        return None if data == want.data else "storage bytes differ from the payload's"
+    if type(got) is not type(want):
+        return "%r, want %r" % (got, want)
+    if isinstance(want, dict):
+        if list(got) != list(want):
+            return "keys %r, want %r" % (list(got), list(want))
+        for k in want:
+            err = obj_problem(got[k], want[k], z)
+            if err:
+                return "[%r]: %s" % (k, err)
+        return None
+    if isinstance(want, (list, tuple)):
+        if len(got) != len(want):
+            return "%r, want %r" % (got, want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            err = obj_problem(g, w, z)
+            if err:
+                return "[%d]: %s" % (i, err)
+        return None
+    return None if got == want else "%r, want %r" % (got, want)
 
 
 def has_plain_only(exp):
@@ -321,6 +391,8 @@ def has_plain_only(exp):
         return True
 
     def plain(o):
+        if isinstance(o, PTensor):
+            return True
         if isinstance(o, (float, bytes)):
             return False
         if isinstance(o, (list, tuple)):

@@ -12,7 +12,8 @@ the objects (this python's torch).  What it holds:
 - two keys whose paths collide (a value where the other needs a dict): the second is left out;
 - tensors stored whole, as row bands (CRC from the items), and as column bands (CRC read);
 - bytes entries: int, float, str, bytes, None, tuple, list, dict with int keys,
-  OrderedDict, nested containers, and one holding a tensor (not inlinable: left out).
+  OrderedDict, nested containers, tensors (a view into a storage, a transposed Parameter,
+  one storage twice), and one holding another class (not inlinable: left out).
 """
 import collections
 import hashlib
@@ -110,7 +111,10 @@ def main():
     obj("meta.text", "h\u00e9llo \u2603", ("meta", "text"))
     obj("meta.nested", {"a": [[1, 2], (3, (4, 5.5)), {"z": []}], "e": ()}, ("meta", "nested"))
     obj("step", 1000, ("step",))
-    obj("rng", {"state": torch.ones(3)}, ("rng",))   # holds a tensor: left out
+    obj("rng", {"state": torch.arange(6, dtype=torch.uint8)[1:5], "seed": 7}, ("rng",))
+    obj("param", torch.nn.Parameter(torch.ones(2, 3).t()), ("param",))  # strided, a Parameter
+    obj("shared", [torch.zeros(4, dtype=torch.int64)] * 2, ("shared",))  # one storage, twice
+    obj("odd", {"x": collections.Counter("aab")}, ("odd",))   # a class: left out
     f.close()
     meta = g.Metadata(sdm, planner, storage,
                       g.StorageMeta(out, str(uuid.UUID(bytes=rng.bytes(16), version=4))))
