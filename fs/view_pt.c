@@ -1109,7 +1109,14 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
         }
         leaf->leaf = k->kind == CK_KEY_TENSOR ? i : ndocs;
         size_t n = rel_path(k, depth, path);
-        int set = nest_set(&t, root, path, n, leaf);
+        /* a pickle str must be UTF-8 (a safetensors name need not be): such a
+         * key is left out like a colliding one */
+        int set = 0;
+        for (size_t j = 0; j < n; j++)
+            if (!path[j].is_int && !pk_utf8_valid(path[j].s, path[j].len))
+                set = 1;
+        if (!set)
+            set = nest_set(&t, root, path, n, leaf);
         if (set < 0) {
             rc = set;
         } else if (set == 0) {
