@@ -361,17 +361,20 @@ static int copy_file(fs_mount *m, const cp_item *it, uint8_t *buf, mode_t mode, 
     }
     if (e.view)
         fs_view_release(m, e.view);
+    /* failures from here on are DEST's */
+    int wrc = 0;
     if (!rc && fchmod(fd, mode) != 0)
-        rc = -errno;
-    if (close(fd) != 0 && !rc)
-        rc = -errno;
-    if (!rc && rename(tmp, it->dest) != 0)
-        rc = -errno;
-    if (rc) {
-        if (*what != it->src)
-            *what = it->dest;
-        unlink(tmp);
+        wrc = -errno;
+    if (close(fd) != 0 && !rc && !wrc)
+        wrc = -errno;
+    if (!rc && !wrc && rename(tmp, it->dest) != 0)
+        wrc = -errno;
+    if (wrc) {
+        rc = wrc;
+        *what = it->dest;
     }
+    if (rc)
+        unlink(tmp);
     free(tmp);
     return rc;
 }

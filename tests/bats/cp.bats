@@ -121,6 +121,13 @@ same_as_mount() {
     [ "$status" -eq 1 ]
     [ "${#lines[@]}" -eq 1 ]
     [ -z "$(ls -A "$out")" ]
+    # a directory where a file goes: that file fails, naming DEST; the others are copied
+    mkdir -p "$out/meta/name"
+    run cp_ck "$FIX/dcp_single:meta" "$out/"
+    [ "$status" -eq 1 ]
+    [[ "$output" == *"$out/meta/name: Is a directory"* ]]
+    [ -f "$out/meta/lrs" ]
+    [ -z "$(find "$out" -name '*.ckptfs-*')" ]
 }
 
 @test "cp: an unreadable key fails alone: no partial file under its name, the rest copied" {
