@@ -99,7 +99,8 @@ same_as_mount() {
     [ "$status" -eq 0 ]
     [ -z "$output" ]
     command -v script >/dev/null || skip "script(1) is not installed"
-    script -qec "$CKPTFS cp $FIX/dcp_single: $out/b" "$out/typescript" >/dev/null
+    ASAN_OPTIONS=detect_leaks=${CP_LEAKS:-0} \
+        script -qec "$CKPTFS cp $FIX/dcp_single: $out/b" "$out/typescript" >/dev/null
     grep -q '100%' "$out/typescript"
     grep -q 'ETA' "$out/typescript"
     grep -q '/s' "$out/typescript"
