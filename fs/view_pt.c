@@ -36,14 +36,11 @@
 #include "pickle_write.h"
 #include "torch_save_writer.h"
 #include "view_head.h"
+#include "view_pt_nest.h"
+#include "view_pt_object.h"
 #include "zip_reader.h"
 
 #define ARCHIVE "archive"
-#define PT_MAX_PATH 256           /* planner path elements per key */
-#define PT_MAX_LIST_INDEX (1u << 24)
-#define PT_MAX_PAYLOAD (64u << 20) /* bytes entries larger than this are not inlined */
-#define PT_MAX_OBJ_DEPTH 64
-#define PT_BATCH 1000             /* pickle's SETITEMS/APPENDS batch */
 #define PT_PIECE (1u << 20)
 
 /* ---- the tensor bytes: the one place an output dtype plugs in ---- */
@@ -79,639 +76,6 @@ static int pt_tensor_read(ck_checkpoint *ck, const fs_pt_tensor *t, bool current
         rc = ck_key_read(ck, k, off, dst, len, &n);
     if (!rc && n != len)
         rc = -EIO; /* the key is shorter than its dtype and shape say */
-    return rc;
-}
-
-/* ---- path elements ---- */
-
-typedef struct {
-    bool is_int;
-    int64_t i;
-    const char *s; /* str keys: not NUL-terminated where a suffix of an element */
-    size_t len;
-} pt_elem;
-
-static bool elem_eq(const pt_elem *a, const pt_elem *b)
-{
-    if (a->is_int != b->is_int)
-        return false;
-    return a->is_int ? a->i == b->i : a->len == b->len && memcmp(a->s, b->s, a->len) == 0;
-}
-
-static size_t count_dots(const char *s, size_t n)
-{
-    size_t d = 0;
-    for (size_t i = 0; i < n; i++)
-        d += s[i] == '.';
-    return d;
-}
-
-/* The key's path inside DIR (depth components deep): its planner path if it
- * spells the FQN, else the FQN relative to DIR as one str. */
-static size_t rel_path(const ck_key *k, size_t depth, pt_elem *out)
-{
-    const char *fqn = k->fqn;
-    bool usable = k->planner_path && k->planner_path_len > 0 &&
-                  k->planner_path_len <= PT_MAX_PATH;
-    /* the path must join with '.' to the FQN (DCP's flatten does exactly that) */
-    size_t pos = 0;
-    for (uint32_t j = 0; usable && j < k->planner_path_len; j++) {
-        size_t n = strlen(k->planner_path[j]);
-        if (strncmp(fqn + pos, k->planner_path[j], n) != 0)
-            usable = false;
-        pos += n;
-        if (usable && j + 1 < k->planner_path_len)
-            usable = fqn[pos++] == '.';
-    }
-    if (usable && fqn[pos] != '\0')
-        usable = false;
-    if (!usable) {
-        const char *p = fqn;
-        for (size_t i = 0; i < depth && p; i++) {
-            p = strchr(p, '.');
-            p = p ? p + 1 : NULL;
-        }
-        out[0] = (pt_elem){ .s = p ? p : fqn, .len = strlen(p ? p : fqn) };
-        return 1;
-    }
-    size_t n = 0, skip = depth;
-    for (uint32_t j = 0; j < k->planner_path_len; j++) {
-        const char *s = k->planner_path[j];
-        size_t len = strlen(s);
-        size_t comps = 1 + count_dots(s, len);
-        if (skip >= comps) {
-            skip -= comps;
-            continue;
-        }
-        if (skip > 0) { /* DIR ends inside this element: keep what follows */
-            for (; skip > 0; skip--) {
-                const char *dot = memchr(s, '.', len);
-                len -= (size_t)(dot + 1 - s);
-                s = dot + 1;
-            }
-            out[n++] = (pt_elem){ .s = s, .len = len };
-            continue;
-        }
-        if (k->planner_path_is_int && k->planner_path_is_int[j])
-            out[n++] = (pt_elem){ .is_int = true, .i = strtoll(s, NULL, 10) };
-        else
-            out[n++] = (pt_elem){ .s = s, .len = len };
-    }
-    if (n == 0) { /* cannot happen for a key below DIR */
-        out[0] = (pt_elem){ .s = fqn, .len = strlen(fqn) };
-        n = 1;
-    }
-    return n;
-}
-
-/* ---- the nested state dict ---- */
-
-enum { N_DICT, N_LIST, N_TENSOR, N_OBJECT };
-
-typedef struct pt_node pt_node;
-typedef struct {
-    pt_elem key; /* dicts only */
-    pt_node *val; /* lists: NULL is None */
-} pt_slot;
-
-struct pt_node {
-    int kind;
-    pt_slot *slots;
-    size_t n, cap;
-    size_t leaf; /* N_TENSOR: index in the key list; N_OBJECT: index of its doc */
-};
-
-/* (dict, key) -> child, so a dict of 100,000 keys is not searched linearly. */
-typedef struct {
-    const pt_node *parent;
-    pt_elem key;
-    pt_node *child;
-} map_entry;
-
-typedef struct {
-    pt_node **nodes; /* every node, for freeing */
-    size_t nnodes, capnodes;
-    map_entry *map;
-    size_t mapcap, maplen;
-} nest;
-
-static uint64_t elem_hash(const pt_node *parent, const pt_elem *e)
-{
-    uint64_t h = 1469598103934665603ull ^ (uint64_t)(uintptr_t)parent;
-    if (e->is_int) {
-        h = (h ^ (uint64_t)e->i) * 1099511628211ull;
-        return h ^ 0x5bd1e995u;
-    }
-    for (size_t i = 0; i < e->len; i++)
-        h = (h ^ (unsigned char)e->s[i]) * 1099511628211ull;
-    return h;
-}
-
-static map_entry *map_slot(nest *t, const pt_node *parent, const pt_elem *e)
-{
-    size_t mask = t->mapcap - 1;
-    for (size_t i = (size_t)elem_hash(parent, e) & mask;; i = (i + 1) & mask) {
-        map_entry *m = &t->map[i];
-        if (!m->parent || (m->parent == parent && elem_eq(&m->key, e)))
-            return m;
-    }
-}
-
-static pt_node *map_get(nest *t, const pt_node *parent, const pt_elem *e)
-{
-    return t->mapcap ? map_slot(t, parent, e)->child : NULL;
-}
-
-static int map_put(nest *t, const pt_node *parent, const pt_elem *e, pt_node *child)
-{
-    if ((t->maplen + 1) * 2 > t->mapcap) {
-        size_t ncap = t->mapcap ? t->mapcap * 2 : 256;
-        map_entry *old = t->map;
-        size_t ocap = t->mapcap;
-        if (!(t->map = calloc(ncap, sizeof *t->map))) {
-            t->map = old;
-            return -ENOMEM;
-        }
-        t->mapcap = ncap;
-        for (size_t i = 0; i < ocap; i++)
-            if (old[i].parent)
-                *map_slot(t, old[i].parent, &old[i].key) = old[i];
-        free(old);
-    }
-    *map_slot(t, parent, e) = (map_entry){ parent, *e, child };
-    t->maplen++;
-    return 0;
-}
-
-static pt_node *node_new(nest *t, int kind)
-{
-    if (t->nnodes == t->capnodes) {
-        size_t nc = t->capnodes ? t->capnodes * 2 : 64;
-        pt_node **v = realloc(t->nodes, nc * sizeof *v);
-        if (!v)
-            return NULL;
-        t->nodes = v;
-        t->capnodes = nc;
-    }
-    pt_node *n = calloc(1, sizeof *n);
-    if (n) {
-        n->kind = kind;
-        t->nodes[t->nnodes++] = n;
-    }
-    return n;
-}
-
-static int slots_reserve(pt_node *n, size_t want)
-{
-    if (want <= n->cap)
-        return 0;
-    size_t nc = n->cap ? n->cap : 8;
-    while (nc < want)
-        nc *= 2;
-    pt_slot *s = realloc(n->slots, nc * sizeof *s);
-    if (!s)
-        return -ENOMEM;
-    memset(s + n->cap, 0, (nc - n->cap) * sizeof *s);
-    n->slots = s;
-    n->cap = nc;
-    return 0;
-}
-
-static int dict_add(nest *t, pt_node *d, const pt_elem *k, pt_node *v)
-{
-    int rc = slots_reserve(d, d->n + 1);
-    if (!rc)
-        rc = map_put(t, d, k, v);
-    if (!rc)
-        d->slots[d->n++] = (pt_slot){ *k, v };
-    return rc;
-}
-
-/* The list slot for index i, grown with None; NULL for an index that is not
- * a list index we accept. */
-static pt_slot *list_at(pt_node *l, const pt_elem *k, int *rc)
-{
-    *rc = 0;
-    if (!k->is_int || k->i < 0 || k->i >= (int64_t)PT_MAX_LIST_INDEX)
-        return NULL;
-    size_t i = (size_t)k->i;
-    if ((*rc = slots_reserve(l, i + 1)) != 0)
-        return NULL;
-    if (l->n <= i)
-        l->n = i + 1;
-    return &l->slots[i];
-}
-
-/* _traverse.set_element.  Returns 0, 1 if the path collides with another
- * key's (the key is left out), or -ENOMEM. */
-static int nest_set(nest *t, pt_node *root, const pt_elem *p, size_t n, pt_node *leaf)
-{
-    pt_node *cur = root;
-    int rc;
-    for (size_t i = 1; i < n; i++) {
-        int want = p[i].is_int ? N_LIST : N_DICT;
-        pt_node *child;
-        if (cur->kind == N_DICT) {
-            child = map_get(t, cur, &p[i - 1]);
-            if (!child) {
-                if (!(child = node_new(t, want)))
-                    return -ENOMEM;
-                if ((rc = dict_add(t, cur, &p[i - 1], child)) != 0)
-                    return rc;
-            }
-        } else {
-            pt_slot *s = list_at(cur, &p[i - 1], &rc);
-            if (!s)
-                return rc ? rc : 1;
-            if (!s->val && !(s->val = node_new(t, want)))
-                return -ENOMEM;
-            child = s->val;
-        }
-        if (child->kind != N_DICT && child->kind != N_LIST)
-            return 1; /* a value where a container is needed */
-        if (child->kind == N_LIST && !p[i].is_int)
-            return 1; /* Python: list indices must be integers */
-        cur = child;
-    }
-    if (cur->kind == N_DICT) {
-        if (map_get(t, cur, &p[n - 1]))
-            return 1;
-        return dict_add(t, cur, &p[n - 1], leaf);
-    }
-    pt_slot *s = list_at(cur, &p[n - 1], &rc);
-    if (!s)
-        return rc ? rc : 1;
-    if (s->val)
-        return 1;
-    s->val = leaf;
-    return 0;
-}
-
-static void nest_free(nest *t)
-{
-    for (size_t i = 0; i < t->nnodes; i++) {
-        free(t->nodes[i]->slots);
-        free(t->nodes[i]);
-    }
-    free(t->nodes);
-    free(t->map);
-}
-
-/* ---- non-tensor values ---- */
-
-/* Protocol 2 has no bytes opcode: Python pickles bytes as
- * _codecs.encode(<the bytes as latin-1 text>, "latin1").  The text, if v is
- * that (every code point below 256), else NULL. */
-static const pk_value *latin1_bytes(const pk_value *v)
-{
-    if (!pk_is_object_of(v, "_codecs", "encode") || v->u.obj.newobj || v->u.obj.state ||
-        v->u.obj.items || v->u.obj.dictitems || pk_seq_len(v->u.obj.args) != 2)
-        return NULL;
-    const pk_value *text = pk_seq_at(v->u.obj.args, 0);
-    const char *enc = pk_as_str(pk_seq_at(v->u.obj.args, 1));
-    if (text->kind != PK_STR || !enc || strcmp(enc, "latin1") != 0)
-        return NULL;
-    /* UTF-8 of code points < 256: ASCII, or 0xC2/0xC3 lead bytes */
-    const unsigned char *t = (const unsigned char *)text->u.str.data;
-    for (size_t i = 0; i < text->u.str.len; i++) {
-        if (t[i] < 0x80)
-            continue;
-        if ((t[i] != 0xC2 && t[i] != 0xC3) || i + 1 >= text->u.str.len)
-            return NULL;
-        i++;
-    }
-    return text;
-}
-
-static void emit_latin1_bytes(pkw *w, const pk_value *text)
-{
-    const unsigned char *t = (const unsigned char *)text->u.str.data;
-    uint8_t *b = malloc(text->u.str.len ? text->u.str.len : 1);
-    if (!b) {
-        pkw_op(w, 0); /* out of memory: make the writer fail */
-        return;
-    }
-    size_t n = 0;
-    for (size_t i = 0; i < text->u.str.len; i++) {
-        if (t[i] < 0x80) {
-            b[n++] = t[i];
-        } else { /* checked by latin1_bytes: a 2-byte sequence */
-            b[n++] = (uint8_t)(((t[i] & 0x03) << 6) | (t[i + 1] & 0x3F));
-            i++;
-        }
-    }
-    pkw_bytes(w, b, n);
-    free(b);
-}
-
-/* One storage of a tensor inside a non-tensor value. */
-typedef struct {
-    char *key;          /* the payload's storage key ("0") */
-    uint64_t off, size; /* its record's bytes within the payload */
-    uint32_t crc;       /* of those bytes (read at build) */
-    size_t out;         /* its index in the view's tensors once emitted, else SIZE_MAX */
-} pt_storage;
-
-/* A non-tensor value to inline. */
-typedef struct {
-    pk_doc *doc;
-    const ck_key *key; /* the bytes entry */
-    pt_storage *st;
-    size_t nst;
-} pt_object;
-
-static void object_clear(pt_object *o)
-{
-    pk_free(o->doc);
-    for (size_t i = 0; i < o->nst; i++)
-        free(o->st[i].key);
-    free(o->st);
-    memset(o, 0, sizeof *o);
-}
-
-typedef struct {
-    size_t budget;
-    const uint8_t *payload;
-    uint64_t len;
-    pt_object *obj;
-    int err; /* -ENOMEM */
-} inl_ctx;
-
-static bool storage_class_ok(const pk_value *g)
-{
-    if (!g || g->kind != PK_GLOBAL)
-        return false;
-    if (strcmp(g->u.global.module, "torch.storage") == 0)
-        return strcmp(g->u.global.name, "UntypedStorage") == 0;
-    return strcmp(g->u.global.module, "torch") == 0 &&
-           ck_dtype_from_storage_class(g->u.global.name) != CK_DT_INVALID;
-}
-
-static bool dtype_global_ok(const pk_value *g)
-{
-    return strcmp(g->u.global.module, "torch") == 0 &&
-           ck_dtype_from_torch_name(g->u.global.name) != CK_DT_INVALID;
-}
-
-/* ('storage', torch.XStorage, key, location, numel) naming a record of the
- * payload: remembered (once per key) for the archive. */
-static bool storage_ok(inl_ctx *c, const pk_value *pid)
-{
-    if (pid->kind != PK_TUPLE || pid->u.seq.len != 5)
-        return false;
-    const char *kind = pk_as_str(pid->u.seq.items[0]);
-    const char *key = pk_as_str(pid->u.seq.items[2]);
-    int64_t numel;
-    if (!kind || strcmp(kind, "storage") != 0 || !storage_class_ok(pid->u.seq.items[1]) || !key ||
-        !*key || strchr(key, '/') || !pk_as_str(pid->u.seq.items[3]) ||
-        pk_as_int(pid->u.seq.items[4], &numel) != 0 || numel < 0)
-        return false;
-    for (size_t i = 0; i < c->obj->nst; i++)
-        if (strcmp(c->obj->st[i].key, key) == 0)
-            return true;
-    char suffix[64], err[256];
-    if ((size_t)snprintf(suffix, sizeof suffix, "/data/%s", key) >= sizeof suffix)
-        return false;
-    ck_zip_member m;
-    ck_byte_source src = ck_byte_source_mem(c->payload, c->len);
-    if (ck_zip_find(&src, suffix, &m, err, sizeof err) != 0)
-        return false;
-    pt_storage *st = realloc(c->obj->st, (c->obj->nst + 1) * sizeof *st);
-    char *k = strdup(key);
-    if (!st || !k) {
-        free(k);
-        if (st)
-            c->obj->st = st;
-        c->err = -ENOMEM;
-        return false;
-    }
-    c->obj->st = st;
-    st[c->obj->nst++] = (pt_storage){ k, m.data_offset, m.size,
-                                      (uint32_t)crc32_z(0, c->payload + m.data_offset, m.size),
-                                      SIZE_MAX };
-    return true;
-}
-
-static bool plain_object(const pk_value *v)
-{
-    return !v->u.obj.newobj && !v->u.obj.items && !v->u.obj.dictitems &&
-           (!v->u.obj.state || v->u.obj.state->kind == PK_NONE);
-}
-
-static bool is_rebuild_tensor(const pk_value *v)
-{
-    return pk_is_object_of(v, "torch._utils", "_rebuild_tensor_v2") ||
-           pk_is_object_of(v, "torch._utils", "_rebuild_tensor_v3");
-}
-
-static bool inlinable(inl_ctx *c, const pk_value *v, int depth)
-{
-    if (depth > PT_MAX_OBJ_DEPTH || c->budget-- == 0)
-        return false;
-    switch (v->kind) {
-    case PK_NONE: case PK_BOOL: case PK_INT: case PK_FLOAT: case PK_BYTES:
-        return true;
-    case PK_STR:
-        return pk_as_str(v) != NULL;
-    case PK_GLOBAL:
-        return dtype_global_ok(v); /* _rebuild_tensor_v3's dtype */
-    case PK_TUPLE: case PK_LIST:
-        for (size_t i = 0; i < v->u.seq.len; i++)
-            if (!inlinable(c, v->u.seq.items[i], depth + 1))
-                return false;
-        return true;
-    case PK_DICT:
-        for (size_t i = 0; i < v->u.dict.len; i++)
-            if (!inlinable(c, v->u.dict.keys[i], depth + 1) ||
-                !inlinable(c, v->u.dict.vals[i], depth + 1))
-                return false;
-        return true;
-    case PK_OBJECT: {
-        if (latin1_bytes(v))
-            return true;
-        const pk_value *args = v->u.obj.args;
-        size_t n = pk_seq_len(args);
-        if (is_rebuild_tensor(v)) {
-            /* (storage, offset, size, stride, requires_grad, hooks[, dtype]) */
-            if (!plain_object(v) || n < 6 || args->kind != PK_TUPLE ||
-                args->u.seq.items[0]->kind != PK_PERSID ||
-                !storage_ok(c, args->u.seq.items[0]->u.persid.pid))
-                return false;
-            for (size_t i = 1; i < n; i++)
-                if (!inlinable(c, args->u.seq.items[i], depth + 1))
-                    return false;
-            return true;
-        }
-        if (pk_is_object_of(v, "torch._utils", "_rebuild_parameter"))
-            return plain_object(v) && n >= 1 && args->kind == PK_TUPLE &&
-                   is_rebuild_tensor(args->u.seq.items[0]) && inlinable(c, args, depth + 1);
-        /* OrderedDict(): REDUCE with no arguments, then SETITEMS */
-        if (!pk_is_object_of(v, "collections", "OrderedDict") || v->u.obj.newobj || n != 0 ||
-            v->u.obj.items || (v->u.obj.state && v->u.obj.state->kind != PK_NONE))
-            return false;
-        return !v->u.obj.dictitems || inlinable(c, v->u.obj.dictitems, depth + 1);
-    }
-    default:
-        return false; /* persistent ids outside a tensor, other classes */
-    }
-}
-
-/* Where the storages an object's tensors need go: the view's tensor list. */
-typedef struct {
-    fs_pt_tensor *tensors;
-    size_t *ntensors;
-    pt_object *obj;
-    int err;
-} obj_emit;
-
-static void emit_value(pkw *w, const pk_value *v, obj_emit *oe);
-
-/* Emits a dict's items (or an OrderedDict's) as pickle batches them. */
-static void emit_items(pkw *w, const pk_value *d, obj_emit *oe)
-{
-    size_t n = d ? d->u.dict.len : 0;
-    for (size_t b = 0; b < n; b += PT_BATCH) {
-        size_t e = n - b < PT_BATCH ? n : b + PT_BATCH;
-        if (e - b > 1)
-            pkw_op(w, PKW_MARK);
-        for (size_t i = b; i < e; i++) {
-            emit_value(w, d->u.dict.keys[i], oe);
-            emit_value(w, d->u.dict.vals[i], oe);
-        }
-        pkw_op(w, e - b > 1 ? PKW_SETITEMS : PKW_SETITEM);
-    }
-}
-
-static void emit_tuple(pkw *w, const pk_value *v, obj_emit *oe)
-{
-    size_t n = v->u.seq.len;
-    static const uint8_t tuple_n[4] = { PKW_EMPTY_TUPLE, PKW_TUPLE1, PKW_TUPLE2, PKW_TUPLE3 };
-    if (n > 3)
-        pkw_op(w, PKW_MARK);
-    for (size_t i = 0; i < n; i++)
-        emit_value(w, v->u.seq.items[i], oe);
-    pkw_op(w, n > 3 ? PKW_TUPLE : tuple_n[n]);
-}
-
-/* A storage's persistent id, renamed to its record in this archive (added
- * the first time the storage is met). */
-static void emit_storage(pkw *w, const pk_value *pid, obj_emit *oe)
-{
-    const char *key = pk_as_str(pid->u.seq.items[2]);
-    pt_storage *st = NULL;
-    for (size_t i = 0; i < oe->obj->nst && !st; i++)
-        if (strcmp(oe->obj->st[i].key, key) == 0)
-            st = &oe->obj->st[i];
-    if (st && st->out == SIZE_MAX) {
-        fs_pt_tensor *t = &oe->tensors[*oe->ntensors];
-        int rc = fs_key_ref_init(&t->ref, oe->obj->key);
-        if (rc) {
-            oe->err = rc;
-            st = NULL;
-        } else {
-            t->in_payload = true;
-            t->payload_off = st->off;
-            t->nbytes = st->size;
-            t->out_dtype = CK_DT_UINT8; /* raw storage bytes */
-            t->crc_preset = true;
-            t->crc_value = st->crc;
-            st->out = (*oe->ntensors)++;
-        }
-    }
-    if (!st) {
-        pkw_op(w, 0); /* out of memory (storage_ok found every key): fail the writer */
-        return;
-    }
-    char name[24];
-    snprintf(name, sizeof name, "%zu", st->out);
-    const pk_value *cls = pid->u.seq.items[1];
-    int64_t numel = 0;
-    pk_as_int(pid->u.seq.items[4], &numel);
-    pkw_op(w, PKW_MARK);
-    pkw_str(w, "storage");
-    pkw_global(w, cls->u.global.module, cls->u.global.name);
-    pkw_str(w, name);
-    pkw_str(w, pk_as_str(pid->u.seq.items[3]));
-    pkw_int(w, numel);
-    pkw_op(w, PKW_TUPLE);
-    pkw_op(w, PKW_BINPERSID);
-}
-
-static void emit_value(pkw *w, const pk_value *v, obj_emit *oe)
-{
-    switch (v->kind) {
-    case PK_NONE: pkw_none(w); break;
-    case PK_BOOL: pkw_bool(w, v->u.b); break;
-    case PK_INT: pkw_int(w, v->u.i); break;
-    case PK_FLOAT: pkw_float(w, v->u.f); break;
-    case PK_STR: pkw_str(w, v->u.str.data); break;
-    case PK_BYTES: pkw_bytes(w, v->u.str.data, v->u.str.len); break;
-    case PK_GLOBAL: pkw_global(w, v->u.global.module, v->u.global.name); break;
-    case PK_PERSID: emit_storage(w, v->u.persid.pid, oe); break;
-    case PK_TUPLE: emit_tuple(w, v, oe); break;
-    case PK_LIST: {
-        size_t n = v->u.seq.len;
-        pkw_op(w, PKW_EMPTY_LIST);
-        for (size_t b = 0; b < n; b += PT_BATCH) {
-            size_t e = n - b < PT_BATCH ? n : b + PT_BATCH;
-            if (e - b > 1)
-                pkw_op(w, PKW_MARK);
-            for (size_t i = b; i < e; i++)
-                emit_value(w, v->u.seq.items[i], oe);
-            pkw_op(w, e - b > 1 ? PKW_APPENDS : PKW_APPEND);
-        }
-        break;
-    }
-    case PK_DICT:
-        pkw_op(w, PKW_EMPTY_DICT);
-        emit_items(w, v, oe);
-        break;
-    case PK_OBJECT: /* checked by inlinable: bytes, a tensor, OrderedDict */
-        if (latin1_bytes(v)) {
-            emit_latin1_bytes(w, latin1_bytes(v));
-            break;
-        }
-        emit_value(w, v->u.obj.callable, oe);
-        emit_tuple(w, v->u.obj.args, oe);
-        pkw_op(w, PKW_REDUCE);
-        if (v->u.obj.dictitems)
-            emit_items(w, v->u.obj.dictitems, oe);
-        break;
-    default:
-        pkw_op(w, 0); /* cannot happen: makes the writer fail */
-        break;
-    }
-}
-
-/* Parses a bytes entry's payload into o; o->doc is NULL (and 0 returned)
- * when it cannot be inlined. */
-static int load_object(ck_checkpoint *ck, const ck_key *k, pt_object *o)
-{
-    memset(o, 0, sizeof *o);
-    o->key = k;
-    uint64_t size;
-    if (k->error || ck_key_size(ck, k, &size) != 0 || size > PT_MAX_PAYLOAD)
-        return 0;
-    uint8_t *buf = malloc(size ? (size_t)size : 1);
-    if (!buf)
-        return -ENOMEM;
-    size_t got;
-    char err[256];
-    ck_zip_member m;
-    int rc = 0;
-    if (ck_key_read(ck, k, 0, buf, (size_t)size, &got) == 0 && got == size) {
-        ck_byte_source src = ck_byte_source_mem(buf, size);
-        if (ck_zip_find(&src, "/data.pkl", &m, err, sizeof err) == 0 &&
-            pk_parse(buf + m.data_offset, (size_t)m.size, &o->doc, err, sizeof err) == 0) {
-            inl_ctx c = { 1u << 20, buf, size, o, 0 };
-            if (!inlinable(&c, pk_root(o->doc), 0)) {
-                rc = c.err;
-                object_clear(o);
-                o->key = k;
-            }
-        }
-    }
-    free(buf);
     return rc;
 }
 
@@ -791,13 +155,13 @@ static bool tensor_fits(const ck_key *k)
 typedef struct {
     ck_checkpoint *ck;
     const key_vec *keys;
-    pt_object *objs;
+    fs_pt_object *objs;
     fs_pt_tensor *tensors; /* filled in pickling order: storage "N" is tensors[N] */
     size_t ntensors;
     int err;
 } emit_ctx;
 
-static void emit_elem(pkw *w, const pt_elem *e)
+static void emit_elem(pkw *w, const fs_pt_elem *e)
 {
     if (e->is_int) {
         pkw_int(w, e->i);
@@ -811,13 +175,13 @@ static void emit_elem(pkw *w, const pt_elem *e)
     free(s);
 }
 
-static void emit_node(emit_ctx *c, pkw *w, const pt_node *n);
+static void emit_node(emit_ctx *c, pkw *w, const fs_pt_node *n);
 
-static void emit_slots(emit_ctx *c, pkw *w, const pt_node *n)
+static void emit_slots(emit_ctx *c, pkw *w, const fs_pt_node *n)
 {
-    bool dict = n->kind == N_DICT;
-    for (size_t b = 0; b < n->n; b += PT_BATCH) {
-        size_t e = n->n - b < PT_BATCH ? n->n : b + PT_BATCH;
+    bool dict = n->kind == FS_PT_DICT;
+    for (size_t b = 0; b < n->n; b += FS_PT_BATCH) {
+        size_t e = n->n - b < FS_PT_BATCH ? n->n : b + FS_PT_BATCH;
         if (e - b > 1)
             pkw_op(w, PKW_MARK);
         for (size_t i = b; i < e; i++) {
@@ -833,25 +197,24 @@ static void emit_slots(emit_ctx *c, pkw *w, const pt_node *n)
     }
 }
 
-static void emit_node(emit_ctx *c, pkw *w, const pt_node *n)
+static void emit_node(emit_ctx *c, pkw *w, const fs_pt_node *n)
 {
     switch (n->kind) {
-    case N_DICT:
+    case FS_PT_DICT:
         pkw_op(w, PKW_EMPTY_DICT);
         emit_slots(c, w, n);
         break;
-    case N_LIST:
+    case FS_PT_LIST:
         pkw_op(w, PKW_EMPTY_LIST);
         emit_slots(c, w, n);
         break;
-    case N_OBJECT: {
-        obj_emit oe = { c->tensors, &c->ntensors, &c->objs[n->leaf], 0 };
-        emit_value(w, pk_root(c->objs[n->leaf].doc), &oe);
-        if (oe.err && !c->err)
-            c->err = oe.err;
+    case FS_PT_OBJECT: {
+        int rc = fs_pt_object_emit(w, &c->objs[n->leaf], c->tensors, &c->ntensors);
+        if (rc && !c->err)
+            c->err = rc;
         break;
     }
-    case N_TENSOR: {
+    case FS_PT_TENSOR: {
         const ck_key *k = c->keys->v[n->leaf];
         fs_pt_tensor *t = &c->tensors[c->ntensors];
         char storage[24], err[256];
@@ -1079,11 +442,11 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
     if (rc)
         return -rc;
     key_vec keys = { 0 };
-    nest t = { 0 };
-    pt_object *objs = NULL;
+    fs_pt_nest t = { 0 };
+    fs_pt_object *objs = NULL;
     size_t ndocs = 0, nstorages = 0;
-    pt_elem *path = malloc(PT_MAX_PATH * sizeof *path);
-    pt_node *root = node_new(&t, N_DICT);
+    fs_pt_elem *path = malloc(FS_PT_MAX_PATH * sizeof *path);
+    fs_pt_node *root = fs_pt_node_new(&t, FS_PT_DICT);
     rc = path && root ? 0 : -ENOMEM;
     if (!rc)
         rc = collect(dir, &keys);
@@ -1092,23 +455,23 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
     size_t ntensors = 0, depth = node_depth(dir);
     for (size_t i = 0; !rc && i < keys.n; i++) {
         const ck_key *k = keys.v[i];
-        pt_node *leaf = NULL;
+        fs_pt_node *leaf = NULL;
         if (k->kind == CK_KEY_TENSOR) {
             if (!tensor_fits(k))
                 continue;
-            leaf = node_new(&t, N_TENSOR);
+            leaf = fs_pt_node_new(&t, FS_PT_TENSOR);
         } else {
-            rc = load_object(ck, k, &objs[ndocs]);
+            rc = fs_pt_object_load(ck, k, &objs[ndocs]);
             if (rc || !objs[ndocs].doc)
                 continue;
-            leaf = node_new(&t, N_OBJECT);
+            leaf = fs_pt_node_new(&t, FS_PT_OBJECT);
         }
         if (!leaf) {
             rc = -ENOMEM;
             break;
         }
         leaf->leaf = k->kind == CK_KEY_TENSOR ? i : ndocs;
-        size_t n = rel_path(k, depth, path);
+        size_t n = fs_pt_rel_path(k, depth, path);
         /* a pickle str must be UTF-8 (a safetensors name need not be): such a
          * key is left out like a colliding one */
         int set = 0;
@@ -1116,7 +479,7 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
             if (!path[j].is_int && !pk_utf8_valid(path[j].s, path[j].len))
                 set = 1;
         if (!set)
-            set = nest_set(&t, root, path, n, leaf);
+            set = fs_pt_nest_set(&t, root, path, n, leaf);
         if (set < 0) {
             rc = set;
         } else if (set == 0) {
@@ -1124,7 +487,7 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
             if (k->kind != CK_KEY_TENSOR)
                 nstorages += objs[ndocs++].nst;
         } else if (k->kind != CK_KEY_TENSOR) {
-            object_clear(&objs[ndocs]);
+            fs_pt_object_clear(&objs[ndocs]);
         }
     }
     uint8_t *pkl = NULL;
@@ -1151,11 +514,11 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, fs_pt_view *out)
         rc = build_archive(out, pkl, pkl_len);
     free(pkl);
     for (size_t i = 0; i < ndocs; i++)
-        object_clear(&objs[i]);
+        fs_pt_object_clear(&objs[i]);
     free(objs);
     free(path);
     free(keys.v);
-    nest_free(&t);
+    fs_pt_nest_free(&t);
     if (rc)
         fs_pt_view_clear(out);
     return rc;
