@@ -203,6 +203,10 @@ int fs_pt_nest_set(fs_pt_nest *t, fs_pt_node *root, const fs_pt_elem *p, size_t 
 {
     fs_pt_node *cur = root;
     int rc;
+    /* refuse a list index out of bounds before anything is made for it */
+    for (size_t i = 1; i < n; i++)
+        if (p[i].is_int && (p[i].i < 0 || p[i].i >= (int64_t)PT_MAX_LIST_INDEX))
+            return 1;
     for (size_t i = 1; i < n; i++) {
         int want = p[i].is_int ? FS_PT_LIST : FS_PT_DICT;
         fs_pt_node *child;
