@@ -3,12 +3,12 @@
  * Nesting.  dcp_to_torch_save loads with _EmptyStateDictLoadPlanner, which
  * puts each key at its planner_data path with _traverse.set_element: a str
  * path element is a dict key, an int element a list index (lists padded
- * with None).  The same rules are applied here, in FQN order.  A key with
- * no planner_data (safetensors sources, DCP's HF writer), or whose path
- * does not spell its FQN, is a flat FQN key of the top dict.  For DIR.pt
- * the components of DIR are taken off the front of each path first; where
- * DIR ends inside a path element, the rest of that element is the key
- * ("model/layers/0.pt" of ("model", "layers.0.attn.w") holds "attn.w").
+ * with None).  The same rules are applied here, in FQN order
+ * (view_pt_nest.h).  A key with no planner_data (safetensors sources, DCP's
+ * HF writer) is a flat FQN key of the top dict.  For DIR.pt the components
+ * of DIR are taken off the front of each path first; where DIR ends inside
+ * a path element, the rest of that element is the key ("model/layers/0.pt"
+ * of ("model", "layers.0.attn.w") holds "attn.w").
  * Keys whose paths collide (a value where another key needs a container)
  * are left out, as are tensors torch.save cannot hold here (quantized
  * dtypes, keys ckptfs cannot read).

@@ -22,25 +22,32 @@ static size_t count_dots(const char *s, size_t n)
     return d;
 }
 
-/* The key's path inside DIR (depth components deep): its planner path if it
- * spells the FQN, else the FQN relative to DIR as one str. */
+/* Whether k's planner path joins with '.' to its FQN, as DCP's flatten
+ * makes it. */
+static bool path_spells_fqn(const ck_key *k)
+{
+    const char *fqn = k->fqn;
+    size_t pos = 0;
+    for (uint32_t j = 0; j < k->planner_path_len; j++) {
+        size_t n = strlen(k->planner_path[j]);
+        if (strncmp(fqn + pos, k->planner_path[j], n) != 0)
+            return false;
+        pos += n;
+        if (j + 1 < k->planner_path_len && fqn[pos++] != '.')
+            return false;
+    }
+    return fqn[pos] == '\0';
+}
+
+/* The key's path inside DIR (depth components deep).  The whole checkpoint
+ * (depth 0) takes the planner path as it is, as DCP's loader does; below
+ * it, DIR's components can be taken off only a path that spells the FQN.
+ * Otherwise: the FQN relative to DIR as one str. */
 size_t fs_pt_rel_path(const ck_key *k, size_t depth, fs_pt_elem *out)
 {
     const char *fqn = k->fqn;
     bool usable = k->planner_path && k->planner_path_len > 0 &&
-                  k->planner_path_len <= FS_PT_MAX_PATH;
-    /* the path must join with '.' to the FQN (DCP's flatten does exactly that) */
-    size_t pos = 0;
-    for (uint32_t j = 0; usable && j < k->planner_path_len; j++) {
-        size_t n = strlen(k->planner_path[j]);
-        if (strncmp(fqn + pos, k->planner_path[j], n) != 0)
-            usable = false;
-        pos += n;
-        if (usable && j + 1 < k->planner_path_len)
-            usable = fqn[pos++] == '.';
-    }
-    if (usable && fqn[pos] != '\0')
-        usable = false;
+                  k->planner_path_len <= FS_PT_MAX_PATH && (depth == 0 || path_spells_fqn(k));
     if (!usable) {
         const char *p = fqn;
         for (size_t i = 0; i < depth && p; i++) {

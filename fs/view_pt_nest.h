@@ -21,9 +21,10 @@ typedef struct {
 } fs_pt_elem;
 
 /* Fills out (FS_PT_MAX_PATH entries) with k's path inside a directory depth
- * components deep: its planner path if that spells its FQN, with DIR's
+ * components deep: for the whole checkpoint (depth 0) its planner path as
+ * it is; below, its planner path if that spells its FQN, with DIR's
  * components taken off the front (where DIR ends inside an element, the
- * rest of it is the first), else the FQN relative to DIR as one str.
+ * rest of it is the first); else the FQN relative to DIR as one str.
  * Returns the number of elements (at least 1).  Elements point into k. */
 size_t fs_pt_rel_path(const ck_key *k, size_t depth, fs_pt_elem *out);
 

@@ -177,7 +177,9 @@ def planner_paths(src):
 
 
 def rel_path(fqn, path, depth):
-    """The key's path inside a directory `depth` components deep (see view_pt.c)."""
+    """The key's path inside a directory `depth` components deep (see view_pt_nest.h)."""
+    if path and depth == 0:
+        return tuple(path)  # what DCP's own loader does with it
     if not path or ".".join(str(p) for p in path) != fqn:
         return (fqn.split(".", depth)[depth] if depth else fqn,)
     out, skip = [], depth

@@ -8,7 +8,8 @@ layout torch's FileSystemWriter produces); its bytes entries are real torch.save
 the objects (this python's torch).  What it holds:
 - planner paths with int elements (lists, padded with None), nested dicts, and paths whose
   last element holds dots ("layers.0.w" under "model", so DIR.pt splits inside an element);
-- a key with no planner_data and one whose planner path does not spell its FQN (both flat);
+- a key with no planner_data (flat) and one whose planner path does not spell its FQN
+  (placed by that path in model.pt, flat in the DIR.pt views below it);
 - two keys whose paths collide (a value where the other needs a dict): the second is left out;
 - tensors stored whole, as row bands (CRC from the items), and as column bands (CRC read);
 - bytes entries: int, float, str, bytes, None, tuple, list, dict with int keys,

@@ -118,7 +118,9 @@ assert sd["meta"]["intkeys"] == {1: "one", 2: None, "n": -(2 ** 40), 3: True}
 assert sd["meta"]["blob"] == b"\x00\xff bytes \x80"
 assert sd["meta"]["text"] == "h\u00e9llo \u2603"
 assert sd["step"] == 1000
-assert "odd" not in sd and "flat.key" in sd and "weird.name" in sd
+assert "odd" not in sd and "flat.key" in sd and "weird.name" not in sd
+assert torch.is_tensor(sd["not"]["the"]["fqn"])          # placed by its planner path
+assert list(torch.load(sys.argv[1] + "/weird.pt")) == ["name"]
 assert sd["rng"]["seed"] == 7 and torch.equal(sd["rng"]["state"], torch.arange(1, 5, dtype=torch.uint8))
 assert isinstance(sd["param"], torch.nn.Parameter) and torch.equal(sd["param"], torch.ones(3, 2))
 assert sd["param"].stride() == (1, 3)

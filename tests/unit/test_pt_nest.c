@@ -44,9 +44,12 @@ static void test_rel_path(void)
     CHECK_EQ_INT(fs_pt_rel_path(&k, 2, out), 2);
     CHECK(out[0].is_int && out[0].i == 0 && elem_is(&out[1], "exp_avg"));
 
-    /* a path that does not spell the FQN, or none: the relative FQN */
+    /* a path that does not spell the FQN: as it is for the whole checkpoint
+     * (DCP's loader uses it), the relative FQN below; no path: the FQN */
     char *p3[] = { "not", "it" };
     k = key("a.b.c", p3, i1, 2);
+    CHECK_EQ_INT(fs_pt_rel_path(&k, 0, out), 2);
+    CHECK(elem_is(&out[0], "not") && elem_is(&out[1], "it"));
     CHECK_EQ_INT(fs_pt_rel_path(&k, 1, out), 1);
     CHECK(elem_is(&out[0], "b.c"));
     k = key("a.b.c", NULL, NULL, 0);
@@ -54,11 +57,12 @@ static void test_rel_path(void)
     CHECK(elem_is(&out[0], "a.b.c"));
     char *p4[] = { "a", "b" }; /* "a.b" + more: too short */
     k = key("a.b.c", p4, i1, 2);
-    CHECK_EQ_INT(fs_pt_rel_path(&k, 0, out), 1);
-    CHECK(elem_is(&out[0], "a.b.c"));
+    CHECK_EQ_INT(fs_pt_rel_path(&k, 1, out), 1);
+    CHECK(elem_is(&out[0], "b.c"));
     char *p5[] = { "a", "b.c.d" }; /* longer than the FQN */
     k = key("a.b.c", p5, i1, 2);
-    CHECK_EQ_INT(fs_pt_rel_path(&k, 0, out), 1);
+    CHECK_EQ_INT(fs_pt_rel_path(&k, 1, out), 1);
+    CHECK(elem_is(&out[0], "b.c"));
 }
 
 static fs_pt_elem S(const char *s)
