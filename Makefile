@@ -85,6 +85,8 @@ install: all
 	install -m 755 build/ckptfs $(DESTDIR)$(PREFIX)/bin/ckptfs
 	install -m 644 build/libckptplanner.a $(DESTDIR)$(PREFIX)/lib/libckptplanner.a
 	install -m 644 planner/*.h $(DESTDIR)$(PREFIX)/include/ckptfs/
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 644 doc/ckptfs.1 $(DESTDIR)$(PREFIX)/share/man/man1/ckptfs.1
 
 clean:
 	rm -rf build

@@ -10,6 +10,7 @@
 #include <fuse_lowlevel.h>
 
 #include "dcp_safetensors.h"
+#include "cp.h"
 #include "ops.h"
 #include "views.h"
 
@@ -143,6 +144,9 @@ static int mount_prepare(fs_mount *m)
 
 int main(int argc, char *argv[])
 {
+    /* `ckptfs cp ...` copies without mounting (a checkpoint named "cp" is ./cp) */
+    if (argc > 1 && strcmp(argv[1], "cp") == 0)
+        return fs_cp_main(argc - 1, argv + 1);
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
     fs_mount m;
     memset(&m, 0, sizeof m);

@@ -130,6 +130,7 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
 void fs_options_usage(const char *prog)
 {
     printf("usage: %s [options] SOURCE MOUNTPOINT\n"
+           "       %s cp [options] SOURCE[:PATH] DEST   (copy without a mount; cp --help)\n"
            "\n"
            "Mounts a PyTorch Distributed Checkpoint (a directory with .metadata), a\n"
            ".safetensors file or a directory of them; every tensor key becomes a file.\n"
@@ -149,7 +150,7 @@ void fs_options_usage(const char *prog)
            "    -V, --version   version\n"
            "\n"
            "libfuse options:\n",
-           prog);
+           prog, prog);
 }
 
 int fs_options_parse(struct fuse_args *args, fs_options *opts)

@@ -18,6 +18,7 @@
 #include "view_hf.h"
 #include "view_metadata.h"
 #include "view_npy.h"
+#include "view_pt.h"
 #include "view_safetensors.h"
 #include "view_stats.h"
 #include "tensor_stats.h"
@@ -35,9 +36,15 @@
 
 /* VIEW_HF is the /.ckptfs/hf directory and holds its layout; VIEW_HF_FILE
  * is one file in it.  VIEW_STATS is computed once (state) and waited for. */
-typedef enum { VIEW_NPY, VIEW_ST, VIEW_JSON, VIEW_CKPTFS_DIR, VIEW_HF, VIEW_HF_FILE, VIEW_STATS } view_kind;
+typedef enum {
+    VIEW_NPY, VIEW_ST, VIEW_JSON, VIEW_CKPTFS_DIR, VIEW_HF, VIEW_HF_FILE, VIEW_STATS, VIEW_PT
+} view_kind;
 
 enum { STATS_COMPUTING, STATS_DONE };
+#define CKPTFS_MODEL_PT "model.pt"
+#define PT_SUFFIX ".pt"
+#define PT_CACHE_PREFIX "pt:" /* PT views share the cache; tree paths start with '/' */
+
 
 struct fs_view {
     _Atomic unsigned long refs;
@@ -46,6 +53,7 @@ struct fs_view {
     union {
         fs_npy_view npy;
         fs_st_view st;
+        fs_pt_view pt;
         struct {
             char *text;
             size_t len;
@@ -111,6 +119,7 @@ static void view_unref(fs_view *v)
     case VIEW_HF: fs_hf_view_clear(&v->u.hf); break;
     case VIEW_HF_FILE: view_unref(v->u.hf_file.dir); break;
     case VIEW_STATS: free(v->u.stats.text); break;
+    case VIEW_PT: fs_pt_view_clear(&v->u.pt); break;
     }
     free(v);
 }
@@ -135,6 +144,7 @@ uint64_t fs_view_size(const fs_view *v)
     case VIEW_HF: return 0;
     case VIEW_HF_FILE: return v->u.hf_file.file->size;
     case VIEW_STATS: return v->u.stats.len;
+    case VIEW_PT: return v->u.pt.size;
     }
     return 0;
 }
@@ -182,6 +192,7 @@ int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, s
     case VIEW_STATS:
         *got = fs_view_read_head(v->u.stats.text, v->u.stats.len, v->u.stats.len, off, dst, &len);
         return 0;
+    case VIEW_PT: return fs_pt_view_read(m->ck, &v->u.pt, current, off, dst, len, got);
     }
     return -EINVAL;
 }
@@ -199,6 +210,8 @@ int fs_view_list(fs_mount *m, fs_view *v, int (*fill)(void *ctx, const char *nam
     int rc = fill(ctx, CKPTFS_HF);
     if (!rc)
         rc = fill(ctx, CKPTFS_METADATA);
+    if (!rc)
+        rc = fill(ctx, CKPTFS_MODEL_PT);
     return rc ? rc : fill(ctx, CKPTFS_MODEL);
 }
 
@@ -580,6 +593,48 @@ static int lookup_stats(fs_mount *m, const char *path, size_t n, fs_view **out)
     return 0;
 }
 
+/* dir_path: a directory's tree path.  Cached like the safetensors views,
+ * under PT_CACHE_PREFIX + dir_path. */
+static int lookup_pt(fs_mount *m, const char *dir_path, fs_view **out)
+{
+    fs_views *vs = m->views;
+    fs_node *node = fs_tree_lookup(m->tree, dir_path);
+    if (!node || !node->is_dir)
+        return -ENOENT;
+    size_t n = strlen(dir_path);
+    char *ckey = malloc(sizeof PT_CACHE_PREFIX + n);
+    if (!ckey)
+        return -ENOMEM;
+    memcpy(ckey, PT_CACHE_PREFIX, sizeof PT_CACHE_PREFIX - 1);
+    memcpy(ckey + sizeof PT_CACHE_PREFIX - 1, dir_path, n + 1);
+    pthread_mutex_lock(&vs->lock);
+    fs_view *v = cache_get(vs, ckey);
+    pthread_mutex_unlock(&vs->lock);
+    int rc = 0;
+    if (!v) {
+        /* built outside the cache lock, as lookup_st */
+        v = view_new(vs, VIEW_PT);
+        rc = v ? fs_pt_view_build(m->ck, node, m->opts.view_dtype, &v->u.pt) : -ENOMEM;
+        if (rc) {
+            free(v);
+            v = NULL;
+        } else {
+            pthread_mutex_lock(&vs->lock);
+            fs_view *other = cache_get(vs, ckey);
+            if (!other)
+                cache_put(vs, ckey, v);
+            pthread_mutex_unlock(&vs->lock);
+            if (other) {
+                view_unref(v);
+                v = other;
+            }
+        }
+    }
+    free(ckey);
+    *out = v;
+    return rc;
+}
+
 int fs_view_lookup(fs_mount *m, const char *path, fs_view **out)
 {
     *out = NULL;
@@ -603,6 +658,8 @@ int fs_view_lookup(fs_mount *m, const char *path, fs_view **out)
         if (strncmp(name, CKPTFS_HF "/", strlen(CKPTFS_HF) + 1) == 0 &&
             !strchr(name + strlen(CKPTFS_HF) + 1, '/'))
             return lookup_hf_file(m, name + strlen(CKPTFS_HF) + 1, out);
+        if (strcmp(name, CKPTFS_MODEL_PT) == 0)
+            return lookup_pt(m, "/", out);
         return -ENOENT;
     }
     if (ends_with(path, n, STATS_SUFFIX))
@@ -617,6 +674,17 @@ int fs_view_lookup(fs_mount *m, const char *path, fs_view **out)
         if (!dir)
             return -ENOMEM;
         int rc = lookup_st(m, dir, out);
+        free(dir);
+        return rc;
+    }
+    if (ends_with(path, n, PT_SUFFIX)) {
+        size_t k = n - strlen(PT_SUFFIX);
+        if (path[k - 1] == '/')
+            return -ENOENT; /* "DIR/.pt" */
+        char *dir = strndup(path, k);
+        if (!dir)
+            return -ENOMEM;
+        int rc = lookup_pt(m, dir, out);
         free(dir);
         return rc;
     }

@@ -324,8 +324,10 @@ static int central_directory(zwriter *z)
 
 /* ---- data.pkl ----------------------------------------------------------- */
 
-static int build_data_pkl(const ck_dtype_info *info, uint32_t ndim, const uint64_t *shape,
-                          uint64_t numel, uint64_t nbytes, uint8_t **out, size_t *out_len)
+/* The REDUCE(_rebuild_tensor_v2/_v3, ...) of a contiguous tensor whose
+ * storage is record data/<storage_key>, into w (protocol 2). */
+static void pickle_tensor(pkw *w, const ck_dtype_info *info, uint32_t ndim, const uint64_t *shape,
+                          uint64_t numel, uint64_t nbytes, const char *storage_key)
 {
     int64_t stride[CK_MAX_DIMS];
     uint64_t s = 1;
@@ -335,9 +337,6 @@ static int build_data_pkl(const ck_dtype_info *info, uint32_t ndim, const uint64
         s *= shape[d] ? shape[d] : 1;
     }
     bool v3 = info->storage_class == NULL;
-    pkw *w = pkw_new(2);
-    if (!w)
-        return -ENOMEM;
     pkw_global(w, "torch._utils", v3 ? "_rebuild_tensor_v3" : "_rebuild_tensor_v2");
     pkw_op(w, PKW_MARK);
     /* persistent id ('storage', class, key, location, count) */
@@ -347,7 +346,7 @@ static int build_data_pkl(const ck_dtype_info *info, uint32_t ndim, const uint64
         pkw_global(w, "torch.storage", "UntypedStorage");
     else
         pkw_global(w, "torch", info->storage_class);
-    pkw_str(w, "0");
+    pkw_str(w, storage_key);
     pkw_str(w, "cpu");
     pkw_int(w, (int64_t)(v3 ? nbytes : numel)); /* UntypedStorage counts bytes */
     pkw_op(w, PKW_TUPLE);
@@ -374,6 +373,15 @@ static int build_data_pkl(const ck_dtype_info *info, uint32_t ndim, const uint64
         pkw_global(w, "torch", info->torch_name);
     pkw_op(w, PKW_TUPLE);
     pkw_op(w, PKW_REDUCE);
+}
+
+static int build_data_pkl(const ck_dtype_info *info, uint32_t ndim, const uint64_t *shape,
+                          uint64_t numel, uint64_t nbytes, uint8_t **out, size_t *out_len)
+{
+    pkw *w = pkw_new(2);
+    if (!w)
+        return -ENOMEM;
+    pickle_tensor(w, info, ndim, shape, numel, nbytes, "0");
     int rc = pkw_finish(w, out, out_len);
     pkw_free(w);
     return rc;
@@ -461,6 +469,18 @@ static int write_archive(ck_sink_fn sink, void *sink_ctx, const char *archive_na
     if (rc == 0 && item_len)
         *item_len = z.pos;
     return rc;
+}
+
+int ck_torch_pickle_tensor(pkw *w, ck_dtype dt, uint32_t ndim, const uint64_t *shape,
+                           const char *storage_key, uint64_t *nbytes, char *err, size_t errlen)
+{
+    const ck_dtype_info *info = NULL;
+    uint64_t numel = 0;
+    int rc = check_args("archive", dt, ndim, shape, &info, &numel, nbytes, err, errlen);
+    if (rc < 0)
+        return rc;
+    pickle_tensor(w, info, ndim, shape, numel, *nbytes, storage_key);
+    return 0;
 }
 
 int ck_torch_save_tensor_len(const char *archive_name, ck_dtype dt, uint32_t ndim,

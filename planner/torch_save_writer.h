@@ -70,6 +70,15 @@ int ck_torch_save_write_tensor(int fd, uint64_t file_off, const char *archive_na
                                uint32_t ndim, const uint64_t *shape, ck_tensor_read_fn read_data,
                                void *read_ctx, uint64_t *item_len, char *err, size_t errlen);
 
+/* Emits into w (a protocol 2 pickle_write.h writer) the value torch.save
+ * pickles for a contiguous CPU tensor whose storage is the archive record
+ * data/<storage_key>, as in the items above; *nbytes receives the record's
+ * length.  For archives of many tensors (a state dict).  0 or -errno with
+ * err set, as check the items above (quantized dtypes: -ENOTSUP). */
+struct pkw;
+int ck_torch_pickle_tensor(struct pkw *w, ck_dtype dt, uint32_t ndim, const uint64_t *shape,
+                           const char *storage_key, uint64_t *nbytes, char *err, size_t errlen);
+
 /* The archive for a tensor whose bytes are in memory (numel * element size
  * at data), into a malloc'd buffer: for small items and tests. */
 int ck_torch_save_tensor_mem(const char *archive_name, ck_dtype dt, uint32_t ndim,

@@ -8,8 +8,8 @@ For every tensor of the manifest:
   (float8 sources, which torch 1.13 lacks, are decoded here from the format's definition to
   float32 first, which is exact), and the raw bytes for every other dtype;
 - PATH.npy says the converted dtype in user.ckpt.dtype (the raw file keeps the stored one);
-- PATH.npy, /.ckptfs/model.safetensors, every top-level DIR.safetensors and the tensors of
-  /.ckptfs/hf hold exactly those bytes, under the converted dtype's name and size; NaN must
+- PATH.npy, /.ckptfs/model.safetensors, every top-level DIR.safetensors, the tensors of
+  /.ckptfs/hf and those of /.ckptfs/model.pt (loaded by torch.load) hold exactly those bytes, under the converted dtype's name and size; NaN must
   stay NaN (torch's own NaN bits differ between its code paths, so only NaN-ness is
   compared there), every other element must be bit-identical;
 - reads of the converted .npy views at random offsets and lengths (unaligned to elements)
@@ -113,6 +113,51 @@ def st_tensors(path, probs):
         return {}
 
 
+def flatten(obj, prefix, out):
+    """{dotted path: tensor} of a nested state dict (dicts and lists, as dcp_to_torch_save
+    nests them)."""
+    if isinstance(obj, torch.Tensor):
+        out[prefix] = obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            flatten(v, "%s.%s" % (prefix, k) if prefix else str(k), out)
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            flatten(v, "%s.%d" % (prefix, i) if prefix else str(i), out)
+
+
+def check_pt(path, want, target, probs):
+    """/.ckptfs/model.pt loaded by torch itself: every tensor of the checkpoint, converted
+    ones in the target dtype with torch's .to() bytes, the others as stored."""
+    try:
+        sd = torch.load(path)
+    except Exception as exc:  # noqa: BLE001 - any refusal is a problem to report
+        probs.add("%s: torch.load: %s" % (path, exc))
+        return
+    got = {}
+    flatten(sd, "", got)
+    converted = 0
+    for fqn, (b, mask, code, e) in want.items():
+        t = got.get(fqn)
+        if t is None:
+            if e["dtype"] in TORCH or e["dtype"] in FLOAT8 or e["dtype"] in NUMPY_INT:
+                probs.add("%s: %s missing" % (path, fqn))
+            continue
+        if mask is not None and t.dtype != TORCH[target]:
+            probs.add("%s: %s is %s, want %s" % (path, fqn, t.dtype, target))
+            continue
+        if list(t.shape) != e["shape"]:
+            probs.add("%s: %s has shape %r, want %r" % (path, fqn, list(t.shape), e["shape"]))
+            continue
+        t = t.contiguous()
+        raw = (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy().tobytes()
+        if not same(raw, b, mask, target):
+            probs.add("%s: %s bytes differ from torch's .to(%s)" % (path, fqn, target))
+        converted += mask is not None
+    if converted == 0 and any(m is not None for _, m, _, _ in want.values()):
+        probs.add("%s: no converted tensor found" % path)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("mount")
@@ -200,6 +245,7 @@ def main():
             probs.add("hf: %s missing" % fqn)
         elif merged[fqn][0] != code or not same(merged[fqn][2], b, mask, a.dtype):
             probs.add("hf: %s differs from torch's .to(%s)" % (fqn, a.dtype))
+    check_pt(os.path.join(a.mount, ".ckptfs", "model.pt"), want, a.dtype, probs)
     print("checked %d tensors (%d converted) to %s" % (len(want), nconv, a.dtype))
     sys.exit(1 if probs else 0)
 

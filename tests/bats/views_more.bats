@@ -273,7 +273,7 @@ else:
     check_metadata_json(os.path.join(mnt, ".ckptfs/metadata.json"))
     # /.ckptfs lists its views (at least these); each listed name must stat
     listed = os.listdir(os.path.join(mnt, ".ckptfs"))
-    if not {"hf", "metadata.json", "model.safetensors"} <= set(listed) or \
+    if not {"hf", "metadata.json", "model.pt", "model.safetensors"} <= set(listed) or \
             not all(os.path.exists(os.path.join(mnt, ".ckptfs", n)) for n in listed):
         bad("/.ckptfs lists %r" % listed)
     if not stat.S_ISDIR(os.stat(os.path.join(mnt, ".ckptfs")).st_mode):
