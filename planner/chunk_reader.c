@@ -233,6 +233,10 @@ static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
         uint64_t item_len;
         uint64_t expect = key->kind == CK_KEY_TENSOR ? chunk_image_bytes(key, c) : c->length * 64;
         rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
+        if (!rc && (rc = ck_file_check(ck, c->file, fd)) != 0) {
+            free(item);
+            snprintf(why, sizeof why, "file changed while it was read");
+        }
         if (!rc)
             rc = cache_image_from_item(ck, key, c, item, item_len, why, sizeof why);
         if (rc)
@@ -244,6 +248,8 @@ static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
     ck_byte_source src = ck_byte_source_fd(fd, c->offset, c->length);
     ck_torch_item it;
     rc = ck_torch_item_parse(&src, &it, why, sizeof why);
+    if (!rc && (rc = ck_file_check(ck, c->file, fd)) != 0)
+        snprintf(why, sizeof why, "file changed while it was read");
     if (!rc)
         rc = item_matches_chunk(key, c, &it, why, sizeof why);
     if (rc)
@@ -302,6 +308,10 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
     rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
     if (rc)
         return rc == -ENOMEM ? rc : -EIO;
+    if (ck_file_check(ck, c->file, fd)) {
+        free(item);
+        return -EIO;
+    }
     if (c->transforms && key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE &&
         check_data_crc(item, item_len, why, sizeof why)) {
         free(item);
@@ -370,7 +380,10 @@ int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t of
         if (ck_file_fd(ck, c->file, &fd))
             return -EIO;
         rc = pread_full(fd, dst, len, c->layout.file_offset + off);
-        return rc == -EIO ? chunk_fail(ck, key, c, -EIO, "file shrank under the mount") : rc;
+        if (!rc)
+            return ck_file_check(ck, c->file, fd);
+        return rc == -EIO && !ck_file_check(ck, c->file, fd)
+                   ? chunk_fail(ck, key, c, -EIO, "file shrank under the mount") : rc;
     }
     ck_cache_entry *e;
     const uint8_t *img;
@@ -465,7 +478,11 @@ static int read_chunk_group(ck_checkpoint *ck, const ck_key *key, ck_read *const
             rc = pread_full(fd, dst + (reads[i]->dst_off - base), reads[i]->len,
                             c->layout.file_offset + reads[i]->src_off);
     }
-    if (rc == -EIO)
+    /* After the bytes are in: a rewrite that began before they were read
+     * has changed the file's identity by now (file_id.h). */
+    if (!rc)
+        return ck_file_check(ck, c->file, fd);
+    if (rc == -EIO && !ck_file_check(ck, c->file, fd))
         return chunk_fail(ck, key, c, -EIO, "file shrank under the mount");
     return rc;
 }

@@ -113,8 +113,10 @@ int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index)
     char *copy = ck_arena_strdup(ck->arena, relpath);
     if (!copy)
         return -ENOMEM;
+    memset(&ck->files[ck->nfiles], 0, sizeof ck->files[ck->nfiles]);
     ck->files[ck->nfiles].path = copy;
     atomic_init(&ck->files[ck->nfiles].fd, -1);
+    atomic_init(&ck->files[ck->nfiles].changed, 0);
     fi->slots[s] = (uint32_t)ck->nfiles + 1;
     *index = (uint32_t)ck->nfiles++;
     return 0;
@@ -124,7 +126,7 @@ int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index)
  * that climb out can take it outside the root: openat2 RESOLVE_BENEATH
  * where the kernel has it, else O_NOFOLLOW on the last component after the
  * lexical check done by ck_add_file. */
-static int open_beneath(int root_fd, const char *path)
+static int open_beneath(int root_fd, const char *path, struct stat *st)
 {
     /* O_NONBLOCK: opening a FIFO planted as a data file must not hang the
      * mount; it is then refused as not a regular file. */
@@ -135,12 +137,38 @@ static int open_beneath(int root_fd, const char *path)
         fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return -errno;
-    struct stat st;
-    if (fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat((int)fd, st) != 0 || !S_ISREG(st->st_mode)) {
         close((int)fd);
         return -EINVAL;
     }
     return (int)fd;
+}
+
+/* Marks file i changed and says so, once per file and state. */
+static int file_changed(ck_checkpoint *ck, uint32_t i, const char *how)
+{
+    int expect = 0;
+    if (atomic_compare_exchange_strong(&ck->files[i].changed, &expect, 1))
+        fprintf(stderr, "ckptfs: %s: data file %s %s; its keys fail with EIO until a new "
+                "checkpoint state is read\n", ck->source, ck->files[i].path, how);
+    return -EIO;
+}
+
+/* Pins the identity of a file this state opens for the first time (caller
+ * holds files_lock or is ck_open).  A file modified after the state was
+ * read (e.g. being rewritten by the next save) is refused. */
+static int pin_file(ck_checkpoint *ck, uint32_t i, const struct stat *st)
+{
+    ck_file *f = &ck->files[i];
+    ck_file_id now;
+    ck_file_id_from_stat(st, &now);
+    if (f->pinned)
+        return ck_file_id_equal(&f->id, &now) ? 0 : file_changed(ck, i, "changed since it was first opened");
+    if (ck_file_id_modified_after(&now, &ck->pinned_at))
+        return file_changed(ck, i, "was modified after the checkpoint's metadata was read");
+    f->id = now;
+    f->pinned = true;
+    return 0;
 }
 
 int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
@@ -152,19 +180,47 @@ int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
         *fd = cur;
         return 0;
     }
-    /* No lock here: chunk resolution calls this while holding ck->lock (a
-     * file missing at mount, or beyond EAGER_OPEN_MAX).  Racing openers
-     * agree through the compare-exchange; the loser closes its fd. */
-    int opened = open_beneath(ck->root_fd, ck->files[i].path);
-    if (opened < 0)
-        return opened;
-    int expect = -1;
-    if (!atomic_compare_exchange_strong_explicit(&ck->files[i].fd, &expect, opened,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
-        close(opened);
-        opened = expect;
+    if (atomic_load(&ck->files[i].changed))
+        return -EIO;
+    /* Only files missing at mount or beyond EAGER_OPEN_MAX get here.  Not
+     * ck->lock: chunk resolution calls this while holding it. */
+    pthread_mutex_lock(&ck->files_lock);
+    int rc = 0;
+    cur = atomic_load_explicit(&ck->files[i].fd, memory_order_acquire);
+    if (cur < 0) {
+        struct stat st;
+        int opened = open_beneath(ck->root_fd, ck->files[i].path, &st);
+        if (opened < 0) {
+            rc = opened;
+        } else if ((rc = pin_file(ck, i, &st)) != 0) {
+            close(opened);
+        } else {
+            atomic_store_explicit(&ck->files[i].fd, opened, memory_order_release);
+            cur = opened;
+        }
     }
-    *fd = opened;
+    pthread_mutex_unlock(&ck->files_lock);
+    if (rc)
+        return rc;
+    *fd = cur;
+    return 0;
+}
+
+int ck_file_check(ck_checkpoint *ck, uint32_t i, int fd)
+{
+    if (i >= ck->nfiles)
+        return -EINVAL;
+    if (atomic_load_explicit(&ck->files[i].changed, memory_order_relaxed))
+        return -EIO;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -EIO;
+    ck_file_id now;
+    ck_file_id_from_stat(&st, &now);
+    /* pinned and id were written before fd was published */
+    if (!ck_file_id_equal(&ck->files[i].id, &now))
+        return file_changed(ck, i, now.ino != ck->files[i].id.ino || now.dev != ck->files[i].id.dev
+                                       ? "was replaced" : "was rewritten in place");
     return 0;
 }
 
@@ -246,14 +302,18 @@ static int finish_model(ck_checkpoint *ck, char *err, size_t errlen)
         }
     }
     for (size_t i = 0; i < ck->nfiles; i++) {
-        int fd = open_beneath(ck->root_fd, ck->files[i].path);
+        struct stat st;
+        int fd = open_beneath(ck->root_fd, ck->files[i].path, &st);
         if (fd == -EXDEV || fd == -ELOOP) {
             snprintf(err, errlen, "%s: storage path %s leaves the checkpoint directory",
                      ck->source, ck->files[i].path);
             return -EINVAL;
         }
         if (fd >= 0) {
-            if (i < EAGER_OPEN_MAX)
+            /* Every file present is pinned now, as close as can be to the
+             * moment its metadata was read; one that changed already is
+             * marked (EIO for its keys), not fatal. */
+            if (pin_file(ck, (uint32_t)i, &st) == 0 && i < EAGER_OPEN_MAX)
                 atomic_store(&ck->files[i].fd, fd);
             else
                 close(fd);
@@ -287,6 +347,8 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
     if (!ck)
         return -ENOMEM;
     pthread_mutex_init(&ck->lock, NULL);
+    pthread_mutex_init(&ck->files_lock, NULL);
+    clock_gettime(CLOCK_REALTIME, &ck->pinned_at);
     ck->root_fd = -1;
     ck->arena = ck_arena_new();
     ck->source = strdup(source);
@@ -323,6 +385,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
     }
     if (!rc) {
         ck->mtime = st.st_mtim;
+        ck->pinned_at = ck_timespec_max(ck->pinned_at, st.st_ctim);
         struct stat mst;
         if (file) {
             size_t n = strlen(file);
@@ -335,6 +398,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
             }
         } else if (fstatat(ck->root_fd, ".metadata", &mst, 0) == 0) {
             ck->mtime = mst.st_mtim;
+            ck->pinned_at = ck_timespec_max(ck->pinned_at, mst.st_ctim);
             rc = ck_build_dcp(ck, err, errlen);
         } else if (has_safetensors_files(ck->root_fd)) {
             rc = ck_build_safetensors(ck, NULL, err, errlen);
@@ -381,6 +445,7 @@ void ck_close(ck_checkpoint *ck)
     ck_cache_free(ck->cache);
     ck_arena_free(ck->arena);
     pthread_mutex_destroy(&ck->lock);
+    pthread_mutex_destroy(&ck->files_lock);
     free(ck->source);
     free(ck);
 }
