@@ -204,7 +204,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
             rc = -EACCES; /* views are read-only even on rw mounts */
     }
     pthread_rwlock_unlock(&m->lock);
-    if (!rc && !(h->pc_path = strdup(path)))
+    if (!rc && !r->rw && !(h->pc_path = strdup(path)))
         rc = -ENOMEM;
     if (rc) {
         if (h && h->view)
@@ -212,6 +212,14 @@ static int op_open(const char *path, struct fuse_file_info *fi)
         free(h);
         fs_req_end(&q);
         return rc;
+    }
+    fi->fh = (uint64_t)(uintptr_t)h;
+    if (r->rw) {
+        /* a view of the rw mount (ops_write.c frees its handles): that
+         * mount lives as long as the daemon, and commits drop pages */
+        fs_req_end(&q);
+        fi->keep_cache = 1;
+        return 0;
     }
     /* A snapshot's contents never change: the kernel keeps its pages
      * across opens, as long as they are this snapshot's (page_cache.h). */
@@ -293,7 +301,7 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
                        struct fuse_file_info *fi)
 {
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
-    fs_mount *m = h->m;
+    fs_mount *m = h->m ? h->m : fs_current_mount(); /* NULL: the rw mount's */
     if (off < 0)
         return -EINVAL;
     pthread_rwlock_rdlock(&m->lock);
@@ -305,7 +313,7 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
-    fs_mount *m = h->m;
+    fs_mount *m = h->m ? h->m : fs_current_mount(); /* NULL: the rw mount's */
     size_t got = 0;
     pthread_rwlock_rdlock(&m->lock);
     int rc = h->view ? fs_view_read(m, h->view, (uint64_t)off, buf, size, &got)
