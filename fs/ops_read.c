@@ -504,8 +504,14 @@ static int op_access(const char *path, int mask)
 
 static int op_opendir(const char *path, struct fuse_file_info *fi)
 {
+    /* A run's step is opened here, so one that cannot be fails opendir */
+    fs_req q;
+    int rc = fs_req_begin(fs_current_root(), path, FS_REQ_PIN, &q);
+    if (rc)
+        return rc;
+    fs_req_end(&q);
     struct stat st;
-    int rc = op_getattr(path, &st, NULL);
+    rc = op_getattr(path, &st, NULL);
     if (!rc && !S_ISDIR(st.st_mode))
         rc = -ENOTDIR;
     return rc;

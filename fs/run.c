@@ -235,15 +235,21 @@ static void set_present(fs_run *r, run_step *s, bool present, struct timespec mt
     fs_notify_root_entry(r->root->notify, s->name);
 }
 
-/* Shown: on disk, and not known to fail to open. */
+/* Shown: on disk, and not known to fail to open (a step that failed is
+ * tried again once its marker changed). */
 static bool shown(run_step *s)
 {
     if (!s->present)
         return false;
     pthread_mutex_lock(&s->src->lock);
     bool failed = !s->src->cur && s->src->bad.ok;
+    fs_sig bad = s->src->bad;
     pthread_mutex_unlock(&s->src->lock);
-    return !failed;
+    if (!failed)
+        return true;
+    fs_sig now;
+    fs_sig_read(s->src->dir, &now);
+    return now.ok && !fs_sig_equal(&now, &bad);
 }
 
 static void dir_stat(const struct timespec *mtime, struct stat *st)

@@ -100,6 +100,10 @@ typedef struct ck_checkpoint {
      * metadata was read and the metadata's ctime (a file server whose
      * clock runs ahead must not make every file look newer). */
     struct timespec pinned_at;
+    /* The same from the coarse clock the kernel stamps files with: a file
+     * missing at ck_open and opened later must be older than this (a file
+     * written just after ck_open may carry a stamp just below pinned_at). */
+    struct timespec pinned_at_coarse;
     void *arena;          /* owner of strings/arrays above (ck_arena) */
     void *file_index;     /* path -> file index while building (ckpt.c) */
 } ck_checkpoint;
