@@ -94,6 +94,7 @@ int fs_source_new(fs_root *root, const char *dir, const char *prefix, fs_mount *
     pthread_mutex_init(&s->lock, NULL);
     pthread_mutex_init(&s->reload_lock, NULL);
     s->cur = cur;
+    atomic_init(&s->settled, cur ? cur->gen : 0);
     if (sig)
         s->sig = *sig;
     s->checked_ns = now_ns();
@@ -139,12 +140,17 @@ static void reload(fs_source *s, const fs_sig *sig)
     s->cur = nm;
     s->sig = *sig;
     pthread_mutex_unlock(&s->lock);
-    if (old) {
+    if (old)
         fprintf(stderr, "ckptfs: %s: new checkpoint state (%zu keys) for files opened from now on\n",
                 s->dir, nm->ck->nkeys);
-        fs_notify_snapshot(s->root->notify, s->prefix, old);
-        fs_snapshot_unref(old);
-    }
+    /* queued behind any invalidation of an earlier state (fs_source_drop) */
+    fs_notify_snapshot(s->root->notify, s->prefix, old, &s->settled, nm->gen);
+    fs_snapshot_unref(old);
+}
+
+bool fs_source_settled(fs_source *s, const fs_mount *m)
+{
+    return m->gen <= atomic_load(&s->settled);
 }
 
 fs_mount *fs_source_pin(fs_source *s, bool force)
@@ -194,7 +200,7 @@ void fs_source_drop(fs_source *s)
     pthread_mutex_unlock(&s->lock);
     pthread_mutex_unlock(&s->reload_lock);
     if (old) {
-        fs_notify_snapshot(s->root->notify, s->prefix, old);
+        fs_notify_snapshot(s->root->notify, s->prefix, old, &s->settled, 0);
         fs_snapshot_unref(old);
     }
 }

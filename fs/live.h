@@ -45,6 +45,11 @@ struct fs_source {
     fs_sig sig;       /* the marker as it was just before cur was opened */
     fs_sig bad;       /* a marker whose state could not be opened (logged) */
     uint64_t checked_ns;
+    /* The newest generation whose predecessors' kernel entries have been
+     * invalidated (notify.h).  Until cur is settled, the kernel may still
+     * hold the old sizes of its files, so opens bypass the page cache
+     * (direct_io reads are not cut at a cached size). */
+    _Atomic uint64_t settled;
 };
 
 /* The marker of the checkpoint at dir, stat'ed now (sig->ok false if it
@@ -64,5 +69,7 @@ void fs_source_free(fs_source *s);
 fs_mount *fs_source_pin(fs_source *s, bool force);
 /* Drops the current state (a step that went away). */
 void fs_source_drop(fs_source *s);
+/* Whether files of m (a snapshot of s) may use the page cache yet. */
+bool fs_source_settled(fs_source *s, const fs_mount *m);
 
 #endif

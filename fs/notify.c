@@ -13,10 +13,19 @@
 #include "snapshot.h"
 
 typedef struct job {
-    fs_mount *old;  /* JOB snapshot; NULL for a root entry */
+    fs_mount *old;  /* a snapshot's names to invalidate, or NULL */
     char *name;     /* prefix of the snapshot, or the root entry's name */
+    _Atomic uint64_t *settled; /* snapshot jobs: raised to gen when done */
+    uint64_t gen;
     struct job *next;
 } job;
+
+static void settle(_Atomic uint64_t *settled, uint64_t gen)
+{
+    uint64_t cur = atomic_load(settled);
+    while (cur < gen && !atomic_compare_exchange_weak(settled, &cur, gen))
+        ;
+}
 
 struct fs_notifier {
     struct fuse *f;
@@ -54,13 +63,16 @@ static void inval_tree(struct fuse *f, const char *prefix, fs_node *n)
 
 static void run_job(fs_notifier *nt, job *j)
 {
-    if (j->old) {
-        fs_node *root = fs_tree_root(j->old->tree);
-        if (root)
-            inval_tree(nt->f, j->name, root);
-        inval(nt->f, j->name, "/.ckptfs/metadata.json", "");
-        inval(nt->f, j->name, "/.ckptfs/model.safetensors", "");
-        fs_snapshot_unref(j->old);
+    if (j->settled) {
+        if (j->old) {
+            fs_node *root = fs_tree_root(j->old->tree);
+            if (root)
+                inval_tree(nt->f, j->name, root);
+            inval(nt->f, j->name, "/.ckptfs/metadata.json", "");
+            inval(nt->f, j->name, "/.ckptfs/model.safetensors", "");
+            fs_snapshot_unref(j->old);
+        }
+        settle(j->settled, j->gen);
     } else {
         fuse_lowlevel_notify_inval_entry(fuse_get_session(nt->f), FUSE_ROOT_ID, j->name,
                                          strlen(j->name));
@@ -124,7 +136,8 @@ void fs_notifier_stop(fs_notifier *nt)
     free(nt);
 }
 
-static void enqueue(fs_notifier *nt, fs_mount *old, const char *name)
+static void enqueue(fs_notifier *nt, fs_mount *old, const char *name, _Atomic uint64_t *settled,
+                    uint64_t gen)
 {
     job *j = calloc(1, sizeof *j);
     char *copy = j ? strdup(name) : NULL;
@@ -132,10 +145,14 @@ static void enqueue(fs_notifier *nt, fs_mount *old, const char *name)
         /* the kernel's entries then expire on their own (main.c) */
         fprintf(stderr, "ckptfs: out of memory: stale kernel entries for %s\n", name);
         free(j);
+        if (settled)
+            settle(settled, gen);
         return;
     }
     j->old = fs_snapshot_ref(old);
     j->name = copy;
+    j->settled = settled;
+    j->gen = gen;
     pthread_mutex_lock(&nt->lock);
     *nt->tail = j;
     nt->tail = &j->next;
@@ -143,14 +160,17 @@ static void enqueue(fs_notifier *nt, fs_mount *old, const char *name)
     pthread_mutex_unlock(&nt->lock);
 }
 
-void fs_notify_snapshot(fs_notifier *nt, const char *prefix, fs_mount *old)
+void fs_notify_snapshot(fs_notifier *nt, const char *prefix, fs_mount *old,
+                        _Atomic uint64_t *settled, uint64_t gen)
 {
-    if (nt && old)
-        enqueue(nt, old, prefix);
+    if (nt)
+        enqueue(nt, old, prefix, settled, gen);
+    else
+        settle(settled, gen);
 }
 
 void fs_notify_root_entry(fs_notifier *nt, const char *name)
 {
     if (nt)
-        enqueue(nt, NULL, name);
+        enqueue(nt, NULL, name, NULL, 0);
 }

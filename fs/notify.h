@@ -16,9 +16,12 @@ int fs_notifier_start(struct fuse *f, fs_notifier **out);
 /* Sends what is queued, then stops the thread and frees n. */
 void fs_notifier_stop(fs_notifier *n);
 /* Every name old served (files, directories, views) under prefix ("" or
- * "/step_1000"): attributes and cached pages.  Takes a reference on old.
- * n may be NULL (nothing mounted yet): a no-op. */
-void fs_notify_snapshot(fs_notifier *n, const char *prefix, fs_mount *old);
+ * "/step_1000"): attributes and cached pages; old may be NULL (nothing
+ * to invalidate).  Then, after every job queued before it too, raises
+ * *settled to gen (see live.h).  Takes a reference on old.  n may be NULL
+ * (no thread): *settled is raised at once. */
+void fs_notify_snapshot(fs_notifier *n, const char *prefix, fs_mount *old,
+                        _Atomic uint64_t *settled, uint64_t gen);
 /* The root's entry name (a step that appeared or went). */
 void fs_notify_root_entry(fs_notifier *n, const char *name);
 

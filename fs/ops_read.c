@@ -15,6 +15,7 @@
 
 #include "chunk_reader.h"
 #include "geometry.h"
+#include "live.h"
 #include "page_cache.h"
 #include "root.h"
 #include "run.h"
@@ -227,7 +228,9 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     h->inner_off = (size_t)(inner - path);
     if (inner < path || h->inner_off > strlen(path))
         h->inner_off = 0; /* not a suffix of path (cannot happen for a file) */
-    fs_pc_mode mode = fs_pcache_open(r->pcache, path, m->gen);
+    fs_pc_mode mode = q.src && !fs_source_settled(q.src, m)
+                          ? FS_PC_DIRECT /* the kernel may hold the old state's sizes */
+                          : fs_pcache_open(r->pcache, path, m->gen);
     fi->keep_cache = mode == FS_PC_KEEP;
     if (mode == FS_PC_DIRECT) {
         fi->direct_io = 1;

@@ -21,6 +21,7 @@ int fs_req_begin(fs_root *r, const char *path, int flags, fs_req *q)
         return 0;
     }
     if (r->single) {
+        q->src = r->single;
         q->m = fs_source_pin(r->single, force);
         return q->m ? 0 : -EIO;
     }
@@ -45,6 +46,7 @@ int fs_req_begin(fs_root *r, const char *path, int flags, fs_req *q)
         q->synthetic = true; /* its attributes need no opening */
         return 0;
     }
+    q->src = src;
     q->m = fs_source_pin(src, force);
     return q->m ? 0 : -ENOENT; /* it failed to open: logged, now hidden */
 }

@@ -15,6 +15,7 @@ enum {
 
 typedef struct {
     fs_mount *m;      /* pinned; NULL when synthetic */
+    fs_source *src;   /* read-only mounts: where m comes from */
     const char *path; /* the path inside m */
     bool synthetic;   /* no snapshot: the run's root, or a step's directory, with st */
     bool run_root;
