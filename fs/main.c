@@ -60,13 +60,6 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     return r;
 }
 
-/* Before libfuse frees what the notifier sends through. */
-static void op_destroy(void *private_data)
-{
-    fs_root *r = private_data;
-    fs_notifier_stop(r->notify);
-    r->notify = NULL;
-}
 
 /* Shard-per-item checkpoints can have thousands of files kept open. */
 static void raise_fd_limit(void)
@@ -97,6 +90,10 @@ static int run_fuse(struct fuse_args *args, const struct fuse_operations *ops, f
         goto out_unmount;
     rc = co.singlethread ? fuse_loop(f) : fuse_loop_mt(f, co.clone_fd);
     rc = rc < 0 ? 1 : 0; /* a positive value is the signal that ended the loop: a clean exit */
+    /* No request runs now; the notifier goes before libfuse frees the
+     * node table it invalidates through. */
+    fs_notifier_stop(m->notify);
+    m->notify = NULL;
     fuse_remove_signal_handlers(se);
 out_unmount:
     fuse_unmount(f);
@@ -185,7 +182,6 @@ int main(int argc, char *argv[])
 
     struct fuse_operations ops = { 0 };
     ops.init = op_init;
-    ops.destroy = op_destroy;
     fs_ops_fill_read(&ops);
     if (m.opts.rw)
         fs_ops_fill_write(&ops);

@@ -155,24 +155,24 @@ static int file_changed(ck_checkpoint *ck, uint32_t i, const char *how)
 }
 
 /* Pins the identity of a file this state opens for the first time (caller
- * holds files_lock or is ck_open).  A file modified after the state was
- * read (e.g. being rewritten by the next save) is refused; late: it was
- * missing when the state was read, so even a stamp in the same clock tick
- * is too new. */
-static int pin_file(ck_checkpoint *ck, uint32_t i, const struct stat *st, bool late)
+ * holds files_lock or is ck_open).  pre (at ck_open): the root's files as
+ * they were before the metadata was read; one that changed since, or a
+ * top-level one that appeared since, was written by the next save while
+ * this state was read, and is refused.  A file missing at ck_open and
+ * opened later is pinned as it is then (a file put back after a failed
+ * copy must read), and every later change is caught as for the others. */
+static int pin_file(ck_checkpoint *ck, uint32_t i, const struct stat *st, const ck_dir_ids *pre)
 {
     ck_file *f = &ck->files[i];
     ck_file_id now;
     ck_file_id_from_stat(st, &now);
     if (f->pinned)
         return ck_file_id_equal(&f->id, &now) ? 0 : file_changed(ck, i, "changed since it was first opened");
-    struct timespec t = ck->pinned_at_coarse;
-    if (t.tv_nsec > 0)
-        t.tv_nsec--;
-    else
-        t = (struct timespec){ t.tv_sec - 1, 999999999 };
-    if (ck_file_id_modified_after(&now, late ? &t : &ck->pinned_at))
-        return file_changed(ck, i, "was modified after the checkpoint's metadata was read");
+    if (pre && pre->v) {
+        const ck_file_id *before = ck_dir_ids_find(pre, f->path);
+        if (before ? !ck_file_id_equal(before, &now) : !strchr(f->path, '/'))
+            return file_changed(ck, i, "changed while the checkpoint's metadata was read");
+    }
     f->id = now;
     f->pinned = true;
     return 0;
@@ -199,7 +199,7 @@ int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
         int opened = open_beneath(ck->root_fd, ck->files[i].path, &st);
         if (opened < 0) {
             rc = opened;
-        } else if ((rc = pin_file(ck, i, &st, true)) != 0) {
+        } else if ((rc = pin_file(ck, i, &st, NULL)) != 0) {
             close(opened);
         } else {
             atomic_store_explicit(&ck->files[i].fd, opened, memory_order_release);
@@ -291,7 +291,7 @@ static int has_safetensors_files(int dirfd)
 
 /* Sorts keys, refuses duplicates, checks chunk tiling (a bad key is marked,
  * not fatal) and confines every storage file to the root. */
-static int finish_model(ck_checkpoint *ck, char *err, size_t errlen)
+static int finish_model(ck_checkpoint *ck, const ck_dir_ids *pre, char *err, size_t errlen)
 {
     ck_sort_keys(ck);
     for (size_t i = 1; i < ck->nkeys; i++) {
@@ -320,7 +320,7 @@ static int finish_model(ck_checkpoint *ck, char *err, size_t errlen)
             /* Every file present is pinned now, as close as can be to the
              * moment its metadata was read; one that changed already is
              * marked (EIO for its keys), not fatal. */
-            if (pin_file(ck, (uint32_t)i, &st, false) == 0 && i < EAGER_OPEN_MAX)
+            if (pin_file(ck, (uint32_t)i, &st, pre) == 0 && i < EAGER_OPEN_MAX)
                 atomic_store(&ck->files[i].fd, fd);
             else
                 close(fd);
@@ -355,8 +355,6 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
         return -ENOMEM;
     pthread_mutex_init(&ck->lock, NULL);
     pthread_mutex_init(&ck->files_lock, NULL);
-    clock_gettime(CLOCK_REALTIME_COARSE, &ck->pinned_at_coarse);
-    clock_gettime(CLOCK_REALTIME, &ck->pinned_at);
     ck->root_fd = -1;
     ck->arena = ck_arena_new();
     ck->source = strdup(source);
@@ -391,10 +389,13 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
             snprintf(err, errlen, "%s: %s", dir ? dir : source, strerror(errno));
         }
     }
+    /* the data files as they are before the metadata that names them is
+     * read (see pin_file); without the list, files are pinned as found */
+    ck_dir_ids pre = { 0 };
+    if (!rc)
+        ck_dir_ids_read(ck->root_fd, &pre);
     if (!rc) {
         ck->mtime = st.st_mtim;
-        ck->pinned_at = ck_timespec_max(ck->pinned_at, st.st_ctim);
-        ck->pinned_at_coarse = ck_timespec_max(ck->pinned_at_coarse, st.st_ctim);
         struct stat mst;
         if (file) {
             size_t n = strlen(file);
@@ -407,8 +408,6 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
             }
         } else if (fstatat(ck->root_fd, ".metadata", &mst, 0) == 0) {
             ck->mtime = mst.st_mtim;
-            ck->pinned_at = ck_timespec_max(ck->pinned_at, mst.st_ctim);
-            ck->pinned_at_coarse = ck_timespec_max(ck->pinned_at_coarse, mst.st_ctim);
             rc = ck_build_dcp(ck, err, errlen);
         } else if (has_safetensors_files(ck->root_fd)) {
             rc = ck_build_safetensors(ck, NULL, err, errlen);
@@ -419,7 +418,8 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
         }
     }
     if (!rc)
-        rc = finish_model(ck, err, errlen);
+        rc = finish_model(ck, &pre, err, errlen);
+    ck_dir_ids_free(&pre);
     if (!rc)
         rc = ck_cache_new(opts && opts->cache_bytes ? opts->cache_bytes : DEFAULT_CACHE_BYTES,
                           &ck->cache);

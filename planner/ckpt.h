@@ -95,15 +95,6 @@ typedef struct ck_checkpoint {
     ck_cache *cache;
     pthread_mutex_t lock; /* chunk resolution (files open lock-free) */
     pthread_mutex_t files_lock; /* first opens of files not opened at ck_open */
-    /* When this state was read: a data file modified later than this is not
-     * the file the metadata describes.  The later of the clock before the
-     * metadata was read and the metadata's ctime (a file server whose
-     * clock runs ahead must not make every file look newer). */
-    struct timespec pinned_at;
-    /* The same from the coarse clock the kernel stamps files with: a file
-     * missing at ck_open and opened later must be older than this (a file
-     * written just after ck_open may carry a stamp just below pinned_at). */
-    struct timespec pinned_at_coarse;
     void *arena;          /* owner of strings/arrays above (ck_arena) */
     void *file_index;     /* path -> file index while building (ckpt.c) */
 } ck_checkpoint;
