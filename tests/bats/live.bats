@@ -150,3 +150,16 @@ EOF2
     check_sums "$MNT" "$d/v1.sha256.json"
     check_sums "$MNT" "$d/v1.sha256.json"
 }
+
+@test "live: a .safetensors file replaced while mounted: files opened after it read the new file" {
+    local d
+    d=$(test_tmp)
+    cp "$FIX/st_single/model.safetensors" "$d/model.safetensors"
+    mount_ckpt "$d/model.safetensors"
+    py_check "$BATS_PY/check_manifest.py" "$MNT" "$FIX/st_single.manifest.json"
+    "$PY" "$BATS_PY/make_fixture.py" odd-safetensors "$d/new.safetensors" "$d/odd.manifest.json"
+    mv "$d/new.safetensors" "$d/model.safetensors"
+    cat "$MNT/.ckptfs/metadata.json" >/dev/null # an open: the new state is read
+    py_check "$BATS_PY/check_manifest.py" "$MNT" "$d/odd.manifest.json"
+    grep -q 'new checkpoint state' "$CKPT_LOG"
+}

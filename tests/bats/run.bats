@@ -136,3 +136,29 @@ EOF2
     run_ckptfs_refusal -o rw "$run"
     expect_refusal "run directory"
 }
+
+@test "run: a step re-saved in place is a live checkpoint: files opened after its new .metadata read the new save" {
+    local d run
+    d=$(test_tmp)
+    run=$d/run
+    mkdir "$run"
+    timeout -k 5 120 "$PY" scripts/gen_dcp.py --out "$d/v0" --size 256K --tensors 2 --layout row8 --seed 1
+    timeout -k 5 120 "$PY" scripts/gen_dcp.py --out "$d/v1" --size 256K --tensors 2 --layout row8 --seed 2
+    cp -r "$d/v0" "$run/step_1"
+    cp -r "$FIX/dcp_single" "$run/step_2"
+    mount_ckpt "$run"
+    sums() {
+        "$PY" - "$1" "$2" <<'EOF2'
+import hashlib, json, os, sys
+mnt, sums = sys.argv[1], json.load(open(sys.argv[2]))
+for fqn, want in sums.items():
+    got = hashlib.sha256(open(os.path.join(mnt, *fqn.split(".")), "rb").read()).hexdigest()
+    assert got == want, fqn
+EOF2
+    }
+    sums "$MNT/step_1" "$d/v0.sha256.json"
+    "$PY" "$BATS_PY/live_rewrite.py" "$run/step_1" 1 truncate "$d/v0" "$d/v1"
+    sums "$MNT/step_1" "$d/v1.sha256.json"
+    check_step "$MNT/step_2" dcp_single "$run/step_2"
+    grep 'new checkpoint state' "$CKPT_LOG" | grep -q step_1
+}
