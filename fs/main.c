@@ -31,15 +31,15 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
      * state of a live checkpoint invalidates what it made stale (notify.h).
      * Pages are kept per open (ops_read.c, page_cache.h), so kernel_cache,
      * which would keep them whatever the open says, stays off.  Names that
-     * did not exist are remembered only briefly: a new state or a new step
-     * may bring them, and nothing lists the kernel's negative entries for
-     * us to invalidate. */
+     * did not exist are not remembered: a new state or a new step may bring
+     * them, and nothing lists the kernel's negative entries for us to
+     * invalidate. */
     cfg->kernel_cache = 0;
     /* rw: names and sizes change under open files (commits turn X.npy into
      * X, xattrs give a new file its size), so the kernel asks every time */
     cfg->entry_timeout = rw ? 0.0 : 3600.0;
     cfg->attr_timeout = rw ? 0.0 : 3600.0;
-    cfg->negative_timeout = rw ? 0.0 : 1.0;
+    cfg->negative_timeout = 0.0;
     /* rw: an unlinked open file must not be renamed to .fuse_hidden*, which
      * would commit a key of that name (ops_write.c) */
     cfg->hard_remove = rw;
