@@ -145,9 +145,33 @@ EOF2
     mount_ckpt "$d/ckpt"
     check_sums "$MNT" "$d/v0.sha256.json"
     stat -c %s "$MNT/model/layers/0/attn/wq/weight" >/dev/null
-    "$PY" "$BATS_PY/live_rewrite.py" "$d/ckpt" 1 truncate "$d/v0" "$d/v1"
-    # opened after the new .metadata: the new bytes, whatever sizes the kernel still caches
-    check_sums "$MNT" "$d/v1.sha256.json"
+    # a reader of the old state keeps its file open across the re-save, then reads it to its
+    # (old, smaller) end and stats it, which sets the kernel's idea of the size
+    "$PY" - "$MNT" "$d/v0.sha256.json" "$d/v1.sha256.json" "$BATS_PY/live_rewrite.py" "$d" <<'EOF2'
+import hashlib, json, os, subprocess, sys
+mnt, v0, v1, rewrite, d = sys.argv[1:]
+v0, v1 = json.load(open(v0)), json.load(open(v1))
+path = lambda k: os.path.join(mnt, *k.split("."))
+tensors = sorted(k for k in v0 if k != "step")
+old = {k: open(path(k), "rb") for k in tensors}
+subprocess.run([sys.executable, rewrite, d + "/ckpt", "1", "truncate", d + "/v0", d + "/v1"],
+               check=True, stdout=subprocess.DEVNULL)
+def fresh():
+    for k in tensors:
+        got = hashlib.sha256(open(path(k), "rb").read()).hexdigest()
+        assert got == v1[k], ("fresh", k)
+fresh()                      # opened while the old files are open
+for k, f in old.items():
+    try:
+        data = f.read()      # the old state's bytes, or EIO: its files were rewritten
+        assert hashlib.sha256(data).hexdigest() == v0[k], ("old", k, len(data))
+    except OSError as e:
+        assert e.errno == 5, e
+    os.fstat(f.fileno())
+    f.close()
+fresh()                      # opened after they closed: the page cache is the new state's
+fresh()
+EOF2
     check_sums "$MNT" "$d/v1.sha256.json"
 }
 
