@@ -1,7 +1,9 @@
 /* Live sources: noticing a new state and swapping it in (see live.h). */
 #include "live.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,35 @@ static uint64_t now_ns(void)
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
     return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+/* FNV-1a over the identities of dir's .safetensors files, in readdir
+ * order folded commutatively (sum of per-file hashes). */
+static uint64_t shards_hash(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    uint64_t sum = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        struct stat st;
+        if (n <= 12 || strcmp(de->d_name + n - 12, ".safetensors") != 0 ||
+            fstatat(dirfd(d), de->d_name, &st, 0) != 0)
+            continue;
+        ck_file_id id;
+        ck_file_id_from_stat(&st, &id);
+        uint64_t h = 1469598103934665603ull;
+        const unsigned char *p = (const unsigned char *)&id;
+        for (size_t i = 0; i < sizeof id; i++)
+            h = (h ^ p[i]) * 1099511628211ull;
+        for (const char *c = de->d_name; *c; c++)
+            h = (h ^ (unsigned char)*c) * 1099511628211ull;
+        sum += h;
+    }
+    closedir(d);
+    return sum;
 }
 
 static bool stat_at(const char *dir, const char *name, struct stat *st)
@@ -44,6 +75,7 @@ static void sig_read(const char *dir, bool dcp, fs_sig *sig)
             sig->bctime = ist.st_ctim;
             sig->has_b = true;
         }
+        sig->shards = shards_hash(dir);
         sig->ok = true;
     } else {
         sig->ok = S_ISREG(st.st_mode); /* a .safetensors file */
@@ -71,7 +103,7 @@ bool fs_sig_equal(const fs_sig *x, const fs_sig *y)
     if (!x->ok)
         return true;
     if (!ck_file_id_equal(&x->a, &y->a) || !ts_equal(x->actime, y->actime) ||
-        x->has_b != y->has_b)
+        x->has_b != y->has_b || x->shards != y->shards)
         return false;
     return !x->has_b || (ck_file_id_equal(&x->b, &y->b) && ts_equal(x->bctime, y->bctime));
 }

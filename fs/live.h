@@ -33,6 +33,9 @@ typedef struct {
     ck_file_id a, b; /* b: the index of a safetensors directory, if any */
     struct timespec actime, bctime;
     bool has_b;
+    /* a safetensors directory: every .safetensors file's identity, hashed
+     * (a shard written in place changes neither the directory nor an index) */
+    uint64_t shards;
 } fs_sig;
 
 struct fs_source {
@@ -53,7 +56,8 @@ struct fs_source {
 };
 
 /* The marker of the checkpoint at dir, stat'ed now (sig->ok false if it
- * is missing). */
+ * is missing).  DCP: `.metadata`; a .safetensors file: itself; a directory
+ * of them: the directory, its index and its .safetensors files. */
 void fs_sig_read(const char *dir, fs_sig *sig);
 bool fs_sig_equal(const fs_sig *x, const fs_sig *y);
 

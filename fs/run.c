@@ -265,7 +265,10 @@ static void dir_stat(const struct timespec *mtime, struct stat *st)
 
 void fs_run_root_stat(fs_run *r, struct stat *st)
 {
-    dir_stat(&r->mtime, st);
+    pthread_mutex_lock(&r->lock);
+    struct timespec mt = r->mtime;
+    pthread_mutex_unlock(&r->lock);
+    dir_stat(&mt, st);
 }
 
 fs_source *fs_run_step(fs_run *r, const char *name, bool force, struct stat *st)
@@ -308,6 +311,9 @@ int fs_run_list(fs_run *r, int (*fill)(void *ctx, const char *name, const struct
         return -ENOMEM;
     }
     pthread_mutex_lock(&r->lock);
+    struct stat rst;
+    if (fstat(run_fd, &rst) == 0)
+        r->mtime = rst.st_mtim; /* the root shows the run directory's mtime */
     for (size_t i = 0; i < r->n; i++)
         r->steps[i].seen = false;
     struct dirent *de;

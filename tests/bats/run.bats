@@ -162,3 +162,21 @@ EOF2
     check_step "$MNT/step_2" dcp_single "$run/step_2"
     grep 'new checkpoint state' "$CKPT_LOG" | grep -q step_1
 }
+
+@test "run: a safetensors step written in place is shown once its file is whole" {
+    local run n
+    run=$(test_tmp)/run
+    mkdir "$run"
+    cp -r "$FIX/dcp_single" "$run/step_1"
+    mkdir "$run/step_2"
+    n=$(stat -c %s "$FIX/st_single/model.safetensors")
+    head -c $((n / 2)) "$FIX/st_single/model.safetensors" >"$run/step_2/model.safetensors"
+    mount_ckpt "$run"
+    run ls "$MNT/step_2"
+    [ "$status" -ne 0 ]
+    [ "$(listing "$MNT")" = "step_1" ]
+    # the rest of the file, written to the same inode
+    tail -c +$((n / 2 + 1)) "$FIX/st_single/model.safetensors" >>"$run/step_2/model.safetensors"
+    [ "$(listing "$MNT")" = "step_1 step_2" ]
+    check_step "$MNT/step_2" st_single "$run/step_2"
+}
