@@ -180,6 +180,27 @@ static void reload(fs_source *s, const fs_sig *sig)
     fs_snapshot_unref(old);
 }
 
+bool fs_source_drop_idle(fs_source *s)
+{
+    if (pthread_mutex_trylock(&s->reload_lock) != 0)
+        return false;
+    pthread_mutex_lock(&s->lock);
+    fs_mount *old = NULL;
+    /* pins take their reference under s->lock: none can appear meanwhile */
+    if (s->cur && atomic_load(&s->cur->refs) == 1) {
+        old = s->cur;
+        s->cur = NULL;
+        memset(&s->sig, 0, sizeof s->sig); /* the next pin opens it again */
+    }
+    pthread_mutex_unlock(&s->lock);
+    pthread_mutex_unlock(&s->reload_lock);
+    if (!old)
+        return false;
+    fs_notify_snapshot(s->root->notify, s->prefix, old, &s->settled, 0);
+    fs_snapshot_unref(old);
+    return true;
+}
+
 bool fs_source_settled(fs_source *s, const fs_mount *m)
 {
     return m->gen <= atomic_load(&s->settled);

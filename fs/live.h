@@ -73,6 +73,9 @@ void fs_source_free(fs_source *s);
 fs_mount *fs_source_pin(fs_source *s, bool force);
 /* Drops the current state (a step that went away). */
 void fs_source_drop(fs_source *s);
+/* Drops the current state if nothing but the source holds it and no
+ * reload is under way (a run closing steps nobody uses); true if it did. */
+bool fs_source_drop_idle(fs_source *s);
 /* Whether files of m (a snapshot of s) may use the page cache yet. */
 bool fs_source_settled(fs_source *s, const fs_mount *m);
 

@@ -21,6 +21,7 @@ typedef struct {
     fs_source *src;
     bool present;       /* a step on disk when last looked at */
     bool seen;          /* fs_run_list: found in this scan */
+    uint64_t used_ns;   /* last request under it */
     struct timespec mtime;
     uint64_t checked_ns;
 } run_step;
@@ -271,6 +272,35 @@ void fs_run_root_stat(fs_run *r, struct stat *st)
     dir_stat(&mt, st);
 }
 
+static bool step_open(run_step *s)
+{
+    pthread_mutex_lock(&s->src->lock);
+    bool open = s->src->cur != NULL;
+    pthread_mutex_unlock(&s->src->lock);
+    return open;
+}
+
+/* Closes idle steps, least recently used first, while more than
+ * FS_RUN_OPEN_MAX are open; keep is about to be used.  Caller holds
+ * r->lock. */
+static void trim(fs_run *r, run_step *keep)
+{
+    size_t open = 0;
+    for (size_t i = 0; i < r->n; i++)
+        open += step_open(&r->steps[i]);
+    while (open > FS_RUN_OPEN_MAX) {
+        run_step *lru = NULL;
+        for (size_t i = 0; i < r->n; i++) {
+            run_step *s = &r->steps[i];
+            if (s != keep && step_open(s) && (!lru || s->used_ns < lru->used_ns))
+                lru = s;
+        }
+        if (!lru || !fs_source_drop_idle(lru->src))
+            break; /* the least recently used is in use: keep them all */
+        open--;
+    }
+}
+
 fs_source *fs_run_step(fs_run *r, const char *name, bool force, struct stat *st)
 {
     pthread_mutex_lock(&r->lock);
@@ -289,8 +319,11 @@ fs_source *fs_run_step(fs_run *r, const char *name, bool force, struct stat *st)
     fs_source *src = NULL;
     if (s && shown(s)) {
         src = s->src;
+        s->used_ns = now_ns();
         if (st)
             dir_stat(&s->mtime, st);
+        if (!step_open(s))
+            trim(r, s); /* may be about to be opened: make room */
     }
     pthread_mutex_unlock(&r->lock);
     return src;

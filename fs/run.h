@@ -10,13 +10,17 @@
  * it holds `.metadata` (DCP writes it last, by rename), a safetensors index
  * or `.safetensors` files; names starting with '.' and symlinks are not
  * steps.  A step whose checkpoint cannot be opened is logged once and not
- * shown until its marker changes. */
+ * shown until its marker changes.  At most FS_RUN_OPEN_MAX steps stay
+ * open beyond those in use: opening another closes the one least recently
+ * used (it opens again when next used). */
 #ifndef CKPTFS_RUN_H
 #define CKPTFS_RUN_H
 
 #include <stdbool.h>
 #include <sys/stat.h>
 #include "mount.h"
+
+#define FS_RUN_OPEN_MAX 16
 
 /* 1 if dir is a run directory as above, else 0. */
 int fs_run_detect(const char *dir);

@@ -126,6 +126,15 @@ EOF2
     [ "$fds" -lt 40 ]
     cmp "$MNT/step_15000/model/embed/weight" "$MNT/step_100/model/embed/weight"
     check_step "$MNT/step_20000" dcp_single "$run/step_20000"
+    # using 60 steps one after the other keeps at most 16 idle ones open (2 descriptors each)
+    for ((i = 1; i <= 60; i++)); do
+        cmp "$MNT/step_$((i * 100))/model/embed/weight" "$MNT/step_20000/model/embed/weight"
+    done
+    fds=$(ls "/proc/$CKPT_PID/fd" | wc -l)
+    echo "daemon descriptors after 60 steps: $fds"
+    [ "$fds" -lt 60 ]
+    # a step closed that way opens again when used
+    check_step "$MNT/step_100" dcp_single "$run/step_100"
 }
 
 @test "run: -o rw on a run directory is refused with one line" {
