@@ -225,9 +225,7 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     /* A snapshot's contents never change: the kernel keeps its pages
      * across opens, as long as they are this snapshot's (page_cache.h). */
     h->m = q.m; /* the request's pin becomes the file's */
-    h->inner_off = (size_t)(inner - path);
-    if (inner < path || h->inner_off > strlen(path))
-        h->inner_off = 0; /* not a suffix of path (cannot happen for a file) */
+    h->inner_off = q.path_off;
     fs_pc_mode mode = q.src && !fs_source_settled(q.src, m)
                           ? FS_PC_DIRECT /* the kernel may hold the old state's sizes */
                           : fs_pcache_open(r->pcache, path, m->gen);
@@ -245,7 +243,6 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     } else {
         h->pc_registered = true;
     }
-    fi->fh = (uint64_t)(uintptr_t)h;
     return 0;
 }
 

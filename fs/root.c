@@ -42,6 +42,7 @@ int fs_req_begin(fs_root *r, const char *path, int flags, fs_req *q)
     if (!src)
         return -ENOENT;
     q->path = slash ? slash : "/";
+    q->path_off = slash ? (size_t)(slash - path) : 0;
     if (!slash && !(flags & FS_REQ_PIN)) {
         q->synthetic = true; /* its attributes need no opening */
         return 0;

@@ -17,6 +17,7 @@ typedef struct {
     fs_mount *m;      /* pinned; NULL when synthetic */
     fs_source *src;   /* read-only mounts: where m comes from */
     const char *path; /* the path inside m */
+    size_t path_off;  /* where it starts in the request's path (0: "/", a step's root) */
     bool synthetic;   /* no snapshot: the run's root, or a step's directory, with st */
     bool run_root;
     struct stat st;
