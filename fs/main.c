@@ -16,7 +16,6 @@
 #include "root.h"
 #include "run.h"
 #include "snapshot.h"
-#include "views.h"
 
 #ifndef CKPTFS_VERSION
 #define CKPTFS_VERSION "0.1.0"
@@ -59,7 +58,6 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
                 "replaced states expire on their own\n");
     return r;
 }
-
 
 /* Shard-per-item checkpoints can have thousands of files kept open. */
 static void raise_fd_limit(void)
@@ -111,8 +109,10 @@ static int mount_prepare(fs_root *r)
 {
     char err[1024] = "";
     int rc = fs_pcache_new(&r->pcache);
-    if (rc)
+    if (rc) {
+        fprintf(stderr, "ckptfs: %s\n", strerror(-rc));
         return rc;
+    }
     /* libfuse leaves the working directory: reloads use an absolute path */
     r->abs_source = realpath(r->opts.source, NULL);
     if (!r->abs_source && !(r->abs_source = strdup(r->opts.source)))
