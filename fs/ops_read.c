@@ -230,13 +230,6 @@ static int op_open(const char *path, struct fuse_file_info *fi)
                           ? FS_PC_DIRECT /* the kernel may hold the old state's sizes */
                           : fs_pcache_open(r->pcache, path, m->gen);
     fi->keep_cache = mode == FS_PC_KEEP;
-    /* Taking the cache over from another state: the kernel may also hold
-     * that state's size of the file (its handles' reads and fstats set it
-     * long after the swap's invalidation), and page-cache reads stop
-     * there.  No kernel lock this open needs is held meanwhile, so the
-     * invalidation is sent from here. */
-    if (mode == FS_PC_PURGE)
-        fuse_invalidate_path(fuse_get_context()->fuse, path);
     if (mode == FS_PC_DIRECT) {
         fi->direct_io = 1;
         h->pc_registered = false;
