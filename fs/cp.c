@@ -27,6 +27,7 @@
 
 #include "chunk_reader.h"
 #include "mount.h"
+#include "snapshot.h"
 #include "views.h"
 
 #define CP_BUF (4u << 20)
@@ -470,15 +471,16 @@ int fs_cp_main(int argc, char **argv)
         if (i == 0 || (strcmp(argv[i], "-r") != 0 && strcmp(argv[i], "-R") != 0))
             av[ac++] = argv[i];
     struct fuse_args args = FUSE_ARGS_INIT(ac, av);
-    fs_mount m;
-    memset(&m, 0, sizeof m);
+    fs_options opts;
+    memset(&opts, 0, sizeof opts);
+    fs_mount *m = NULL;
     int status = 1;
     char *source = NULL, *path = NULL, *dest = NULL;
     cp_plan plan = { 0 };
     uint8_t *buf = NULL;
-    if (fs_options_parse(&args, &m.opts) != 0)
+    if (fs_options_parse(&args, &opts) != 0)
         goto out;
-    if (m.opts.show_help) {
+    if (opts.show_help) {
         usage(stdout);
         status = 0;
         goto out;
@@ -492,47 +494,35 @@ int fs_cp_main(int argc, char **argv)
             goto out;
         }
     }
-    if (!m.opts.source || !m.opts.mountpoint) {
+    if (!opts.source || !opts.mountpoint) {
         fprintf(stderr, "usage: ckptfs cp [options] SOURCE[:PATH] DEST (see ckptfs cp --help)\n");
         goto out;
     }
-    if (m.opts.rw || m.opts.create) {
+    if (opts.rw || opts.create) {
         fprintf(stderr, "ckptfs: cp: -o rw/create do not apply: cp only reads SOURCE\n");
         goto out;
     }
-    if (split_spec(m.opts.source, &source, &path) != 0)
+    if (split_spec(opts.source, &source, &path) != 0)
         goto out;
 
+    /* the daemon's own snapshot: same checkpoint model, tree and views */
     char err[1024] = "";
-    ck_open_opts oo = { .cache_bytes = m.opts.cache_bytes };
-    int rc = ck_open(source, &oo, &m.ck, err, sizeof err);
+    int rc = fs_snapshot_open(&opts, source, 0, &m, err, sizeof err);
     if (rc) {
         fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
         goto out;
     }
-    rc = fs_tree_build(m.ck, m.opts.flat, &m.tree);
-    if (!rc)
-        rc = fs_views_new(&m, &m.views);
-    if (rc) {
-        fprintf(stderr, "ckptfs: %s: cannot build the file tree: %s\n", source, strerror(-rc));
-        goto out;
-    }
-    if (m.opts.hf_dir && (rc = fs_views_open_hf_dir(m.views, m.opts.hf_dir, err, sizeof err))) {
-        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
-        goto out;
-    }
-    pthread_rwlock_init(&m.lock, NULL);
 
     /* DEST: an existing directory receives the last component */
     struct stat st;
     char *name = last_component(strcmp(path, "/") == 0 ? source : path);
-    bool into = stat(m.opts.mountpoint, &st) == 0 && S_ISDIR(st.st_mode);
-    dest = !name ? NULL : into ? join(m.opts.mountpoint, name) : strdup(m.opts.mountpoint);
+    bool into = stat(opts.mountpoint, &st) == 0 && S_ISDIR(st.st_mode);
+    dest = !name ? NULL : into ? join(opts.mountpoint, name) : strdup(opts.mountpoint);
     free(name);
     if (!dest)
-        goto out_lock;
-    if (plan_tree(&m, source, path, dest, &plan) != 0)
-        goto out_lock;
+        goto out;
+    if (plan_tree(m, source, path, dest, &plan) != 0)
+        goto out;
 
     struct sigaction sa = { .sa_handler = on_signal };
     sigemptyset(&sa.sa_mask);
@@ -546,7 +536,7 @@ int fs_cp_main(int argc, char **argv)
     pg.last = pg.start;
     buf = malloc(CP_BUF);
     if (!buf)
-        goto out_lock;
+        goto out;
     status = 0;
     for (size_t i = 0; i < plan.n && !interrupted; i++) {
         const cp_item *it = &plan.v[i];
@@ -554,7 +544,7 @@ int fs_cp_main(int argc, char **argv)
         if (it->is_dir) {
             rc = make_dir(it->dest);
         } else {
-            rc = copy_file(&m, it, buf, 0666 & ~um, &pg, &what);
+            rc = copy_file(m, it, buf, 0666 & ~um, &pg, &what);
             if (rc == -EINTR && interrupted)
                 break;
         }
@@ -575,20 +565,18 @@ int fs_cp_main(int argc, char **argv)
         fprintf(stderr, "ckptfs: cp: interrupted\n");
         status = 128 + interrupted;
     }
-out_lock:
-    pthread_rwlock_destroy(&m.lock);
 out:
     free(buf);
     plan_free(&plan);
     free(dest);
     free(source);
     free(path);
-    fs_views_free(m.views);
-    fs_tree_free(m.tree);
-    ck_close(m.ck);
+    fs_snapshot_unref(m);
     fuse_opt_free_args(&args);
-    free(m.opts.source);
-    free(m.opts.mountpoint);
+    free(opts.source);
+    free(opts.mountpoint);
+    free(opts.hf_prefix);
+    free(opts.hf_dir);
     free(av);
     return status;
 }

@@ -9,10 +9,14 @@
 
 #include <fuse_lowlevel.h>
 
-#include "dcp_safetensors.h"
 #include "cp.h"
+#include "live.h"
+#include "notify.h"
 #include "ops.h"
-#include "views.h"
+#include "page_cache.h"
+#include "root.h"
+#include "run.h"
+#include "snapshot.h"
 
 #ifndef CKPTFS_VERSION
 #define CKPTFS_VERSION "0.1.0"
@@ -20,19 +24,25 @@
 
 static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
-    fs_mount *m = fuse_get_context()->private_data;
+    fs_root *r = fuse_get_context()->private_data;
+    int rw = r->opts.rw;
     cfg->use_ino = 0;
-    /* A read-only checkpoint never changes under us: let the kernel keep
-     * pages, attributes and names for as long as it likes. */
-    cfg->kernel_cache = !m->opts.rw;
+    /* Read-only: the kernel keeps names and attributes for an hour; a new
+     * state of a live checkpoint invalidates what it made stale (notify.h).
+     * Pages are kept per open (ops_read.c, page_cache.h), so kernel_cache,
+     * which would keep them whatever the open says, stays off.  Names that
+     * did not exist are not remembered: a new state or a new step may bring
+     * them, and nothing lists the kernel's negative entries for us to
+     * invalidate. */
+    cfg->kernel_cache = 0;
     /* rw: names and sizes change under open files (commits turn X.npy into
      * X, xattrs give a new file its size), so the kernel asks every time */
-    cfg->entry_timeout = m->opts.rw ? 0.0 : 3600.0;
-    cfg->attr_timeout = m->opts.rw ? 0.0 : 3600.0;
-    cfg->negative_timeout = m->opts.rw ? 0.0 : 3600.0;
+    cfg->entry_timeout = rw ? 0.0 : 3600.0;
+    cfg->attr_timeout = rw ? 0.0 : 3600.0;
+    cfg->negative_timeout = 0.0;
     /* rw: an unlinked open file must not be renamed to .fuse_hidden*, which
      * would commit a key of that name (ops_write.c) */
-    cfg->hard_remove = m->opts.rw;
+    cfg->hard_remove = rw;
     /* No splice for replies.  The high-level API cannot choose per reply,
      * and with splice on, every reply assembled in memory (column-sharded
      * rows, zstd chunks) is written into a pipe and spliced again: measured
@@ -44,7 +54,10 @@ static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     if (conn->capable & FUSE_CAP_ASYNC_READ)
         conn->want |= FUSE_CAP_ASYNC_READ;
     conn->max_readahead = 1u << 20;
-    return m;
+    if (!rw && fs_notifier_start(fuse_get_context()->fuse, &r->notify) != 0)
+        fprintf(stderr, "ckptfs: cannot start the invalidation thread: kernel entries of "
+                "replaced states expire on their own\n");
+    return r;
 }
 
 /* Shard-per-item checkpoints can have thousands of files kept open. */
@@ -58,7 +71,7 @@ static void raise_fd_limit(void)
 }
 
 /* fuse_main, spelled out so the loop gets its settings from us. */
-static int run_fuse(struct fuse_args *args, const struct fuse_operations *ops, fs_mount *m)
+static int run_fuse(struct fuse_args *args, const struct fuse_operations *ops, fs_root *m)
 {
     struct fuse_cmdline_opts co;
     if (fuse_parse_cmdline(args, &co) != 0)
@@ -76,6 +89,10 @@ static int run_fuse(struct fuse_args *args, const struct fuse_operations *ops, f
         goto out_unmount;
     rc = co.singlethread ? fuse_loop(f) : fuse_loop_mt(f, co.clone_fd);
     rc = rc < 0 ? 1 : 0; /* a positive value is the signal that ended the loop: a clean exit */
+    /* No request runs now; the notifier goes before libfuse frees the
+     * node table it invalidates through. */
+    fs_notifier_stop(m->notify);
+    m->notify = NULL;
     fuse_remove_signal_handlers(se);
 out_unmount:
     fuse_unmount(f);
@@ -86,60 +103,54 @@ out:
     return rc;
 }
 
-/* Everything main allocated; safe on partly built state. */
-static void mount_free(fs_mount *m, struct fuse_args *args)
-{
-    fs_views_free(m->views);
-    fs_tree_free(m->tree);
-    ck_close(m->ck);
-    fuse_opt_free_args(args);
-    free(m->opts.source);
-    free(m->opts.mountpoint);
-    free(m->opts.hf_prefix);
-    free(m->opts.hf_dir);
-}
-
-/* Opens SOURCE and builds the tree and views; 0, or -errno after printing
- * the one-line reason. */
-static int mount_prepare(fs_mount *m)
+/* Opens SOURCE: the rw mount, a live read-only checkpoint, or a run
+ * directory (run.h; nothing of it is opened yet).  0, or -errno after
+ * printing the one-line reason. */
+static int mount_prepare(fs_root *r)
 {
     char err[1024] = "";
-    ck_open_opts oo = { .cache_bytes = m->opts.cache_bytes };
-    int rc = m->opts.rw && m->opts.create
-                 ? ck_open_or_create(m->opts.source, &oo, &m->ck, err, sizeof err)
-                 : ck_open(m->opts.source, &oo, &m->ck, err, sizeof err);
+    int rc = fs_pcache_new(&r->pcache);
     if (rc) {
-        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
+        fprintf(stderr, "ckptfs: %s\n", strerror(-rc));
         return rc;
     }
-    if (m->opts.rw && m->ck->kind != CK_SRC_DCP) {
-        fprintf(stderr, "ckptfs: %s: -o rw needs a DCP checkpoint (safetensors sources are read-only)\n",
-                m->opts.source);
+    /* libfuse leaves the working directory: reloads use an absolute path */
+    r->abs_source = realpath(r->opts.source, NULL);
+    if (!r->abs_source && !(r->abs_source = strdup(r->opts.source)))
+        return -ENOMEM;
+    int is_run = fs_run_detect(r->abs_source);
+    if (r->opts.rw && is_run) {
+        fprintf(stderr, "ckptfs: %s: is a run directory (checkpoints in subdirectories); "
+                "-o rw needs one checkpoint: mount a step\n", r->opts.source);
         return -EINVAL;
     }
-    if (m->opts.rw && ck_dcp_st_in_use(m->ck)) {
-        fprintf(stderr, "ckptfs: %s: -o rw: this DCP checkpoint is in the safetensors serialization "
-                "format, which ckptfs reads but does not write (mount it without -o rw)\n",
-                m->opts.source);
-        return -EINVAL;
+    if (is_run) {
+        rc = fs_run_new(r, r->abs_source, &r->run);
+        if (rc)
+            fprintf(stderr, "ckptfs: %s: %s\n", r->opts.source, strerror(-rc));
+        return rc;
     }
-    rc = fs_tree_build(m->ck, m->opts.flat, &m->tree);
-    if (!rc)
-        rc = fs_views_new(m, &m->views);
+    uint64_t gen = atomic_fetch_add(&r->next_gen, 1);
+    fs_sig sig;
+    fs_sig_read(r->abs_source, &sig); /* before the state it describes is read */
+    fs_mount *m = NULL;
+    rc = fs_snapshot_open(&r->opts, r->opts.source, gen, &m, err, sizeof err);
     if (rc) {
-        fprintf(stderr, "ckptfs: %s: cannot build the file tree: %s\n", m->opts.source,
-                strerror(-rc));
+        fprintf(stderr, "ckptfs: %s\n", err);
         return rc;
     }
-    if (m->opts.hf_dir && (rc = fs_views_open_hf_dir(m->views, m->opts.hf_dir, err, sizeof err))) {
-        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
+    if (r->opts.rw) {
+        r->rw = m;
+        if ((rc = fs_write_init(m, err, sizeof err)) != 0)
+            fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
         return rc;
     }
-    if (m->opts.rw && (rc = fs_write_init(m, err, sizeof err)) != 0) {
-        fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
-        return rc;
+    rc = fs_source_new(r, r->abs_source, "", m, &sig, &r->single);
+    if (rc) {
+        fs_snapshot_unref(m);
+        fprintf(stderr, "ckptfs: %s\n", strerror(-rc));
     }
-    return 0;
+    return rc;
 }
 
 int main(int argc, char *argv[])
@@ -148,7 +159,7 @@ int main(int argc, char *argv[])
     if (argc > 1 && strcmp(argv[1], "cp") == 0)
         return fs_cp_main(argc - 1, argv + 1);
     struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-    fs_mount m;
+    fs_root m;
     memset(&m, 0, sizeof m);
     int status = 1;
     if (fs_options_parse(&args, &m.opts) != 0)
@@ -172,7 +183,6 @@ int main(int argc, char *argv[])
     raise_fd_limit();
     if (mount_prepare(&m) != 0)
         goto out;
-    pthread_rwlock_init(&m.lock, NULL);
 
     struct fuse_operations ops = { 0 };
     ops.init = op_init;
@@ -186,10 +196,14 @@ int main(int argc, char *argv[])
 
     status = run_fuse(&args, &ops, &m) ? 1 : 0;
 
-    if (m.opts.rw)
-        fs_unmount_commit(&m); /* pending writes: last chance, see ops_write.c */
-    pthread_rwlock_destroy(&m.lock);
+    if (m.rw)
+        fs_unmount_commit(m.rw); /* pending writes: last chance, see ops_write.c */
 out:
-    mount_free(&m, &args);
+    fs_root_free(&m);
+    fuse_opt_free_args(&args);
+    free(m.opts.source);
+    free(m.opts.mountpoint);
+    free(m.opts.hf_prefix);
+    free(m.opts.hf_dir);
     return status;
 }

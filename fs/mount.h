@@ -3,6 +3,7 @@
 #define CKPTFS_MOUNT_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include "ckpt.h"
 #include "options.h"
 #include "tree.h"
@@ -10,7 +11,7 @@
 typedef struct fs_views fs_views; /* views.c */
 typedef struct fs_wstate fs_wstate; /* write_state.c: pending writes (rw mounts) */
 
-typedef struct {
+typedef struct fs_mount {
     ck_checkpoint *ck;
     fs_tree *tree;
     fs_options opts;
@@ -19,6 +20,30 @@ typedef struct {
      * commit that replaces them (rw mounts). */
     pthread_rwlock_t lock;
     fs_wstate *ws; /* rw mounts only */
+    /* A snapshot (snapshot.h): read-only mounts give every state of a
+     * checkpoint its own fs_mount, never changed once published and freed
+     * when the last pin (request, open file) goes.  An rw mount has one,
+     * changed in place by its commits under lock. */
+    _Atomic unsigned long refs;
+    uint64_t gen;       /* unique per snapshot in this daemon (page_cache.h) */
 } fs_mount;
+
+typedef struct fs_source fs_source;     /* live.h */
+typedef struct fs_run fs_run;           /* run.h */
+typedef struct fs_pcache fs_pcache;     /* page_cache.h */
+typedef struct fs_notifier fs_notifier; /* notify.h */
+
+/* What FUSE's private_data points at: the options and either the rw mount,
+ * one live read-only checkpoint, or a run directory of them. */
+typedef struct fs_root {
+    fs_options opts;
+    char *abs_source;  /* SOURCE as an absolute path (the daemon leaves the cwd) */
+    fs_mount *rw;      /* -o rw */
+    fs_source *single; /* read-only checkpoint */
+    fs_run *run;       /* read-only run directory */
+    fs_pcache *pcache;
+    fs_notifier *notify;
+    _Atomic uint64_t next_gen;
+} fs_root;
 
 #endif

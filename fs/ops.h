@@ -4,6 +4,7 @@
 #define CKPTFS_OPS_H
 
 #include <fuse.h>
+#include <stdbool.h>
 #include "mount.h"
 
 /* An open file: a tree node or a view.  Writers add their buffer. */
@@ -11,11 +12,23 @@ typedef struct fs_handle {
     struct fs_node *node;
     struct fs_view *view;
     void *wbuf;          /* ops_write.c: dirty data of a writable handle */
+    /* read-only mounts: the snapshot the file was opened on, pinned until
+     * release, so a new state never changes what it reads */
+    fs_mount *m;
+    char *pc_path;       /* the path it was opened by */
+    size_t inner_off;    /* where the path inside m starts in pc_path */
+    bool pc_registered;  /* counted in the page-cache table (page_cache.h) */
 } fs_handle;
 
-static inline fs_mount *fs_current_mount(void)
+static inline fs_root *fs_current_root(void)
 {
     return fuse_get_context()->private_data;
+}
+
+/* The rw mount (ops_write.c); read-only requests resolve theirs (root.h). */
+static inline fs_mount *fs_current_mount(void)
+{
+    return fs_current_root()->rw;
 }
 
 void fs_ops_fill_read(struct fuse_operations *ops);

@@ -15,6 +15,11 @@
 
 #include "chunk_reader.h"
 #include "geometry.h"
+#include "live.h"
+#include "page_cache.h"
+#include "root.h"
+#include "run.h"
+#include "snapshot.h"
 #include "views.h"
 
 void fs_fill_stat(fs_mount *m, const fs_node *n, uint64_t size, struct stat *st)
@@ -48,9 +53,25 @@ static int node_size(fs_mount *m, const fs_node *n, uint64_t *size)
 
 static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_req q;
+    fs_handle *h = fi ? (fs_handle *)(uintptr_t)fi->fh : NULL;
+    int rc;
+    if (h && h->m && h->pc_path) {
+        /* fstat of an open file: the state it reads */
+        memset(&q, 0, sizeof q);
+        q.m = fs_snapshot_ref(h->m);
+        q.path = h->pc_path + h->inner_off;
+    } else if ((rc = fs_req_begin(fs_current_root(), path, 0, &q)) != 0) {
+        return rc;
+    }
+    if (q.synthetic) {
+        *st = q.st;
+        return 0;
+    }
+    fs_mount *m = q.m;
+    path = q.path;
     pthread_rwlock_rdlock(&m->lock);
-    int rc = 0;
+    rc = 0;
     fs_node *n = fs_tree_lookup(m->tree, path);
     if (n) {
         uint64_t size;
@@ -74,12 +95,14 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
         }
     }
     pthread_rwlock_unlock(&m->lock);
+    fs_req_end(&q);
     return rc;
 }
 
 typedef struct {
     void *buf;
     fuse_fill_dir_t filler;
+    bool plus;
 } fill_ctx;
 
 static int fill_name(void *ctx, const char *name)
@@ -88,12 +111,30 @@ static int fill_name(void *ctx, const char *name)
     return f->filler(f->buf, name, NULL, 0, 0) ? -ENOMEM : 0;
 }
 
+static int fill_step(void *ctx, const char *name, const struct stat *st)
+{
+    fill_ctx *f = ctx;
+    return f->filler(f->buf, name, f->plus ? st : NULL, 0, f->plus ? FUSE_FILL_DIR_PLUS : 0)
+               ? -ENOMEM : 0;
+}
+
 static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
                       struct fuse_file_info *fi, enum fuse_readdir_flags flags)
 {
-    fs_mount *m = fs_current_mount();
+    fs_root *r = fs_current_root();
+    fs_req q;
+    int rc = fs_req_begin(r, path, FS_REQ_PIN, &q);
+    if (rc)
+        return rc;
+    if (q.run_root) {
+        filler(buf, ".", NULL, 0, 0);
+        filler(buf, "..", NULL, 0, 0);
+        fill_ctx f = { buf, filler, (flags & FUSE_READDIR_PLUS) != 0 };
+        return fs_run_list(r->run, fill_step, &f);
+    }
+    fs_mount *m = q.m;
+    path = q.path;
     pthread_rwlock_rdlock(&m->lock);
-    int rc = 0;
     fs_node *n = fs_tree_lookup(m->tree, path);
     filler(buf, ".", NULL, 0, 0);
     filler(buf, "..", NULL, 0, 0);
@@ -124,55 +165,92 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         fs_view *v;
         rc = fs_view_lookup(m, path, &v);
         if (!rc) {
-            fill_ctx f = { buf, filler };
+            fill_ctx f = { buf, filler, false };
             rc = fs_view_is_dir(v) ? fs_view_list(m, v, fill_name, &f) : -ENOTDIR;
             fs_view_release(m, v);
         }
     }
     pthread_rwlock_unlock(&m->lock);
+    fs_req_end(&q);
     return rc;
 }
 
 static int op_open(const char *path, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
-    if ((fi->flags & O_ACCMODE) != O_RDONLY && !m->opts.rw)
+    fs_root *r = fs_current_root();
+    if ((fi->flags & O_ACCMODE) != O_RDONLY && !r->opts.rw)
         return -EROFS;
+    /* An open always looks for a new state: a file opened after a new
+     * .metadata appeared reads the new checkpoint (live.h). */
+    fs_req q;
+    int rc = fs_req_begin(r, path, FS_REQ_FORCE | FS_REQ_PIN, &q);
+    if (rc)
+        return rc;
+    if (!q.m)
+        return -EISDIR; /* the run's root */
+    fs_mount *m = q.m;
+    const char *inner = q.path;
     pthread_rwlock_rdlock(&m->lock);
-    int rc = 0;
     fs_handle *h = calloc(1, sizeof *h);
     if (!h) {
         rc = -ENOMEM;
-    } else if ((h->node = fs_tree_lookup(m->tree, path))) {
+    } else if ((h->node = fs_tree_lookup(m->tree, inner))) {
         if (h->node->is_dir)
             rc = -EISDIR;
     } else {
-        rc = fs_view_lookup(m, path, &h->view);
+        rc = fs_view_lookup(m, inner, &h->view);
         if (!rc && fs_view_is_dir(h->view))
             rc = -EISDIR;
         if (!rc && (fi->flags & O_ACCMODE) != O_RDONLY)
             rc = -EACCES; /* views are read-only even on rw mounts */
     }
     pthread_rwlock_unlock(&m->lock);
+    if (!rc && !r->rw && !(h->pc_path = strdup(path)))
+        rc = -ENOMEM;
     if (rc) {
         if (h && h->view)
             fs_view_release(m, h->view);
         free(h);
+        fs_req_end(&q);
         return rc;
     }
-    /* Contents never change under a read-only mount: keep the page cache
-     * across opens.  rw mounts drop it at commit instead. */
-    fi->keep_cache = 1;
     fi->fh = (uint64_t)(uintptr_t)h;
+    if (r->rw) {
+        /* a view of the rw mount (ops_write.c frees its handles): that
+         * mount lives as long as the daemon, and commits drop pages */
+        fs_req_end(&q);
+        fi->keep_cache = 1;
+        return 0;
+    }
+    /* A snapshot's contents never change: the kernel keeps its pages
+     * across opens, as long as they are this snapshot's (page_cache.h). */
+    h->m = q.m; /* the request's pin becomes the file's */
+    h->inner_off = q.path_off;
+    fs_pc_mode mode = q.src && !fs_source_settled(q.src, m)
+                          ? FS_PC_DIRECT /* the kernel may hold the old state's sizes */
+                          : fs_pcache_open(r->pcache, path, m->gen);
+    fi->keep_cache = mode == FS_PC_KEEP;
+    if (mode == FS_PC_DIRECT) {
+        fi->direct_io = 1;
+        h->pc_registered = false;
+    } else {
+        h->pc_registered = true;
+    }
     return 0;
 }
 
 static int op_release(const char *path, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_root *r = fs_current_root();
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
-    if (h && h->view)
-        fs_view_release(m, h->view);
+    if (!h)
+        return 0;
+    if (h->pc_registered)
+        fs_pcache_release(r->pcache, h->pc_path, h->m->gen);
+    if (h->view)
+        fs_view_release(h->m, h->view);
+    free(h->pc_path);
+    fs_snapshot_unref(h->m);
     free(h);
     return 0;
 }
@@ -222,8 +300,8 @@ static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size
 static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
+    fs_mount *m = h->m ? h->m : fs_current_mount(); /* NULL: the rw mount's */
     if (off < 0)
         return -EINVAL;
     pthread_rwlock_rdlock(&m->lock);
@@ -234,8 +312,8 @@ static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 
 static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
+    fs_mount *m = h->m ? h->m : fs_current_mount(); /* NULL: the rw mount's */
     size_t got = 0;
     pthread_rwlock_rdlock(&m->lock);
     int rc = h->view ? fs_view_read(m, h->view, (uint64_t)off, buf, size, &got)
@@ -327,10 +405,17 @@ static const ck_key *key_at(fs_mount *m, const char *path, fs_view **view)
 
 static int op_getxattr(const char *path, const char *name, char *value, size_t size)
 {
-    fs_mount *m = fs_current_mount();
+    fs_req q;
+    int rc = fs_req_begin(fs_current_root(), path, 0, &q);
+    if (rc)
+        return rc;
+    if (q.synthetic)
+        return -ENODATA; /* a run's directories */
+    fs_mount *m = q.m;
+    path = q.path;
     pthread_rwlock_rdlock(&m->lock);
     fs_view *v;
-    int rc = -ENODATA;
+    rc = -ENODATA;
     const ck_key *key = key_at(m, path, &v);
     ck_dtype shown = v ? fs_view_dtype(v) : CK_DT_INVALID;
     if (key && shown != CK_DT_INVALID && shown != key->dtype && strcmp(name, "user.ckpt.dtype") == 0) {
@@ -351,6 +436,7 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
     if (v)
         fs_view_release(m, v);
     pthread_rwlock_unlock(&m->lock);
+    fs_req_end(&q);
     return rc;
 }
 
@@ -359,7 +445,14 @@ static int op_listxattr(const char *path, char *list, size_t size)
     static const char tensor_names[] =
         "user.ckpt.dtype\0user.ckpt.shape\0user.ckpt.chunks\0user.ckpt.fqn\0user.ckpt.kind\0";
     static const char bytes_names[] = "user.ckpt.chunks\0user.ckpt.fqn\0user.ckpt.kind\0";
-    fs_mount *m = fs_current_mount();
+    fs_req q;
+    int rc = fs_req_begin(fs_current_root(), path, 0, &q);
+    if (rc)
+        return rc;
+    if (q.synthetic)
+        return 0;
+    fs_mount *m = q.m;
+    path = q.path;
     pthread_rwlock_rdlock(&m->lock);
     fs_view *v;
     const ck_key *key = key_at(m, path, &v);
@@ -367,18 +460,29 @@ static int op_listxattr(const char *path, char *list, size_t size)
     if (v)
         fs_view_release(m, v);
     pthread_rwlock_unlock(&m->lock);
+    /* key belongs to q.m, pinned until the reply is built */
     if (!exists)
-        return -ENOENT;
-    if (!key)
-        return 0;
-    const char *names = key->kind == CK_KEY_TENSOR ? tensor_names : bytes_names;
-    size_t n = key->kind == CK_KEY_TENSOR ? sizeof tensor_names - 1 : sizeof bytes_names - 1;
-    return fs_xattr_reply(names, n, list, size);
+        rc = -ENOENT;
+    else if (key)
+        rc = fs_xattr_reply(key->kind == CK_KEY_TENSOR ? tensor_names : bytes_names,
+                            key->kind == CK_KEY_TENSOR ? sizeof tensor_names - 1
+                                                       : sizeof bytes_names - 1,
+                            list, size);
+    fs_req_end(&q);
+    return rc;
 }
 
 static int op_statfs(const char *path, struct statvfs *sv)
 {
-    fs_mount *m = fs_current_mount();
+    fs_req q;
+    int rc = fs_req_begin(fs_current_root(), path, FS_REQ_PIN, &q);
+    memset(sv, 0, sizeof *sv);
+    sv->f_bsize = 4096;
+    sv->f_frsize = 4096;
+    sv->f_namemax = 255;
+    if (rc || !q.m)
+        return 0; /* a run as a whole: no one checkpoint to count */
+    fs_mount *m = q.m;
     pthread_rwlock_rdlock(&m->lock);
     uint64_t total = 0;
     for (size_t i = 0; i < m->ck->nkeys; i++)
@@ -391,13 +495,13 @@ static int op_statfs(const char *path, struct statvfs *sv)
     sv->f_files = m->ck->nkeys;
     sv->f_namemax = fs_tree_name_max(m->tree);
     pthread_rwlock_unlock(&m->lock);
+    fs_req_end(&q);
     return 0;
 }
 
 static int op_access(const char *path, int mask)
 {
-    fs_mount *m = fs_current_mount();
-    if ((mask & W_OK) && !m->opts.rw)
+    if ((mask & W_OK) && !fs_current_root()->opts.rw)
         return -EROFS;
     struct stat st;
     return op_getattr(path, &st, NULL);
@@ -405,8 +509,14 @@ static int op_access(const char *path, int mask)
 
 static int op_opendir(const char *path, struct fuse_file_info *fi)
 {
+    /* A run's step is opened here, so one that cannot be fails opendir */
+    fs_req q;
+    int rc = fs_req_begin(fs_current_root(), path, FS_REQ_PIN, &q);
+    if (rc)
+        return rc;
+    fs_req_end(&q);
     struct stat st;
-    int rc = op_getattr(path, &st, NULL);
+    rc = op_getattr(path, &st, NULL);
     if (!rc && !S_ISDIR(st.st_mode))
         rc = -ENOTDIR;
     return rc;

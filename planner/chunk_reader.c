@@ -265,6 +265,10 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, cons
         uint64_t item_len;
         uint64_t expect = key->kind == CK_KEY_TENSOR ? chunk_image_bytes(key, c) : c->length * 64;
         rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
+        if (!rc && (rc = ck_file_check(ck, c->file, fd)) != 0) {
+            free(item);
+            snprintf(why, sizeof why, "file changed while it was read");
+        }
         if (!rc)
             rc = cache_image_from_item(ck, key, c, item, item_len, why, sizeof why);
         if (rc)
@@ -277,6 +281,8 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, cons
                                   : ck_byte_source_fd(fd, c->offset, c->length);
     ck_torch_item it;
     rc = ck_torch_item_parse(&src, &it, why, sizeof why);
+    if (!rc && (rc = ck_file_check(ck, c->file, fd)) != 0)
+        snprintf(why, sizeof why, "file changed while it was read");
     if (!rc)
         rc = item_matches_chunk(key, c, &it, why, sizeof why);
     if (rc)
@@ -361,6 +367,10 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
     uint64_t expect = key->kind == CK_KEY_TENSOR ? c->layout.nbytes : c->length * 64;
     if (rc == 0)
         rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
+    if (rc == 0 && ck_file_check(ck, c->file, fd)) {
+        free(item);
+        rc = -EIO; /* the file changed while it was read */
+    }
     if (rc == 0 && c->transforms && key->kind == CK_KEY_TENSOR &&
         c->format == CK_ITEM_TORCH_SAVE && check_data_crc(item, item_len, why, sizeof why)) {
         free(item);
@@ -443,7 +453,10 @@ int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t of
         if (ck_file_fd(ck, c->file, &fd))
             return -EIO;
         rc = pread_full(fd, dst, len, c->layout.file_offset + off);
-        return rc == -EIO ? chunk_fail(ck, key, c, -EIO, "file shrank under the mount") : rc;
+        if (!rc)
+            return ck_file_check(ck, c->file, fd);
+        return rc == -EIO && !ck_file_check(ck, c->file, fd)
+                   ? chunk_fail(ck, key, c, -EIO, "file shrank under the mount") : rc;
     }
     ck_cache_entry *e;
     const uint8_t *img;
@@ -617,6 +630,24 @@ static int read_file_span(ck_checkpoint *ck, const file_read *r, size_t n, uint8
     return rc;
 }
 
+/* read_file_span, then the file's identity: a rewrite that began before
+ * the bytes were read has changed it by now (file_id.h).  -EIO for a short
+ * read of a file that did not change: the caller names the chunk. */
+static int read_file_span_checked(ck_checkpoint *ck, const file_read *r, size_t n,
+                                  uint8_t **scratch, size_t *scratch_cap, int *changed)
+{
+    int fd;
+    *changed = 0;
+    if (ck_file_fd(ck, r[0].file, &fd))
+        return -EIO;
+    int rc = read_file_span(ck, r, n, scratch, scratch_cap);
+    if ((rc == 0 || rc == -EIO) && ck_file_check(ck, r[0].file, fd)) {
+        *changed = 1;
+        return -EIO;
+    }
+    return rc;
+}
+
 /* Carries out the direct reads r[0..n): sorted by place, neighbours within
  * COALESCE_MAX_GAP share a pread.  A failed read is retried alone, so that
  * the chunk it belongs to is the one marked failed. */
@@ -637,13 +668,18 @@ static int read_direct(ck_checkpoint *ck, const ck_key *key, file_read *r, size_
             want += r[j].len;
             j++;
         }
-        rc = read_file_span(ck, r + i, j - i, &scratch, &scratch_cap);
-        if (rc == -EIO) {
+        int changed;
+        rc = read_file_span_checked(ck, r + i, j - i, &scratch, &scratch_cap, &changed);
+        if (rc == -EIO && !changed) {
             rc = 0;
-            for (size_t k = i; !rc && k < j; k++)
-                if (read_file_span(ck, r + k, 1, &scratch, &scratch_cap) == -EIO)
+            for (size_t k = i; !rc && k < j; k++) {
+                int e = read_file_span_checked(ck, r + k, 1, &scratch, &scratch_cap, &changed);
+                if (e == -EIO && !changed)
                     rc = chunk_fail(ck, key, &key->chunks[r[k].chunk], -EIO,
                                     "file shrank under the mount");
+                else
+                    rc = e;
+            }
         }
         i = j;
     }

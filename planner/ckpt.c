@@ -120,8 +120,10 @@ int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index)
     char *copy = ck_arena_strdup(ck->arena, relpath);
     if (!copy)
         return -ENOMEM;
+    memset(&ck->files[ck->nfiles], 0, sizeof ck->files[ck->nfiles]);
     ck->files[ck->nfiles].path = copy;
     atomic_init(&ck->files[ck->nfiles].fd, -1);
+    atomic_init(&ck->files[ck->nfiles].changed, 0);
     fi->slots[s] = (uint32_t)ck->nfiles + 1;
     *index = (uint32_t)ck->nfiles++;
     return 0;
@@ -131,7 +133,7 @@ int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index)
  * that climb out can take it outside the root: openat2 RESOLVE_BENEATH
  * where the kernel has it, else O_NOFOLLOW on the last component after the
  * lexical check done by ck_add_file. */
-static int open_beneath(int root_fd, const char *path)
+static int open_beneath(int root_fd, const char *path, struct stat *st)
 {
     /* O_NONBLOCK: opening a FIFO planted as a data file must not hang the
      * mount; it is then refused as not a regular file. */
@@ -142,12 +144,45 @@ static int open_beneath(int root_fd, const char *path)
         fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
     if (fd < 0)
         return -errno;
-    struct stat st;
-    if (fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (fstat((int)fd, st) != 0 || !S_ISREG(st->st_mode)) {
         close((int)fd);
         return -EINVAL;
     }
     return (int)fd;
+}
+
+/* Marks file i changed and says so, once per file and state. */
+static int file_changed(ck_checkpoint *ck, uint32_t i, const char *how)
+{
+    int expect = 0;
+    if (atomic_compare_exchange_strong(&ck->files[i].changed, &expect, 1))
+        fprintf(stderr, "ckptfs: %s: data file %s %s; its keys fail with EIO until a new "
+                "checkpoint state is read\n", ck->source, ck->files[i].path, how);
+    return -EIO;
+}
+
+/* Pins the identity of a file this state opens for the first time (caller
+ * holds files_lock or is ck_open).  pre (at ck_open): the root's files as
+ * they were before the metadata was read; one that changed since, or a
+ * top-level one that appeared since, was written by the next save while
+ * this state was read, and is refused.  A file missing at ck_open and
+ * opened later is pinned as it is then (a file put back after a failed
+ * copy must read), and every later change is caught as for the others. */
+static int pin_file(ck_checkpoint *ck, uint32_t i, const struct stat *st, const ck_dir_ids *pre)
+{
+    ck_file *f = &ck->files[i];
+    ck_file_id now;
+    ck_file_id_from_stat(st, &now);
+    if (f->pinned)
+        return ck_file_id_equal(&f->id, &now) ? 0 : file_changed(ck, i, "changed since it was first opened");
+    if (pre && pre->v) {
+        const ck_file_id *before = ck_dir_ids_find(pre, f->path);
+        if (before ? !ck_file_id_equal(before, &now) : !strchr(f->path, '/'))
+            return file_changed(ck, i, "changed while the checkpoint's metadata was read");
+    }
+    f->id = now;
+    f->pinned = true;
+    return 0;
 }
 
 int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
@@ -159,19 +194,47 @@ int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
         *fd = cur;
         return 0;
     }
-    /* No lock here (a file missing at mount, or beyond EAGER_OPEN_MAX):
-     * racing openers agree through the compare-exchange; the loser closes
-     * its fd. */
-    int opened = open_beneath(ck->root_fd, ck->files[i].path);
-    if (opened < 0)
-        return opened;
-    int expect = -1;
-    if (!atomic_compare_exchange_strong_explicit(&ck->files[i].fd, &expect, opened,
-                                                 memory_order_acq_rel, memory_order_acquire)) {
-        close(opened);
-        opened = expect;
+    if (atomic_load(&ck->files[i].changed))
+        return -EIO;
+    /* Only files missing at mount or beyond EAGER_OPEN_MAX get here.  Not
+     * ck->lock: the safetensors header probe calls this while holding it. */
+    pthread_mutex_lock(&ck->files_lock);
+    int rc = 0;
+    cur = atomic_load_explicit(&ck->files[i].fd, memory_order_acquire);
+    if (cur < 0) {
+        struct stat st;
+        int opened = open_beneath(ck->root_fd, ck->files[i].path, &st);
+        if (opened < 0) {
+            rc = opened;
+        } else if ((rc = pin_file(ck, i, &st, NULL)) != 0) {
+            close(opened);
+        } else {
+            atomic_store_explicit(&ck->files[i].fd, opened, memory_order_release);
+            cur = opened;
+        }
     }
-    *fd = opened;
+    pthread_mutex_unlock(&ck->files_lock);
+    if (rc)
+        return rc;
+    *fd = cur;
+    return 0;
+}
+
+int ck_file_check(ck_checkpoint *ck, uint32_t i, int fd)
+{
+    if (i >= ck->nfiles)
+        return -EINVAL;
+    if (atomic_load_explicit(&ck->files[i].changed, memory_order_relaxed))
+        return -EIO;
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return -EIO;
+    ck_file_id now;
+    ck_file_id_from_stat(&st, &now);
+    /* pinned and id were written before fd was published */
+    if (!ck_file_id_equal(&ck->files[i].id, &now))
+        return file_changed(ck, i, now.ino != ck->files[i].id.ino || now.dev != ck->files[i].id.dev
+                                       ? "was replaced" : "was rewritten in place");
     return 0;
 }
 
@@ -235,7 +298,7 @@ static int has_safetensors_files(int dirfd)
 
 /* Sorts keys, refuses duplicates, checks chunk tiling (a bad key is marked,
  * not fatal) and confines every storage file to the root. */
-static int finish_model(ck_checkpoint *ck, char *err, size_t errlen)
+static int finish_model(ck_checkpoint *ck, const ck_dir_ids *pre, char *err, size_t errlen)
 {
     ck_sort_keys(ck);
     ck->readahead = ck_arena_calloc(ck->arena, ck->nkeys, sizeof *ck->readahead);
@@ -269,14 +332,18 @@ static int finish_model(ck_checkpoint *ck, char *err, size_t errlen)
         }
     }
     for (size_t i = 0; i < ck->nfiles; i++) {
-        int fd = open_beneath(ck->root_fd, ck->files[i].path);
+        struct stat st;
+        int fd = open_beneath(ck->root_fd, ck->files[i].path, &st);
         if (fd == -EXDEV || fd == -ELOOP) {
             snprintf(err, errlen, "%s: storage path %s leaves the checkpoint directory",
                      ck->source, ck->files[i].path);
             return -EINVAL;
         }
         if (fd >= 0) {
-            if (i < EAGER_OPEN_MAX)
+            /* Every file present is pinned now, as close as can be to the
+             * moment its metadata was read; one that changed already is
+             * marked (EIO for its keys), not fatal. */
+            if (pin_file(ck, (uint32_t)i, &st, pre) == 0 && i < EAGER_OPEN_MAX)
                 atomic_store(&ck->files[i].fd, fd);
             else
                 close(fd);
@@ -311,6 +378,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
         return -ENOMEM;
     pthread_mutex_init(&ck->lock, NULL);
     pthread_cond_init(&ck->resolved, NULL);
+    pthread_mutex_init(&ck->files_lock, NULL);
     ck->root_fd = -1;
     ck->arena = ck_arena_new();
     ck->source = strdup(source);
@@ -345,6 +413,11 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
             snprintf(err, errlen, "%s: %s", dir ? dir : source, strerror(errno));
         }
     }
+    /* the data files as they are before the metadata that names them is
+     * read (see pin_file); without the list, files are pinned as found */
+    ck_dir_ids pre = { 0 };
+    if (!rc)
+        ck_dir_ids_read(ck->root_fd, &pre);
     if (!rc) {
         ck->mtime = st.st_mtim;
         struct stat mst;
@@ -369,7 +442,8 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
         }
     }
     if (!rc)
-        rc = finish_model(ck, err, errlen);
+        rc = finish_model(ck, &pre, err, errlen);
+    ck_dir_ids_free(&pre);
     if (!rc)
         rc = ck_cache_new(opts && opts->cache_bytes ? opts->cache_bytes : DEFAULT_CACHE_BYTES,
                           &ck->cache);
@@ -408,6 +482,7 @@ void ck_close(ck_checkpoint *ck)
     ck_arena_free(ck->arena);
     pthread_cond_destroy(&ck->resolved);
     pthread_mutex_destroy(&ck->lock);
+    pthread_mutex_destroy(&ck->files_lock);
     free(ck->source);
     free(ck);
 }

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <time.h>
 #include "dtype.h"
+#include "file_id.h"
 #include "torch_item.h"
 
 typedef enum { CK_KEY_TENSOR = 0, CK_KEY_BYTES = 1 } ck_key_kind;
@@ -78,6 +79,11 @@ typedef struct {
 typedef struct {
     char *path;           /* relative to the checkpoint root */
     _Atomic int fd;       /* -1 until first opened */
+    /* The file's identity when this state first opened it (set before fd
+     * is published); a read whose file no longer has it fails (file_id.h). */
+    ck_file_id id;
+    bool pinned;          /* id is set (under files_lock, or at ck_open) */
+    _Atomic int changed;  /* 1 once a change was seen (logged once, sticky) */
 } ck_file;
 
 typedef struct ck_cache ck_cache;
@@ -106,6 +112,7 @@ typedef struct ck_checkpoint {
      * cache (dcp_st; held across a data file's first header read). */
     pthread_mutex_t lock;
     pthread_cond_t resolved;
+    pthread_mutex_t files_lock; /* first opens of files not opened at ck_open */
     void *arena;          /* owner of strings/arrays above (ck_arena) */
     void *file_index;     /* path -> file index while building (ckpt.c) */
     void *dcp_st;         /* data files' safetensors blobs (dcp_safetensors.c), under lock */
@@ -133,6 +140,12 @@ const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn);
 /* Opens (once) and returns the fd of file i, refusing symlinks that leave
  * the root.  0 or -errno. */
 int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd);
+
+/* After bytes were read from fd (file i's): 0 if the file still has the
+ * identity pinned for this state, else -EIO, logged once per file.  Reads
+ * check after reading, so bytes that reached the caller before a rewrite
+ * began pass and bytes of a rewrite never do. */
+int ck_file_check(ck_checkpoint *ck, uint32_t i, int fd);
 
 /* Size of a key's content: numel*elsize for tensors, the decoded payload for
  * bytes keys (may decode a zstd item). */
