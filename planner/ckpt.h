@@ -67,6 +67,11 @@ typedef struct {
     char **planner_path;
     uint8_t *planner_path_is_int; /* element i was an int, not a str */
     uint32_t planner_path_len;
+    uint8_t planner_kind; /* CK_PD_* (dcp_dialect.h): absent, None, tuple or list */
+    /* DCP: 0, or 1 + index of its TensorProperties in ck->dialect->props */
+    uint32_t props_id;
+    /* DCP: its place in state_dict_metadata, kept by commits */
+    size_t md_order;
 } ck_key;
 
 typedef struct {
@@ -86,6 +91,7 @@ typedef struct ck_checkpoint {
     ck_file *files;
     struct timespec mtime;
     char *version;        /* Metadata.version or NULL */
+    struct ck_dcp_dialect *dialect; /* DCP: what commits carry over (dcp_dialect.h) */
     ck_cache *cache;
     pthread_mutex_t lock; /* chunk resolution (files open lock-free) */
     void *arena;          /* owner of strings/arrays above (ck_arena) */

@@ -1,0 +1,274 @@
+/* The dialect of a read `.metadata` (see dcp_dialect.h). */
+#include "dcp_dialect.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "ckpt.h"
+#include "pickle_copy.h"
+
+#define MD_MODULE_2X "torch.distributed.checkpoint.metadata"
+
+ck_dcp_dialect *ck_dialect_new(ck_checkpoint *ck)
+{
+    ck->dialect = ck_arena_calloc(ck->arena, 1, sizeof *ck->dialect);
+    return ck->dialect;
+}
+
+int ck_dialect_note_class(ck_checkpoint *ck, ck_md_class cls, const pk_value *obj)
+{
+    ck_dcp_dialect *d = ck->dialect;
+    if (!d || d->module[cls] || !obj || obj->kind != PK_OBJECT || !obj->u.obj.callable ||
+        obj->u.obj.callable->kind != PK_GLOBAL)
+        return 0;
+    d->module[cls] = ck_arena_strdup(ck->arena, obj->u.obj.callable->u.global.module);
+    return d->module[cls] ? 0 : -ENOMEM;
+}
+
+static uint64_t fnv1a(const uint8_t *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ p[i]) * 1099511628211ull;
+    return h;
+}
+
+static int keep(ck_checkpoint *ck, const pk_value *v, ck_pickled *out)
+{
+    uint8_t *buf;
+    size_t len;
+    int rc = pkc_encode(v, &buf, &len);
+    if (rc)
+        return rc;
+    out->pkl = ck_arena_alloc(ck->arena, len);
+    if (out->pkl) {
+        memcpy(out->pkl, buf, len);
+        out->len = len;
+    }
+    free(buf);
+    return out->pkl ? 0 : -ENOMEM;
+}
+
+int ck_dialect_add_properties(ck_checkpoint *ck, const pk_value *props, uint32_t *id)
+{
+    ck_dcp_dialect *d = ck->dialect;
+    *id = 0;
+    if (!d || !props)
+        return 0;
+    uint8_t *buf;
+    size_t len;
+    int rc = pkc_encode(props, &buf, &len);
+    if (rc)
+        return rc;
+    uint64_t h = fnv1a(buf, len);
+    /* a handful of distinct values: a linear scan on the hash is enough */
+    for (uint32_t i = 0; i < d->nprops; i++)
+        if (d->props_hash[i] == h && d->props[i].len == len && !memcmp(d->props[i].pkl, buf, len)) {
+            free(buf);
+            *id = i + 1;
+            return 0;
+        }
+    if (d->nprops == UINT32_MAX - 1) {
+        free(buf);
+        return -E2BIG;
+    }
+    if (d->nprops == d->props_cap) {
+        /* the arena cannot grow a block: double into a new one */
+        uint32_t ncap = d->props_cap ? d->props_cap * 2 : 8;
+        ck_pickled *np = ck_arena_calloc(ck->arena, ncap, sizeof *np);
+        uint64_t *nh = ck_arena_calloc(ck->arena, ncap, sizeof *nh);
+        if (!np || !nh) {
+            free(buf);
+            return -ENOMEM;
+        }
+        if (d->nprops) {
+            memcpy(np, d->props, d->nprops * sizeof *np);
+            memcpy(nh, d->props_hash, d->nprops * sizeof *nh);
+        }
+        d->props = np;
+        d->props_hash = nh;
+        d->props_cap = ncap;
+    }
+    ck_pickled *p = &d->props[d->nprops];
+    p->pkl = ck_arena_alloc(ck->arena, len);
+    if (!p->pkl) {
+        free(buf);
+        return -ENOMEM;
+    }
+    memcpy(p->pkl, buf, len);
+    p->len = len;
+    free(buf);
+    d->props_hash[d->nprops] = h;
+    *id = ++d->nprops;
+    return 0;
+}
+
+static ck_md_field_kind field_kind(const ck_dcp_dialect *d, const char *name)
+{
+    if (strcmp(name, "state_dict_metadata") == 0)
+        return CK_MDF_STATE_DICT;
+    if (strcmp(name, "storage_data") == 0)
+        return CK_MDF_STORAGE_DATA;
+    if (strcmp(name, "planner_data") == 0)
+        return d->planner_is_dict ? CK_MDF_PLANNER : CK_MDF_KEPT;
+    if (strcmp(name, "storage_meta") == 0)
+        return CK_MDF_STORAGE_META;
+    return CK_MDF_KEPT;
+}
+
+int ck_dialect_note_fields(ck_checkpoint *ck, const pk_value *fields)
+{
+    ck_dcp_dialect *d = ck->dialect;
+    if (!d || !fields || fields->kind != PK_DICT)
+        return 0;
+    size_t n = fields->u.dict.len;
+    d->fields = ck_arena_calloc(ck->arena, n ? n : 1, sizeof *d->fields);
+    if (!d->fields)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = pk_as_str(fields->u.dict.keys[i]);
+        if (!name)
+            return -EINVAL;
+        /* a field set twice: Python keeps the last value, in the first place */
+        uint32_t j = 0;
+        while (j < d->nfields && strcmp(d->fields[j].name, name) != 0)
+            j++;
+        ck_md_field *f = &d->fields[j];
+        if (j == d->nfields) {
+            f->name = ck_arena_strdup(ck->arena, name);
+            if (!f->name)
+                return -ENOMEM;
+            d->nfields++;
+        }
+        f->kind = field_kind(d, name);
+        if (f->kind == CK_MDF_KEPT || f->kind == CK_MDF_STORAGE_META) {
+            int rc = keep(ck, fields->u.dict.vals[i], &f->value);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+const char *ck_dialect_module(const ck_dcp_dialect *d, ck_md_class cls)
+{
+    if (d && d->module[cls])
+        return d->module[cls];
+    const char *md = d && d->module[CK_MDC_METADATA] ? d->module[CK_MDC_METADATA] : MD_MODULE_2X;
+    if (cls != CK_MDC_STORAGE)
+        return md;
+    /* _StorageInfo sits beside the metadata classes, in .filesystem */
+    if (strcmp(md, "torch.distributed._shard.checkpoint.metadata") == 0)
+        return "torch.distributed._shard.checkpoint.filesystem";
+    return "torch.distributed.checkpoint.filesystem";
+}
+
+/* ---- planner paths of new keys ---- */
+
+static bool is_dot_split(const ck_key *k)
+{
+    const char *p = k->fqn;
+    for (uint32_t j = 0; j < k->planner_path_len; j++) {
+        const char *e = k->planner_path[j];
+        size_t n = strlen(e);
+        if (strchr(e, '.') || strncmp(p, e, n) != 0)
+            return false;
+        p += n;
+        if (j + 1 < k->planner_path_len) {
+            if (*p != '.')
+                return false;
+            p++;
+        }
+    }
+    return *p == '\0';
+}
+
+/* How many leading elements of k's path, joined by '.', prefix fqn and
+ * end at a '.' of it (never the whole path: that is k's own name). */
+static uint32_t shared_prefix(const ck_key *k, const char *fqn)
+{
+    uint32_t best = 0;
+    size_t at = 0;
+    for (uint32_t j = 0; j + 1 < k->planner_path_len; j++) {
+        const char *e = k->planner_path[j];
+        size_t n = strlen(e);
+        if (strncmp(fqn + at, e, n) != 0 || fqn[at + n] != '.')
+            break;
+        at += n + 1;
+        best = j + 1;
+    }
+    return best;
+}
+
+void ck_planner_path_free(char **path, uint8_t *is_int, uint32_t len)
+{
+    if (path)
+        for (uint32_t i = 0; i < len; i++)
+            free(path[i]);
+    free(path);
+    free(is_int);
+}
+
+int ck_planner_path_for(const ck_checkpoint *ck, const char *fqn, char ***path_out,
+                        uint8_t **is_int_out, uint32_t *len_out)
+{
+    bool any = false, all_split = true, some_nested = false;
+    const ck_key *from = NULL;
+    uint32_t from_len = 0;
+    for (size_t i = 0; i < ck->nkeys; i++) {
+        const ck_key *k = &ck->keys[i];
+        if (k->planner_kind != CK_PD_TUPLE && k->planner_kind != CK_PD_LIST)
+            continue;
+        any = true;
+        if (!is_dot_split(k))
+            all_split = false;
+        some_nested |= k->planner_path_len > 1;
+        uint32_t p = shared_prefix(k, fqn);
+        if (p > from_len) {
+            from = k;
+            from_len = p;
+        }
+    }
+    bool split = any && all_split && some_nested;
+    /* the prefix taken from a sibling, then the rest of the name */
+    size_t at = 0;
+    for (uint32_t j = 0; j < from_len; j++)
+        at += strlen(from->planner_path[j]) + 1;
+    const char *rest = fqn + at;
+    size_t nrest = 1;
+    if (split)
+        for (const char *p = rest; *p; p++)
+            nrest += *p == '.';
+    uint32_t len = from_len + (uint32_t)nrest;
+    char **path = calloc(len, sizeof *path);
+    uint8_t *is_int = calloc(len, 1);
+    if (!path || !is_int) {
+        free(path);
+        free(is_int);
+        return -ENOMEM;
+    }
+    int rc = 0;
+    for (uint32_t j = 0; j < from_len && !rc; j++) {
+        path[j] = strdup(from->planner_path[j]);
+        is_int[j] = from->planner_path_is_int ? from->planner_path_is_int[j] : 0;
+        rc = path[j] ? 0 : -ENOMEM;
+    }
+    const char *p = rest;
+    for (uint32_t j = from_len; j < len && !rc; j++) {
+        const char *dot = split ? strchr(p, '.') : NULL;
+        size_t n = dot ? (size_t)(dot - p) : strlen(p);
+        path[j] = strndup(p, n);
+        rc = path[j] ? 0 : -ENOMEM;
+        p += n + (dot ? 1 : 0);
+    }
+    if (rc) {
+        ck_planner_path_free(path, is_int, len);
+        return rc;
+    }
+    *path_out = path;
+    *is_int_out = is_int;
+    *len_out = len;
+    return 0;
+}
