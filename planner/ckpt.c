@@ -190,6 +190,12 @@ int ck_key_compute_size(ck_key *k)
     return 0;
 }
 
+void ck_file_id_of(const struct stat *st, ck_file_id *id)
+{
+    *id = (ck_file_id){ true, (uint64_t)st->st_dev, (uint64_t)st->st_ino, (uint64_t)st->st_size,
+                        (int64_t)st->st_mtim.tv_sec, (int64_t)st->st_mtim.tv_nsec };
+}
+
 const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn)
 {
     size_t lo = 0, hi = ck->nkeys;

@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <time.h>
 #include "dtype.h"
 #include "torch_item.h"
@@ -81,6 +82,14 @@ typedef struct {
 
 typedef struct ck_cache ck_cache;
 
+/* Which file a DCP model's `.metadata` was: a commit refuses to replace a
+ * `.metadata` that is no longer this one (someone else wrote it since). */
+typedef struct {
+    bool known;
+    uint64_t dev, ino, size;
+    int64_t mtime_sec, mtime_nsec;
+} ck_file_id;
+
 typedef struct ck_checkpoint {
     char *source;         /* as given */
     int root_fd;          /* O_PATH|O_DIRECTORY fd of the root directory */
@@ -92,6 +101,7 @@ typedef struct ck_checkpoint {
     struct timespec mtime;
     char *version;        /* Metadata.version or NULL */
     struct ck_dcp_dialect *dialect; /* DCP: what commits carry over (dcp_dialect.h) */
+    ck_file_id metadata_id; /* DCP: the .metadata read */
     ck_cache *cache;
     pthread_mutex_t lock; /* chunk resolution (files open lock-free) */
     void *arena;          /* owner of strings/arrays above (ck_arena) */
@@ -116,6 +126,9 @@ int ck_open_or_create(const char *source, const ck_open_opts *opts, ck_checkpoin
                       char *err, size_t errlen);
 
 const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn);
+
+/* id of the file st describes. */
+void ck_file_id_of(const struct stat *st, ck_file_id *id);
 
 /* Opens (once) and returns the fd of file i, refusing symlinks that leave
  * the root.  0 or -errno. */

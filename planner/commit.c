@@ -639,6 +639,27 @@ static int write_items(const ck_save_key *keys, size_t n, plan *p, data_sink *d,
     return sink_flush(d);
 }
 
+/* -ESTALE when dirfd's .metadata is no longer the file ck was read from:
+ * another writer (torch re-saving, a second tool) replaced it, and writing
+ * ours over it would lose theirs. */
+static int check_metadata_unchanged(const ck_checkpoint *ck, int dirfd, char *err, size_t errlen)
+{
+    if (!ck->metadata_id.known)
+        return 0;
+    struct stat st;
+    ck_file_id now = { 0 };
+    if (fstatat(dirfd, ".metadata", &st, 0) == 0)
+        ck_file_id_of(&st, &now);
+    const ck_file_id *was = &ck->metadata_id;
+    if (now.known && now.dev == was->dev && now.ino == was->ino && now.size == was->size &&
+        now.mtime_sec == was->mtime_sec && now.mtime_nsec == was->mtime_nsec)
+        return 0;
+    snprintf(err, errlen,
+             "%s/.metadata was %s since ckptfs read it (another writer?); nothing was written",
+             ck->source, now.known ? "replaced" : "removed");
+    return -ESTALE;
+}
+
 int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck_commit_opts *opts,
               ck_commit_stats *stats, char *err, size_t errlen)
 {
@@ -648,7 +669,9 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
     if (errlen)
         err[0] = '\0';
     step_ctx steps = { opts, 0 };
-    int rc = check_keys(keys, nkeys, err, errlen);
+    int rc = check_metadata_unchanged(ck, opts->dirfd, err, errlen);
+    if (!rc)
+        rc = check_keys(keys, nkeys, err, errlen);
     plan p;
     uint64_t nitems = 0;
     if (!rc)
@@ -692,6 +715,9 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
     size_t mlen = 0;
     if (!rc)
         rc = ck_metadata_write(&md, &mbuf, &mlen, err, errlen);
+    /* again, as late as can be: writing the items took time */
+    if (!rc)
+        rc = check_metadata_unchanged(ck, opts->dirfd, err, errlen);
     if (!rc)
         rc = replace_metadata(&steps, opts->dirfd, mbuf, mlen, err, errlen);
     free(mbuf);

@@ -37,7 +37,7 @@ __attribute__((format(printf, 2, 3))) static int fail(dcp_ctx *c, const char *fm
     return -EINVAL;
 }
 
-static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len)
+static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len, ck_file_id *id)
 {
     /* O_NONBLOCK: a FIFO named .metadata is refused below, not waited on */
     int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
@@ -49,6 +49,7 @@ static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len)
         return -EINVAL;
     }
     size_t n = (size_t)st.st_size;
+    ck_file_id_of(&st, id);
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf) {
         close(fd);
@@ -400,7 +401,7 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
     dcp_ctx c = { ck, err, errlen };
     uint8_t *buf;
     size_t len;
-    int rc = read_whole(ck->root_fd, ".metadata", &buf, &len);
+    int rc = read_whole(ck->root_fd, ".metadata", &buf, &len, &ck->metadata_id);
     if (rc) {
         snprintf(err, errlen, "%s/.metadata: cannot read: %s", ck->source, strerror(-rc));
         return rc;
