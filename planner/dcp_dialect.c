@@ -51,12 +51,64 @@ static int keep(ck_checkpoint *ck, const pk_value *v, ck_pickled *out)
     return out->pkl ? 0 : -ENOMEM;
 }
 
+/* Equal values, for the common case of a key whose properties are those of
+ * an earlier key: the parser's memo makes most of them the very same
+ * nodes, so this costs a few pointer compares instead of an encoding. */
+static bool same_value(const pk_value *a, const pk_value *b, int depth)
+{
+    if (a == b)
+        return true;
+    if (!a || !b || a->kind != b->kind || depth > 8)
+        return false;
+    switch (a->kind) {
+    case PK_NONE:
+        return true;
+    case PK_BOOL:
+        return a->u.b == b->u.b;
+    case PK_INT:
+        return a->u.i == b->u.i;
+    case PK_STR:
+    case PK_BYTES:
+        return a->u.str.len == b->u.str.len && !memcmp(a->u.str.data, b->u.str.data, a->u.str.len);
+    case PK_TUPLE:
+    case PK_LIST:
+        if (a->u.seq.len != b->u.seq.len)
+            return false;
+        for (size_t i = 0; i < a->u.seq.len; i++)
+            if (!same_value(a->u.seq.items[i], b->u.seq.items[i], depth + 1))
+                return false;
+        return true;
+    case PK_GLOBAL:
+        return !strcmp(a->u.global.module, b->u.global.module) &&
+               !strcmp(a->u.global.name, b->u.global.name);
+    case PK_OBJECT:
+        return a->u.obj.newobj == b->u.obj.newobj && !a->u.obj.items && !b->u.obj.items &&
+               !a->u.obj.dictitems && !b->u.obj.dictitems &&
+               same_value(a->u.obj.callable, b->u.obj.callable, depth + 1) &&
+               same_value(a->u.obj.args, b->u.obj.args, depth + 1) &&
+               same_value(a->u.obj.state, b->u.obj.state, depth + 1);
+    default:
+        return false; /* floats, dicts...: the encoding decides */
+    }
+}
+
+void ck_dialect_parse_done(ck_checkpoint *ck)
+{
+    if (ck->dialect)
+        ck->dialect->props_seen = NULL;
+}
+
 int ck_dialect_add_properties(ck_checkpoint *ck, const pk_value *props, uint32_t *id)
 {
     ck_dcp_dialect *d = ck->dialect;
     *id = 0;
     if (!d || !props)
         return 0;
+    for (uint32_t i = 0; d->props_seen && i < d->nprops; i++)
+        if (same_value(d->props_seen[i], props, 0)) {
+            *id = i + 1;
+            return 0;
+        }
     uint8_t *buf;
     size_t len;
     int rc = pkc_encode(props, &buf, &len);
@@ -66,6 +118,7 @@ int ck_dialect_add_properties(ck_checkpoint *ck, const pk_value *props, uint32_t
     /* a handful of distinct values: a linear scan on the hash is enough */
     for (uint32_t i = 0; i < d->nprops; i++)
         if (d->props_hash[i] == h && d->props[i].len == len && !memcmp(d->props[i].pkl, buf, len)) {
+            /* equal but not found above (e.g. a float): not worth a second seen entry */
             free(buf);
             *id = i + 1;
             return 0;
@@ -79,16 +132,20 @@ int ck_dialect_add_properties(ck_checkpoint *ck, const pk_value *props, uint32_t
         uint32_t ncap = d->props_cap ? d->props_cap * 2 : 8;
         ck_pickled *np = ck_arena_calloc(ck->arena, ncap, sizeof *np);
         uint64_t *nh = ck_arena_calloc(ck->arena, ncap, sizeof *nh);
-        if (!np || !nh) {
+        const pk_value **ns = ck_arena_calloc(ck->arena, ncap, sizeof *ns);
+        if (!np || !nh || !ns) {
             free(buf);
             return -ENOMEM;
         }
         if (d->nprops) {
             memcpy(np, d->props, d->nprops * sizeof *np);
             memcpy(nh, d->props_hash, d->nprops * sizeof *nh);
+            if (d->props_seen)
+                memcpy(ns, d->props_seen, d->nprops * sizeof *ns);
         }
         d->props = np;
         d->props_hash = nh;
+        d->props_seen = d->props_seen || !d->nprops ? ns : NULL;
         d->props_cap = ncap;
     }
     ck_pickled *p = &d->props[d->nprops];
@@ -101,6 +158,8 @@ int ck_dialect_add_properties(ck_checkpoint *ck, const pk_value *props, uint32_t
     p->len = len;
     free(buf);
     d->props_hash[d->nprops] = h;
+    if (d->props_seen)
+        d->props_seen[d->nprops] = props;
     *id = ++d->nprops;
     return 0;
 }

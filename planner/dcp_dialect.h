@@ -66,6 +66,7 @@ typedef struct ck_dcp_dialect {
     bool planner_is_dict;
     ck_pickled *props; /* distinct TensorProperties values */
     uint64_t *props_hash;
+    const pk_value **props_seen; /* while parsing: the value each was first read as */
     uint32_t nprops, props_cap;
 } ck_dcp_dialect;
 
@@ -77,6 +78,8 @@ ck_dcp_dialect *ck_dialect_new(struct ck_checkpoint *ck);
 int ck_dialect_note_class(struct ck_checkpoint *ck, ck_md_class cls, const pk_value *obj);
 /* Interns one TensorProperties value: *id = 1 + its index in props. */
 int ck_dialect_add_properties(struct ck_checkpoint *ck, const pk_value *props, uint32_t *id);
+/* The parsed document is about to be freed: forget pointers into it. */
+void ck_dialect_parse_done(struct ck_checkpoint *ck);
 /* Records Metadata's fields (its BUILD dict), keeping the values of those
  * not rebuilt.  planner_is_dict must be settled first. */
 int ck_dialect_note_fields(struct ck_checkpoint *ck, const pk_value *fields);

@@ -436,6 +436,7 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
         if (!rc && ver && !(ck->version = ck_arena_strdup(ck->arena, ver)))
             rc = -ENOMEM;
     }
+    ck_dialect_parse_done(ck);
     pk_free(doc);
     return rc;
 }
