@@ -57,6 +57,8 @@ run_ok() {
         unmount_ckpt
         # torch 1.13 itself: new values, old ones elsewhere, requires_grad & co kept
         run_ok "$PY" "$T113" verify "$GEN/$n" "$tmp/$n"
+        # the stand-in reader: every entry and item well formed (items read with zipfile)
+        run_ok "$PY" "$BATS_PY/read_metadata.py" --check "$tmp/$n"
         # and the pickle: torch 1.13's class paths, no storage_meta/version, planner_data None
         local e="$GEN/$n.edits.json" patch repl unl from to new
         read -r patch repl unl from to new < <("$PY" -c '

@@ -6,6 +6,7 @@
  * classes, no C code) agrees when /usr/bin/python3 is there. */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,7 +141,7 @@ static int same_pickle_as(const char *path, const uint8_t *buf, size_t len, cons
     if (ok && save_id) {
         const pk_value *sm = pk_dict_get(pk_object_state_dict(pk_root(b)), "storage_meta");
         const pk_value *sid = pk_dict_get(pk_object_state_dict(sm), "save_id");
-        ok = sm->kind == PK_NONE || (sid && strcmp(pk_as_str(sid), save_id) == 0);
+        ok = !sm || sm->kind == PK_NONE || (sid && strcmp(pk_as_str(sid), save_id) == 0);
     }
     pk_free(a);
     pk_free(b);
@@ -195,7 +196,12 @@ static int same_key(ck_checkpoint *a, const ck_key *x, ck_checkpoint *b, const c
 static void roundtrip_fixture(const char *name, const char *tmp)
 {
     char src[512], dst[512], path[1024];
+    /* torch 2.11's fixtures, and torch 1.13's (another dialect: no
+     * storage_meta or version, classes under _shard) */
+    bool v113 = strncmp(name, "../", 3) == 0;
     snprintf(src, sizeof src, FIX "%s", name);
+    if (v113)
+        name = strrchr(name, '/') + 1;
     snprintf(dst, sizeof dst, "%s/%s", tmp, name);
     mkdir(dst, 0755);
     char err[512] = "";
@@ -241,7 +247,10 @@ static void roundtrip_fixture(const char *name, const char *tmp)
                 same = 0;
             }
         CHECK(same);
-        CHECK_EQ_STR(back->version, "1.0.0");
+        if (v113)
+            CHECK(back->version == NULL);
+        else
+            CHECK_EQ_STR(back->version, "1.0.0");
         ck_close(back);
     } else {
         printf("# %s\n", err);
@@ -250,6 +259,12 @@ static void roundtrip_fixture(const char *name, const char *tmp)
     /* the pickle names torch's classes */
     pk_doc *doc = NULL;
     CHECK_EQ_INT(pk_parse(buf, len, &doc, err, sizeof err), 0);
+    if (doc && v113) {
+        const pk_value *root = pk_root(doc);
+        CHECK(pk_is_object_of(root, "torch.distributed._shard.checkpoint.metadata", "Metadata"));
+        pk_free(doc);
+        doc = NULL;
+    }
     if (doc) {
         const pk_value *root = pk_root(doc);
         CHECK(pk_is_object_of(root, "torch.distributed.checkpoint.metadata", "Metadata"));
@@ -433,7 +448,8 @@ int main(void)
         return 1;
     }
     const char *fixtures[] = { "dcp_single", "dcp_single_perfile", "dcp_zstd", "dcp_dtensor_ws4",
-                               "dcp_dtensor_ws4_perfile", "dcp_fsdp2_optim" };
+                               "dcp_dtensor_ws4_perfile", "dcp_fsdp2_optim",
+                               "../torch-1.13/dcp_single" };
     for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++)
         roundtrip_fixture(fixtures[i], tmp);
     synthetic(tmp);
