@@ -10,10 +10,16 @@
 #include "pickle_copy.h"
 
 #define MD_MODULE_2X "torch.distributed.checkpoint.metadata"
+/* Values encoded or compared per document, all together: far above what a
+ * real checkpoint needs (its distinct TensorProperties, storage_meta,
+ * version), the same order as the parser's own PK_MAX_ELEMENTS. */
+#define DIALECT_BUDGET (1ull << 26)
 
 ck_dcp_dialect *ck_dialect_new(ck_checkpoint *ck)
 {
     ck->dialect = ck_arena_calloc(ck->arena, 1, sizeof *ck->dialect);
+    if (ck->dialect)
+        ck->dialect->budget = DIALECT_BUDGET;
     return ck->dialect;
 }
 
@@ -39,7 +45,7 @@ static int keep(ck_checkpoint *ck, const pk_value *v, ck_pickled *out)
 {
     uint8_t *buf;
     size_t len;
-    int rc = pkc_encode(v, &buf, &len);
+    int rc = pkc_encode(v, &ck->dialect->budget, &buf, &len);
     if (rc)
         return rc;
     out->pkl = ck_arena_alloc(ck->arena, len);
@@ -54,12 +60,13 @@ static int keep(ck_checkpoint *ck, const pk_value *v, ck_pickled *out)
 /* Equal values, for the common case of a key whose properties are those of
  * an earlier key: the parser's memo makes most of them the very same
  * nodes, so this costs a few pointer compares instead of an encoding. */
-static bool same_value(const pk_value *a, const pk_value *b, int depth)
+static bool same_value(const pk_value *a, const pk_value *b, int depth, uint64_t *budget)
 {
     if (a == b)
         return true;
-    if (!a || !b || a->kind != b->kind || depth > 8)
+    if (!a || !b || a->kind != b->kind || depth > 8 || *budget == 0)
         return false;
+    (*budget)--;
     switch (a->kind) {
     case PK_NONE:
         return true;
@@ -75,7 +82,7 @@ static bool same_value(const pk_value *a, const pk_value *b, int depth)
         if (a->u.seq.len != b->u.seq.len)
             return false;
         for (size_t i = 0; i < a->u.seq.len; i++)
-            if (!same_value(a->u.seq.items[i], b->u.seq.items[i], depth + 1))
+            if (!same_value(a->u.seq.items[i], b->u.seq.items[i], depth + 1, budget))
                 return false;
         return true;
     case PK_GLOBAL:
@@ -84,9 +91,9 @@ static bool same_value(const pk_value *a, const pk_value *b, int depth)
     case PK_OBJECT:
         return a->u.obj.newobj == b->u.obj.newobj && !a->u.obj.items && !b->u.obj.items &&
                !a->u.obj.dictitems && !b->u.obj.dictitems &&
-               same_value(a->u.obj.callable, b->u.obj.callable, depth + 1) &&
-               same_value(a->u.obj.args, b->u.obj.args, depth + 1) &&
-               same_value(a->u.obj.state, b->u.obj.state, depth + 1);
+               same_value(a->u.obj.callable, b->u.obj.callable, depth + 1, budget) &&
+               same_value(a->u.obj.args, b->u.obj.args, depth + 1, budget) &&
+               same_value(a->u.obj.state, b->u.obj.state, depth + 1, budget);
     default:
         return false; /* floats, dicts...: the encoding decides */
     }
@@ -105,13 +112,13 @@ int ck_dialect_add_properties(ck_checkpoint *ck, const pk_value *props, uint32_t
     if (!d || !props)
         return 0;
     for (uint32_t i = 0; d->props_seen && i < d->nprops; i++)
-        if (same_value(d->props_seen[i], props, 0)) {
+        if (same_value(d->props_seen[i], props, 0, &d->budget)) {
             *id = i + 1;
             return 0;
         }
     uint8_t *buf;
     size_t len;
-    int rc = pkc_encode(props, &buf, &len);
+    int rc = pkc_encode(props, &d->budget, &buf, &len);
     if (rc)
         return rc;
     uint64_t h = fnv1a(buf, len);

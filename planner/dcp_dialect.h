@@ -67,6 +67,7 @@ typedef struct ck_dcp_dialect {
     ck_pickled *props; /* distinct TensorProperties values */
     uint64_t *props_hash;
     const pk_value **props_seen; /* while parsing: the value each was first read as */
+    uint64_t budget; /* values still to be encoded/compared for this document */
     uint32_t nprops, props_cap;
 } ck_dcp_dialect;
 

@@ -160,6 +160,8 @@ static int build_tensor_key(dcp_ctx *c, ck_key *k, const pk_value *fields)
         return fail(c, "key %s: unknown dtype", k->fqn);
     /* requires_grad, layout, memory format... go back as they came */
     int rc = ck_dialect_add_properties(c->ck, props, &k->props_id);
+    if (rc == -E2BIG || rc == -EINVAL)
+        return fail(c, "key %s: its properties are too large or not a value", k->fqn);
     if (rc)
         return rc;
     k->ndim = UINT32_MAX;
@@ -430,8 +432,8 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
             rc = build_storage(&c, pk_dict_get(fields, "storage_data"));
         if (!rc)
             rc = build_planner_data(&c, pk_dict_get(fields, "planner_data"));
-        if (!rc)
-            rc = ck_dialect_note_fields(ck, fields);
+        if (!rc && (rc = ck_dialect_note_fields(ck, fields)) && rc != -ENOMEM)
+            rc = fail(&c, "Metadata's fields are too large or not named by strings");
         const char *ver = pk_as_str(pk_dict_get(fields, "version"));
         if (!rc && ver && !(ck->version = ck_arena_strdup(ck->arena, ver)))
             rc = -ENOMEM;

@@ -23,7 +23,10 @@ typedef struct {
 void pkc_emit(pkw *w, const pk_value *v, const pkc_subst *subs, size_t nsubs);
 
 /* v as a standalone protocol-4 pickle (malloc'd): what pk_parse reads back
- * as an equal value.  0 or -ENOMEM/-EINVAL. */
-int pkc_encode(const pk_value *v, uint8_t **out, size_t *len);
+ * as an equal value.  Every value written costs one unit of *budget: a
+ * hostile pickle whose memo makes a small DAG of a huge tree (a list of
+ * the same list of the same list...) runs it out instead of the memory.
+ * 0, -E2BIG (budget spent), -ENOMEM or -EINVAL. */
+int pkc_encode(const pk_value *v, uint64_t *budget, uint8_t **out, size_t *len);
 
 #endif

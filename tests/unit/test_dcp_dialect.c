@@ -101,12 +101,13 @@ static void commit_113(const char *tmp)
     CHECK_EQ_INT(ck_open(dir, NULL, &ck, err, sizeof err), 0);
     if (!ck)
         return;
-    /* keep everything but cplx, rename w -> renamed.w, add a bf16 key */
+    /* keep everything but cplx, rename w -> renamed.w, add a bf16 key,
+     * replace layer.bias (float32) by a new int32 tensor of that name */
     ck_save_key *ks = calloc(ck->nkeys + 1, sizeof *ks);
     size_t n = 0;
     for (size_t i = 0; i < ck->nkeys; i++) {
         const ck_key *k = &ck->keys[i];
-        if (!strcmp(k->fqn, "cplx"))
+        if (!strcmp(k->fqn, "cplx") || !strcmp(k->fqn, "layer.bias"))
             continue;
         ks[n].old = k;
         ks[n].fqn = strcmp(k->fqn, "w") ? k->fqn : "renamed.w";
@@ -114,6 +115,8 @@ static void commit_113(const char *tmp)
     }
     static const uint64_t shape[2] = { 2, 3 };
     ks[n++] = (ck_save_key){ .fqn = "added", .dtype = CK_DT_BFLOAT16, .ndim = 2, .shape = shape,
+                             .read = read_zeros };
+    ks[n++] = (ck_save_key){ .fqn = "layer.bias", .dtype = CK_DT_INT32, .ndim = 2, .shape = shape,
                              .read = read_zeros };
     int dfd = open(dir, O_RDONLY | O_DIRECTORY);
     ck_commit_opts o = { .dirfd = dfd, .checkpoint_id = dir };
@@ -137,7 +140,11 @@ static void commit_113(const char *tmp)
         CHECK(is_bool(prop(root, "renamed.w", 2, &po), 1));
         CHECK(pk_is_object_of(po, ST113, "TensorProperties"));
         CHECK(pk_is_global(prop(root, "renamed.w", 0, NULL), "torch", "float32"));
-        CHECK(is_bool(prop(root, "layer.bias", 2, NULL), 0));
+        CHECK(is_bool(prop(root, "layer.weight", 2, NULL), 0));
+        /* a key replaced under its name: the old key's properties, the new dtype */
+        CHECK(is_bool(prop(root, "layer.bias", 2, &po), 0));
+        CHECK(pk_is_global(prop(root, "layer.bias", 0, NULL), "torch", "int32"));
+        CHECK(pk_is_object_of(po, ST113, "TensorProperties"));
         /* the new key: the checkpoint's TensorProperties, its own dtype, no grad */
         CHECK(is_bool(prop(root, "added", 2, &po), 0) && is_bool(prop(root, "added", 4, NULL), 0));
         CHECK(pk_is_object_of(po, ST113, "TensorProperties"));
@@ -148,8 +155,10 @@ static void commit_113(const char *tmp)
         const pk_value *sdm = pk_dict_get(st, "state_dict_metadata");
         CHECK(pk_is_object_of(pk_dict_get(sdm, "step"), MD113, "BytesStorageMetadata"));
         CHECK(pk_dict_get(sdm, "cplx") == NULL);
-        /* keys in the order torch wrote them, the new one last */
+        /* keys in the order torch wrote them (a replaced one in its place),
+         * the new one last */
         CHECK(sdm && sdm->u.dict.len == n && !strcmp(pk_as_str(sdm->u.dict.keys[0]), "renamed.w") &&
+              !strcmp(pk_as_str(sdm->u.dict.keys[2]), "layer.bias") &&
               !strcmp(pk_as_str(sdm->u.dict.keys[n - 1]), "added"));
         const pk_value *sd = pk_dict_get(st, "storage_data");
         CHECK(sd && sd->u.dict.len > 0 &&
