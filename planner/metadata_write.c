@@ -109,13 +109,24 @@ static void end_fields(pkw *w)
     pkw_op(w, PKW_BUILD);
 }
 
+static bool has_field(const ck_dcp_dialect *d, const char *name)
+{
+    for (uint32_t i = 0; d && i < d->nfields; i++)
+        if (strcmp(d->fields[i].name, name) == 0)
+            return true;
+    return false;
+}
+
 /* What torch writes for a tensor of a checkpoint with no properties to
  * follow: TensorProperties(dtype, strided, requires_grad=False,
- * contiguous, pin_memory=False) in the family of the Metadata module. */
+ * contiguous, pin_memory=False).  Torch 2.4 and later (StorageMeta) define
+ * it beside Metadata; torch 1.13 to 2.3 pickle the one of
+ * torch.distributed._shard.sharded_tensor.metadata, which every version
+ * since 1.13 still has. */
 static void emit_default_properties(md_ctx *c, const ck_md_key *k, const ck_dtype_info *dt)
 {
     const char *md = module(c, CK_MDC_METADATA);
-    bool old = strcmp(md, MD_113) == 0;
+    bool old = strcmp(md, MD_113) == 0 || (c->d && !has_field(c->d, "storage_meta"));
     const char *pmod = old ? "torch.distributed._shard.sharded_tensor.metadata" : md;
     (void)k;
     begin_object(c->w, pmod, "TensorProperties");

@@ -72,6 +72,24 @@ print(e["patch"], e["replace"], e["unlink"], e["rename"][0], e["rename"][1], e["
     done
 }
 
+@test "torch 1.13: a tensor added to a checkpoint of bytes entries only loads in torch 1.13" {
+    local tmp
+    tmp=$(test_tmp)
+    cp -a "$GEN/bytes_only" "$tmp/c"
+    mount_ckpt "$tmp/c" -o rw
+    "$PY" -c 'import numpy as np, sys; np.save(sys.argv[1], np.arange(4, dtype=np.float32))' "$MNT/w.npy"
+    unmount_ckpt
+    run_ok "$PY" - "$tmp/c" <<'PYEOF'
+import sys
+sys.path.insert(0, "tests/bats")
+import torch, torch113
+md, sd = torch113.load_all(sys.argv[1])
+ok = (sd["step"] == 5 and sd["name"] == "bytes only" and torch.equal(sd["w"], torch.arange(4.0))
+      and not md.state_dict_metadata["w"].properties.requires_grad and md.planner_data is None)
+sys.exit(0 if ok else "loaded %r" % (sd,))
+PYEOF
+}
+
 @test "torch 2.11: an edited fixture keeps its class paths, properties, planner_data and storage_meta" {
     local tmp
     tmp=$(test_tmp)

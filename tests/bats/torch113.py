@@ -2,8 +2,8 @@
 independent producer and consumer of DCP checkpoints for tests/bats/torch113.bats.
 
 usage:
-  torch113.py gen OUTDIR          writes single/, single_perfile/ (one process) and ws4/,
-                                  ws4_perfile/ (4 ranks over gloo, ShardedTensors), each with
+  torch113.py gen OUTDIR          writes single/, single_perfile/, bytes_only/ (one process) and
+                                  ws4/, ws4_perfile/ (4 ranks over gloo, ShardedTensors), each with
                                   NAME.manifest.json (check_manifest.py's format, from the
                                   tensors torch holds) and NAME.edits.json (which keys to edit)
   torch113.py bytes MOUNT CKPT    every bytes key of CKPT: torch.load of its file in MOUNT equals
@@ -198,6 +198,9 @@ def gen(outdir):
         sd = single_state()
         dcp.save_state_dict(sd, dcp.FileSystemWriter(out, single_file_per_rank=per_rank), no_dist=True)
         write_manifest(out, {k: v for k, v in sd.items() if torch.is_tensor(v)}, single_edits)
+    # no tensor at all: a new key has no properties to follow but torch 1.13's
+    dcp.save_state_dict({"step": 5, "name": "bytes only"}, dcp.FileSystemWriter(
+        os.path.join(outdir, "bytes_only")), no_dist=True)
     ws4_edits = {"patch": "rows", "replace": "grid", "unlink": "cols",
                  "rename": ["uneven.w", "uneven.moved"], "new": "extra.bias"}
     for name, perfile in (("ws4", False), ("ws4_perfile", True)):
