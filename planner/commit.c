@@ -353,7 +353,8 @@ static int build_order(ck_checkpoint *ck, const ck_save_key *keys, size_t n, pla
 /* planner_data and TensorProperties of key i: kept from the key of the
  * same name (a rename takes its siblings' planner path, a new key under an
  * old name the old key's), else following the checkpoint. */
-static int carry_key_facts(ck_checkpoint *ck, const ck_save_key *k, plan *p, size_t i)
+static int carry_key_facts(ck_checkpoint *ck, const ck_planner_pattern *pat, const ck_save_key *k,
+                           plan *p, size_t i)
 {
     ck_md_key *m = &p->md[i];
     const ck_key *same = ck_find_key(ck, k->fqn);
@@ -372,7 +373,7 @@ static int carry_key_facts(ck_checkpoint *ck, const ck_save_key *k, plan *p, siz
     char **path;
     uint8_t *is_int;
     uint32_t len;
-    int rc = ck_planner_path_for(ck, k->fqn, &path, &is_int, &len);
+    int rc = ck_planner_path_for(ck, pat, k->fqn, &path, &is_int, &len);
     if (rc)
         return rc;
     m->planner_kind = CK_PD_TUPLE;
@@ -391,6 +392,8 @@ static int build_plan(ck_checkpoint *ck, const ck_save_key *keys, size_t n, plan
     p->own_path = calloc(n ? n : 1, 1);
     if (!p->own_path || build_order(ck, keys, n, p))
         return -ENOMEM;
+    ck_planner_pattern pat;
+    ck_planner_pattern_of(ck, &pat);
     p->chunks = calloc(n ? n : 1, sizeof *p->chunks);
     p->rewrite = calloc(n ? n : 1, sizeof *p->rewrite);
     p->zeros = calloc(CK_MAX_DIMS, sizeof *p->zeros);
@@ -418,7 +421,7 @@ static int build_plan(ck_checkpoint *ck, const ck_save_key *keys, size_t n, plan
             p->chunks[i][0].sizes = k->shape;
             p->rewrite[i][0] = 1;
             (*nitems)++;
-            if (carry_key_facts(ck, k, p, i))
+            if (carry_key_facts(ck, &pat, k, p, i))
                 return -ENOMEM;
             continue;
         }
@@ -427,7 +430,7 @@ static int build_plan(ck_checkpoint *ck, const ck_save_key *keys, size_t n, plan
         m->ndim = o->ndim;
         m->shape = o->shape;
         /* the nested-dict path only still describes the key under its name */
-        if (carry_key_facts(ck, k, p, i))
+        if (carry_key_facts(ck, &pat, k, p, i))
             return -ENOMEM;
         for (uint32_t j = 0; j < nch; j++) {
             const ck_chunk *c = &o->chunks[j];

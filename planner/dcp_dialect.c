@@ -233,13 +233,26 @@ const char *ck_dialect_module(const ck_dcp_dialect *d, ck_md_class cls)
 
 /* ---- planner paths of new keys ---- */
 
-static bool is_dot_split(const ck_key *k)
+/* Keys near a new name in sorted order that are looked at: the siblings
+ * sharing most of its leading components sit right around it. */
+#define NEIGHBOURS 256
+
+static bool has_path(const ck_key *k)
 {
+    return k->planner_kind == CK_PD_TUPLE || k->planner_kind == CK_PD_LIST;
+}
+
+/* Whether k's path, joined by '.', is its FQN: only then do its elements
+ * tell how the FQN's components were grouped. */
+static bool path_spells_fqn(const ck_key *k)
+{
+    if (!has_path(k))
+        return false;
     const char *p = k->fqn;
     for (uint32_t j = 0; j < k->planner_path_len; j++) {
         const char *e = k->planner_path[j];
         size_t n = strlen(e);
-        if (strchr(e, '.') || strncmp(p, e, n) != 0)
+        if (strncmp(p, e, n) != 0)
             return false;
         p += n;
         if (j + 1 < k->planner_path_len) {
@@ -249,6 +262,47 @@ static bool is_dot_split(const ck_key *k)
         }
     }
     return *p == '\0';
+}
+
+static size_t components(const char *s)
+{
+    size_t n = 1;
+    for (; *s; s++)
+        n += *s == '.';
+    return n;
+}
+
+/* How many leading '.'-separated components a and b share. */
+static size_t common_components(const char *a, const char *b)
+{
+    size_t n = 0;
+    for (size_t i = 0;; i++) {
+        bool ea = a[i] == '.' || !a[i], eb = b[i] == '.' || !b[i];
+        if (ea && eb) {
+            n++;
+            if (!a[i] || !b[i])
+                return n;
+        } else if (a[i] != b[i]) {
+            return n;
+        }
+    }
+}
+
+void ck_planner_pattern_of(const ck_checkpoint *ck, ck_planner_pattern *pat)
+{
+    bool any = false, all_split = true, nested = false;
+    for (size_t i = 0; i < ck->nkeys; i++) {
+        const ck_key *k = &ck->keys[i];
+        if (!has_path(k))
+            continue;
+        any = true;
+        bool split = path_spells_fqn(k);
+        for (uint32_t j = 0; split && j < k->planner_path_len; j++)
+            split = !strchr(k->planner_path[j], '.');
+        all_split &= split;
+        nested |= k->planner_path_len > 1;
+    }
+    pat->split = any && all_split && nested;
 }
 
 /* How many leading elements of k's path, joined by '.', prefix fqn and
@@ -277,36 +331,93 @@ void ck_planner_path_free(char **path, uint8_t *is_int, uint32_t len)
     free(is_int);
 }
 
-int ck_planner_path_for(const ck_checkpoint *ck, const char *fqn, char ***path_out,
-                        uint8_t **is_int_out, uint32_t *len_out)
+static bool is_decimal(const char *s)
 {
-    bool any = false, all_split = true, some_nested = false;
-    const ck_key *from = NULL;
+    if (*s == '-')
+        s++;
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return false;
+    return true;
+}
+
+/* fqn cut as like's FQN is cut into like's path (same component count). */
+static int path_like(const ck_key *like, const char *fqn, char **path, uint8_t *is_int)
+{
+    const char *p = fqn;
+    for (uint32_t j = 0; j < like->planner_path_len; j++) {
+        size_t parts = components(like->planner_path[j]);
+        const char *e = p;
+        for (size_t c = 0; c < parts; c++) {
+            const char *dot = strchr(e, '.');
+            e = c + 1 < parts ? dot + 1 : (dot ? dot : e + strlen(e));
+        }
+        path[j] = strndup(p, (size_t)(e - p));
+        if (!path[j])
+            return -ENOMEM;
+        is_int[j] = like->planner_path_is_int && like->planner_path_is_int[j] && is_decimal(path[j]);
+        p = *e ? e + 1 : e;
+    }
+    return 0;
+}
+
+int ck_planner_path_for(const ck_checkpoint *ck, const ck_planner_pattern *pat, const char *fqn,
+                        char ***path_out, uint8_t **is_int_out, uint32_t *len_out)
+{
+    /* where fqn would sit among the sorted keys */
+    size_t lo = 0, hi = ck->nkeys;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(ck->keys[mid].fqn, fqn) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    size_t want = components(fqn);
+    const ck_key *like = NULL, *from = NULL;
+    size_t like_score = 0;
     uint32_t from_len = 0;
-    for (size_t i = 0; i < ck->nkeys; i++) {
+    size_t first = lo > NEIGHBOURS ? lo - NEIGHBOURS : 0;
+    size_t last = ck->nkeys - lo > NEIGHBOURS ? lo + NEIGHBOURS : ck->nkeys;
+    for (size_t i = first; i < last; i++) {
         const ck_key *k = &ck->keys[i];
-        if (k->planner_kind != CK_PD_TUPLE && k->planner_kind != CK_PD_LIST)
+        if (!has_path(k))
             continue;
-        any = true;
-        if (!is_dot_split(k))
-            all_split = false;
-        some_nested |= k->planner_path_len > 1;
+        /* a sibling of the same depth sharing the most leading components:
+         * its grouping (('model', 'layers', '0', 'attn.wq.weight')) is
+         * what torch's flattening would have made of the new name */
+        size_t cc = path_spells_fqn(k) && components(k->fqn) == want ? common_components(fqn, k->fqn) : 0;
+        if (cc > like_score) {
+            like = k;
+            like_score = cc;
+        }
         uint32_t p = shared_prefix(k, fqn);
         if (p > from_len) {
             from = k;
             from_len = p;
         }
     }
-    bool split = any && all_split && some_nested;
-    /* the prefix taken from a sibling, then the rest of the name */
+    if (like) {
+        char **path = calloc(like->planner_path_len, sizeof *path);
+        uint8_t *is_int = calloc(like->planner_path_len, 1);
+        int rc = path && is_int ? path_like(like, fqn, path, is_int) : -ENOMEM;
+        if (rc) {
+            ck_planner_path_free(path, is_int, like->planner_path_len);
+            return rc;
+        }
+        *path_out = path;
+        *is_int_out = is_int;
+        *len_out = like->planner_path_len;
+        return 0;
+    }
+    /* else the longest prefix a sibling's path gives, then the rest */
     size_t at = 0;
     for (uint32_t j = 0; j < from_len; j++)
         at += strlen(from->planner_path[j]) + 1;
     const char *rest = fqn + at;
-    size_t nrest = 1;
-    if (split)
-        for (const char *p = rest; *p; p++)
-            nrest += *p == '.';
+    size_t nrest = pat->split ? components(rest) : 1;
     uint32_t len = from_len + (uint32_t)nrest;
     char **path = calloc(len, sizeof *path);
     uint8_t *is_int = calloc(len, 1);
@@ -323,7 +434,7 @@ int ck_planner_path_for(const ck_checkpoint *ck, const char *fqn, char ***path_o
     }
     const char *p = rest;
     for (uint32_t j = from_len; j < len && !rc; j++) {
-        const char *dot = split ? strchr(p, '.') : NULL;
+        const char *dot = pat->split ? strchr(p, '.') : NULL;
         size_t n = dot ? (size_t)(dot - p) : strlen(p);
         path[j] = strndup(p, n);
         rc = path[j] ? 0 : -ENOMEM;

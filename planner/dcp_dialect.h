@@ -89,14 +89,25 @@ int ck_dialect_note_fields(struct ck_checkpoint *ck, const pk_value *fields);
  * Metadata module (torch 2.x's when d is NULL). */
 const char *ck_dialect_module(const ck_dcp_dialect *d, ck_md_class cls);
 
+/* How the checkpoint's planner paths look, computed once per commit:
+ * split when every path is its FQN split at '.'. */
+typedef struct {
+    bool split;
+} ck_planner_pattern;
+void ck_planner_pattern_of(const struct ck_checkpoint *ck, ck_planner_pattern *pat);
+
 /* The planner_data path for a key that had none under its name (new or
- * renamed), following its siblings: the longest path of another key whose
- * elements, joined by '.', prefix fqn at a '.' is reused (its int elements
- * stay ints); the rest is one element, or split at '.' when every path in
- * the checkpoint is its FQN split at '.'.  Without siblings: (fqn,).
+ * renamed), following its siblings (ck's keys, sorted, near fqn):
+ *   - a key of as many '.'-components sharing the most leading ones with
+ *     fqn: fqn is cut into elements as that key's FQN is cut into its path
+ *     (int elements stay ints where fqn has a number there), so a rename of
+ *     model.layers.0.w -> model.layers.5.w follows ('model', 'layers', 0, 'w');
+ *   - else the longest path prefix of a key that matches fqn at a '.',
+ *     then the rest as one element, or split at '.' when pat->split;
+ *   - without siblings: (fqn,).
  * Elements and flags are malloc'd (free with ck_planner_path_free). */
-int ck_planner_path_for(const struct ck_checkpoint *ck, const char *fqn, char ***path,
-                        uint8_t **is_int, uint32_t *len);
+int ck_planner_path_for(const struct ck_checkpoint *ck, const ck_planner_pattern *pat,
+                        const char *fqn, char ***path, uint8_t **is_int, uint32_t *len);
 void ck_planner_path_free(char **path, uint8_t *is_int, uint32_t len);
 
 #endif

@@ -215,7 +215,9 @@ static int path_is(const pk_case *c, size_t n, const char *fqn, const char *want
     char **p = NULL;
     uint8_t *is_int = NULL;
     uint32_t len = 0;
-    int ok = ck_planner_path_for(ck, fqn, &p, &is_int, &len) == 0;
+    ck_planner_pattern pat;
+    ck_planner_pattern_of(ck, &pat);
+    int ok = ck_planner_path_for(ck, &pat, fqn, &p, &is_int, &len) == 0;
     char got[256] = "", gi[16] = "";
     for (uint32_t j = 0; ok && j < len; j++) {
         snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s", j ? "|" : "", p[j]);
@@ -241,6 +243,11 @@ static void planner_paths(void)
     CHECK(path_is(nested, 3, "model.layers.0.extra.bias", "model|layers|0|extra.bias", NULL));
     CHECK(path_is(nested, 3, "model.head.w", "model|head.w", NULL));
     CHECK(path_is(nested, 3, "optim.state.0.exp_avg_sq", "optim|state|0|exp_avg_sq", "0010"));
+    /* a directory renamed: grouped as its siblings are, ints where they were */
+    CHECK(path_is(nested, 3, "model.layers.7.attn.wq.weight", "model|layers|7|attn.wq.weight", NULL));
+    CHECK(path_is(nested, 3, "optim.state.12.exp_avg", "optim|state|12|exp_avg", "0010"));
+    CHECK(path_is(nested, 3, "optim.state.x.exp_avg", "optim|state|x|exp_avg", "0000"));
+    CHECK(path_is(nested, 3, "model.layers.0.extra", "model|layers|0|extra", NULL));
     CHECK(path_is(nested, 3, "other.w", "other.w", NULL));
     /* every path is its FQN split at '.': so is a new one */
     static const pk_case split[] = {
@@ -251,8 +258,8 @@ static void planner_paths(void)
     CHECK(path_is(split, 2, "z.y", "z|y", NULL));
     /* fqn -> (fqn,): stays flat */
     static const pk_case flat[] = {
-        { "layer.weight", { "layer.weight" }, { 0 } },
         { "layer.bias", { "layer.bias" }, { 0 } },
+        { "layer.weight", { "layer.weight" }, { 0 } },
     };
     CHECK(path_is(flat, 2, "layer.extra", "layer.extra", NULL));
     /* nothing to follow */
