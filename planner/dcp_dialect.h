@@ -64,6 +64,9 @@ typedef struct ck_dcp_dialect {
      * false it is kept verbatim (None, as torch 1.13 writes, or what a
      * custom planner put there) */
     bool planner_is_dict;
+    /* _StorageInfo states spell out transform_descriptors=None (torch
+     * versions whose _StorageInfo has no __getstate__ dropping it) */
+    bool storage_none_transforms;
     ck_pickled *props; /* distinct TensorProperties values */
     uint64_t *props_hash;
     const pk_value **props_seen; /* while parsing: the value each was first read as */

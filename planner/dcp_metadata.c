@@ -323,7 +323,10 @@ static int build_storage(dcp_ctx *c, const pk_value *sd)
         ch->offset = (uint64_t)off;
         ch->length = (uint64_t)len;
         ch->format = CK_ITEM_TORCH_SAVE;
-        rc = read_transforms(c, pk_dict_get(si, "transform_descriptors"), &ch->transforms);
+        const pk_value *td = pk_dict_get(si, "transform_descriptors");
+        if (td && td->kind == PK_NONE && ck->dialect)
+            ck->dialect->storage_none_transforms = true;
+        rc = read_transforms(c, td, &ch->transforms);
         if (rc)
             return rc;
     }

@@ -397,11 +397,15 @@ static void emit_storage_entry(md_ctx *c, const ck_md_key *k, uint32_t idx)
     pkw_str(c->w, "length");
     emit_u64(c, s->length, k->fqn);
     if (s->transforms & CK_TF_ZSTD) {
-        /* None is left out of the state; an empty list would not be */
+        /* None is left out of the state (torch 2.11), unless the checkpoint
+         * spelt it out; an empty list would not be */
         pkw_str(c->w, "transform_descriptors");
         pkw_op(c->w, PKW_EMPTY_LIST);
         pkw_str(c->w, "stream.zstd/1");
         pkw_op(c->w, PKW_APPEND);
+    } else if (c->d && c->d->storage_none_transforms) {
+        pkw_str(c->w, "transform_descriptors");
+        pkw_none(c->w);
     }
     end_fields(c->w);
 }

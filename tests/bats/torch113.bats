@@ -119,6 +119,35 @@ PYEOF
     run_ok "$PY" "$KEPT" "$FIX/dcp_dtensor_ws4" "$tmp/ws4" --changed row_sharded --removed grid
 }
 
+@test "torch 2.x: planner_data None or missing, transform_descriptors=None and unknown fields survive a commit" {
+    local tmp
+    tmp=$(test_tmp)
+    cp -a "$FIX/dcp_single" "$tmp/orig"
+    # what other torch versions (or planners) write, on a real 2.11 checkpoint
+    "$PY" "$BATS_PY/metadata_edit.py" "$tmp/orig" planner-none model.i8
+    "$PY" "$BATS_PY/metadata_edit.py" "$tmp/orig" planner-drop model.u8
+    "$PY" "$BATS_PY/metadata_edit.py" "$tmp/orig" td-none
+    "$PY" "$BATS_PY/metadata_edit.py" "$tmp/orig" extra-field future_field "kept as is"
+    cp -a "$tmp/orig" "$tmp/c"
+    mount_ckpt "$tmp/c" -o rw
+    printf '\000\000\200\077' | dd of="$MNT/model/embed/weight" bs=1 seek=8 conv=notrunc 2>/dev/null
+    mv "$MNT/model/i32" "$MNT/model/i32b"
+    unmount_ckpt
+    run_ok "$PY" "$KEPT" "$tmp/orig" "$tmp/c" --changed model.embed.weight \
+        --removed model.i32 --new model.i32b
+    run_ok "$PY" - "$tmp/c" <<'PYEOF'
+import sys
+sys.path.insert(0, "tests/bats")
+import metadata_kept as mk
+f = mk.fields(mk.load(sys.argv[1])[0])
+pd = f["planner_data"]
+tds = {mk.fields(v).get("transform_descriptors", "absent") for v in f["storage_data"].values()}
+ok = (pd["model.i8"] is None and "model.u8" not in pd and pd["model.i32b"] == ("model", "i32b")
+      and f["future_field"] == "kept as is" and tds == {None} and list(f)[-1] == "future_field")
+sys.exit(0 if ok else "planner_data %r, transform_descriptors %r, fields %r" % (pd, tds, list(f)))
+PYEOF
+}
+
 @test "one writer: a second -o rw mount is refused with one line; the lock dies with its holder" {
     local tmp
     tmp=$(test_tmp)
