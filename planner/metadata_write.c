@@ -123,12 +123,11 @@ static bool has_field(const ck_dcp_dialect *d, const char *name)
  * it beside Metadata; torch 1.13 to 2.3 pickle the one of
  * torch.distributed._shard.sharded_tensor.metadata, which every version
  * since 1.13 still has. */
-static void emit_default_properties(md_ctx *c, const ck_md_key *k, const ck_dtype_info *dt)
+static void emit_default_properties(md_ctx *c, const ck_dtype_info *dt)
 {
     const char *md = module(c, CK_MDC_METADATA);
     bool old = strcmp(md, MD_113) == 0 || (c->d && !has_field(c->d, "storage_meta"));
     const char *pmod = old ? "torch.distributed._shard.sharded_tensor.metadata" : md;
-    (void)k;
     begin_object(c->w, pmod, "TensorProperties");
     pkw_op(c->w, PKW_MARK);
     pkw_global(c->w, "torch", dt->torch_name);
@@ -222,7 +221,7 @@ static void emit_properties(md_ctx *c, const ck_md_key *k)
         n = c->ntemplate_subs;
     }
     if (!v) {
-        emit_default_properties(c, k, dt);
+        emit_default_properties(c, dt);
         return;
     }
     /* the same object with this key's dtype */
@@ -461,7 +460,8 @@ static void check_keys(md_ctx *c, const ck_md *md)
     }
 }
 
-/* A value kept whole by the dialect, with the value at `at` replaced. */
+/* A Metadata field kept whole by the dialect; storage_meta gets the new
+ * save_id. */
 static void emit_kept(md_ctx *c, const ck_md_field *f, bool new_save_id)
 {
     pk_doc *doc = NULL;
