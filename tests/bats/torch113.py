@@ -90,6 +90,8 @@ def single_state():
         "name": "run-113",
         "lrs": [0.1, 0.01],
         "opt": {"betas": (0.9, 0.99), "eps": 1e-8},       # nested: one bytes entry in 1.13
+        "sched": 3,                                       # also a directory: sched.bytes
+        "sched.warmup": torch.tensor([0.5, 1.0]),
     }
 
 
