@@ -47,7 +47,7 @@ run_ok() {
     done
 }
 
-@test "torch 1.13: checkpoints edited through -o rw (patch, cp over, new .npy, unlink, rename) load in torch 1.13" {
+@test "torch 1.13: checkpoints edited through -o rw (patch, cp over, new .npy, torch.save over a bytes key, unlink, rename) load in torch 1.13" {
     local tmp
     tmp=$(test_tmp)
     for n in $NAMES; do
@@ -60,11 +60,11 @@ run_ok() {
         # the stand-in reader: every entry and item well formed (items read with zipfile)
         run_ok "$PY" "$BATS_PY/read_metadata.py" --check "$tmp/$n"
         # and the pickle: torch 1.13's class paths, no storage_meta/version, planner_data None
-        local e="$GEN/$n.edits.json" patch repl unl from to new
-        read -r patch repl unl from to new < <("$PY" -c '
+        local e="$GEN/$n.edits.json" patch repl unl from to new bytes
+        read -r patch repl unl from to new bytes < <("$PY" -c '
 import json, sys; e = json.load(open(sys.argv[1]))
-print(e["patch"], e["replace"], e["unlink"], e["rename"][0], e["rename"][1], e["new"])' "$e")
-        run_ok "$PY" "$KEPT" "$GEN/$n" "$tmp/$n" --changed "$patch,$repl" \
+print(e["patch"], e["replace"], e["unlink"], e["rename"][0], e["rename"][1], e["new"], e["bytes"])' "$e")
+        run_ok "$PY" "$KEPT" "$GEN/$n" "$tmp/$n" --changed "$patch,$repl,$bytes" \
             --removed "$unl,$from" --new "$to,$new"
         grep -q "torch.distributed._shard.checkpoint.metadata" "$tmp/$n/.metadata"
         run grep -q "torch.distributed.checkpoint.metadata" "$tmp/$n/.metadata"

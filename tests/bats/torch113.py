@@ -194,7 +194,7 @@ def write_manifest(ckpt, tensors, edits):
 def gen(outdir):
     os.makedirs(outdir, exist_ok=True)
     single_edits = {"patch": "w", "replace": "layer.bias", "unlink": "cplx",
-                    "rename": ["bf", "bf_renamed"], "new": "added"}
+                    "rename": ["bf", "bf_renamed"], "new": "added", "bytes": "step"}
     for name, per_rank in (("single", True), ("single_perfile", False)):
         out = os.path.join(outdir, name)
         sd = single_state()
@@ -204,7 +204,7 @@ def gen(outdir):
     dcp.save_state_dict({"step": 5, "name": "bytes only"}, dcp.FileSystemWriter(
         os.path.join(outdir, "bytes_only")), no_dist=True)
     ws4_edits = {"patch": "rows", "replace": "grid", "unlink": "cols",
-                 "rename": ["uneven.w", "uneven.moved"], "new": "extra.bias"}
+                 "rename": ["uneven.w", "uneven.moved"], "new": "extra.bias", "bytes": "epoch"}
     for name, perfile in (("ws4", False), ("ws4_perfile", True)):
         out = os.path.join(outdir, name)
         run_ws4(out, perfile)
@@ -284,6 +284,9 @@ def edit(mount, ckpt):
     new_path = os.path.join(mount, *edits["new"].split(".")) + ".npy"
     os.makedirs(os.path.dirname(new_path), exist_ok=True)
     np.save(new_path, new)
+    # a new torch.save payload over a non-tensor key
+    with open(mount_path(mount, edits["bytes"], manifest), "wb") as f:
+        torch.save({"replaced": 99}, f)
     os.unlink(mount_path(mount, edits["unlink"], manifest))
     src, dst = edits["rename"]
     dst_path = os.path.join(mount, *dst.split("."))
@@ -309,6 +312,7 @@ def verify(orig, edited):
     want[edits["patch"]] = p
     want[edits["replace"]] = repl
     want[edits["new"]] = torch.from_numpy(new)
+    want[edits["bytes"]] = {"replaced": 99}
     if set(sd1) != set(want):
         problem("keys %s, want %s" % (sorted(sd1), sorted(want)))
     for fqn in sorted(set(sd1) & set(want)):
