@@ -370,6 +370,11 @@ static int carry_key_facts(ck_checkpoint *ck, const ck_planner_pattern *pat, con
         m->planner_path_len = same->planner_path_len;
         return 0;
     }
+    if (o && (o->planner_kind == CK_PD_ABSENT || o->planner_kind == CK_PD_NONE)) {
+        /* renamed, but it had no path to redo: no entry or None, as it was */
+        m->planner_kind = o->planner_kind;
+        return 0;
+    }
     char **path;
     uint8_t *is_int;
     uint32_t len;

@@ -11,7 +11,8 @@ and compared as plain values:
   - every old key that is not --removed has an equal state_dict_metadata entry (properties,
     size, chunks) and an equal planner_data entry (or none where it had none); a key that is not
     --changed keeps the storage of every chunk;
-  - --new keys use the class paths of the old keys and a planner_data entry shaped like theirs;
+  - --new keys use the class paths of the old keys and a planner_data entry shaped like theirs
+    (or none, or None: a renamed key whose entry was so);
   - the new pickle names no global the old one did not, apart from torch dtypes.
 Prints one line per problem; exit status 1 if any.
 """
@@ -139,6 +140,8 @@ def main(argv):
         shapes0 = {type(x) for x in pd0.values()}
         for fqn in sorted(added):
             e = pd1.get(fqn)
+            if e is None:
+                continue  # no entry or None: what a renamed key without a path keeps
             if pd0 and (type(e) not in shapes0 or ".".join(str(x) for x in e) != fqn):
                 probs.append("%s: new planner_data entry %r is not shaped like the others" % (fqn, e))
     elif norm(pd0) != norm(pd1):

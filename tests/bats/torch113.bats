@@ -132,9 +132,11 @@ PYEOF
     mount_ckpt "$tmp/c" -o rw
     printf '\000\000\200\077' | dd of="$MNT/model/embed/weight" bs=1 seek=8 conv=notrunc 2>/dev/null
     mv "$MNT/model/i32" "$MNT/model/i32b"
+    mv "$MNT/model/i8" "$MNT/model/i8b"
+    mv "$MNT/model/u8" "$MNT/model/u8b"
     unmount_ckpt
     run_ok "$PY" "$KEPT" "$tmp/orig" "$tmp/c" --changed model.embed.weight \
-        --removed model.i32 --new model.i32b
+        --removed model.i32,model.i8,model.u8 --new model.i32b,model.i8b,model.u8b
     run_ok "$PY" - "$tmp/c" <<'PYEOF'
 import sys
 sys.path.insert(0, "tests/bats")
@@ -142,7 +144,8 @@ import metadata_kept as mk
 f = mk.fields(mk.load(sys.argv[1])[0])
 pd = f["planner_data"]
 tds = {mk.fields(v).get("transform_descriptors", "absent") for v in f["storage_data"].values()}
-ok = (pd["model.i8"] is None and "model.u8" not in pd and pd["model.i32b"] == ("model", "i32b")
+# a renamed key whose entry was None or missing keeps it so; one with a path gets a new one
+ok = (pd["model.i8b"] is None and "model.u8b" not in pd and pd["model.i32b"] == ("model", "i32b")
       and f["future_field"] == "kept as is" and tds == {None} and list(f)[-1] == "future_field")
 sys.exit(0 if ok else "planner_data %r, transform_descriptors %r, fields %r" % (pd, tds, list(f)))
 PYEOF
