@@ -729,11 +729,13 @@ static int commit_file(fs_mount *m, fs_wfile *wf, bool with_placeholder)
 }
 
 /* Pending bytes whose commit failed are dropped when the last writer goes:
- * nothing could commit them later without surprising whoever saw the error. */
+ * nothing could commit them later without surprising whoever saw the error.
+ * A commit refused because someone else replaced .metadata (-ESTALE) keeps
+ * them: they are the only copy of the edit, readable until unmount. */
 static void discard_failed(fs_mount *m, fs_wfile *wf)
 {
     pthread_mutex_lock(&wf->lock);
-    if (wf->dirty && wf->failed) {
+    if (wf->dirty && wf->failed && wf->failed != -ESTALE) {
         pthread_mutex_lock(&m->ws->lock);
         fprintf(stderr, "ckptfs: %s: dropping pending writes after a failed commit (%s)\n",
                 wf->is_new && wf->path ? wf->path : wf->fqn, strerror(-wf->failed));

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include "chunk_reader.h"
@@ -664,7 +665,12 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
     } else {
         for (size_t j = 0; j < np; j++)
             parts[j].wf->failed = rc;
-        fprintf(stderr, "ckptfs: commit failed: %s\n", err[0] ? err : strerror(-rc));
+        if (rc == -ESTALE)
+            fprintf(stderr, "ckptfs: commit refused: %s; pending changes are kept (readable "
+                    "here) until unmount, and every later commit of this mount is refused "
+                    "the same way\n", err);
+        else
+            fprintf(stderr, "ckptfs: commit failed: %s\n", err[0] ? err : strerror(-rc));
     }
     for (size_t i = 0; names && i < nk; i++)
         free(names[i]);
@@ -709,6 +715,22 @@ int fs_write_state_new(fs_mount *m, fs_wstate **out, char *err, size_t errlen)
     }
     if (!rc && !(ws->source = strdup(abs)))
         rc = -ENOMEM;
+    /* One writer per checkpoint: an flock on the directory itself.  It
+     * belongs to this open directory, so it lives as long as the daemon
+     * (across fuse_daemonize's fork) and dies with it however it ends:
+     * nothing is left on disk that could block a later mount. */
+    if (!rc && flock(ws->dirfd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno == EWOULDBLOCK) {
+            rc = -EBUSY;
+            snprintf(err, errlen, "%s: already mounted read-write by another ckptfs "
+                     "(it holds the writer lock, an flock on the directory)", ws->source);
+        } else {
+            /* a filesystem without flock (some network ones): the check of
+             * .metadata at every commit still refuses to overwrite others */
+            fprintf(stderr, "ckptfs: %s: cannot lock the directory against a second writer: %s\n",
+                    ws->source, strerror(errno));
+        }
+    }
     uint64_t mem = m->opts.cache_bytes ? m->opts.cache_bytes : (256ull << 20);
     if (!rc)
         rc = fs_wbuf_pool_new(ws->dirfd, mem, &ws->pool);

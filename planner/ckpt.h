@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <time.h>
 #include "dtype.h"
 #include "file_id.h"
@@ -74,6 +75,11 @@ typedef struct {
     char **planner_path;
     uint8_t *planner_path_is_int; /* element i was an int, not a str */
     uint32_t planner_path_len;
+    uint8_t planner_kind; /* CK_PD_* (dcp_dialect.h): absent, None, tuple or list */
+    /* DCP: 0, or 1 + index of its TensorProperties in ck->dialect->props */
+    uint32_t props_id;
+    /* DCP: its place in state_dict_metadata, kept by commits */
+    size_t md_order;
 } ck_key;
 
 typedef struct {
@@ -98,6 +104,11 @@ typedef struct ck_checkpoint {
     ck_file *files;
     struct timespec mtime;
     char *version;        /* Metadata.version or NULL */
+    struct ck_dcp_dialect *dialect; /* DCP: what commits carry over (dcp_dialect.h) */
+    /* DCP: which file the .metadata read was (file_id.h): a commit refuses
+     * to replace a .metadata that is no longer it (someone else wrote it) */
+    ck_file_id metadata_id;
+    bool metadata_id_known;
     ck_cache *cache;
     /* per key (same index as keys): tensor bytes handed to the kernel's
      * read-ahead so far (readahead.c); NULL: no read-ahead */

@@ -3,6 +3,7 @@
  * process or fail the call at a chosen step, so the crash test can stop a
  * commit between any two of them. */
 #include "commit.h"
+#include "file_id.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -233,6 +234,8 @@ static int write_item(data_sink *d, const ck_save_key *sk, ck_dtype dt, uint32_t
 
 typedef struct {
     ck_md_key *md;          /* one per key */
+    size_t *order;          /* state_dict_metadata order: old keys as read, then new ones */
+    uint8_t *own_path;      /* per key: md[i].planner_path is ours to free */
     ck_md_chunk **chunks;   /* per key, owned */
     uint8_t **rewrite;      /* per key: chunks written again (old tensors), owned */
     uint64_t *zeros;        /* CK_MAX_DIMS zeros: offsets of new keys' chunk */
@@ -245,8 +248,14 @@ static void plan_free(plan *p, size_t n)
             free(p->chunks[i]);
         if (p->rewrite)
             free(p->rewrite[i]);
+        if (p->own_path && p->own_path[i])
+            ck_planner_path_free((char **)p->md[i].planner_path,
+                                 (uint8_t *)p->md[i].planner_path_is_int,
+                                 p->md[i].planner_path_len);
     }
     free(p->md);
+    free(p->order);
+    free(p->own_path);
     free(p->chunks);
     free(p->rewrite);
     free(p->zeros);
@@ -309,11 +318,88 @@ static int check_keys(const ck_save_key *keys, size_t n, char *err, size_t errle
     return rc;
 }
 
+/* Where key k goes in state_dict_metadata: an old key keeps its place, a
+ * new one follows every old one. */
+typedef struct {
+    size_t rank, index;
+} order_entry;
+
+static int cmp_order(const void *a, const void *b)
+{
+    const order_entry *x = a, *y = b;
+    if (x->rank != y->rank)
+        return x->rank < y->rank ? -1 : 1;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+static int build_order(ck_checkpoint *ck, const ck_save_key *keys, size_t n, plan *p)
+{
+    order_entry *e = malloc((n ? n : 1) * sizeof *e);
+    p->order = malloc((n ? n : 1) * sizeof *p->order);
+    if (!e || !p->order) {
+        free(e);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const ck_key *o = keys[i].old ? keys[i].old : ck_find_key(ck, keys[i].fqn);
+        e[i] = (order_entry){ o ? o->md_order : SIZE_MAX, i };
+    }
+    qsort(e, n, sizeof *e, cmp_order);
+    for (size_t i = 0; i < n; i++)
+        p->order[i] = e[i].index;
+    free(e);
+    return 0;
+}
+
+/* planner_data and TensorProperties of key i: kept from the key of the
+ * same name (a rename takes its siblings' planner path, a new key under an
+ * old name the old key's), else following the checkpoint. */
+static int carry_key_facts(ck_checkpoint *ck, const ck_planner_pattern *pat, const ck_save_key *k,
+                           plan *p, size_t i)
+{
+    ck_md_key *m = &p->md[i];
+    const ck_key *same = ck_find_key(ck, k->fqn);
+    const ck_key *o = k->old;
+    if (o && m->kind == CK_KEY_TENSOR)
+        m->props_id = o->props_id;
+    else if (same && same->kind == CK_KEY_TENSOR && m->kind == CK_KEY_TENSOR)
+        m->props_id = same->props_id;
+    if (same) {
+        m->planner_kind = same->planner_kind;
+        m->planner_path = same->planner_path;
+        m->planner_path_is_int = same->planner_path_is_int;
+        m->planner_path_len = same->planner_path_len;
+        return 0;
+    }
+    if (o && (o->planner_kind == CK_PD_ABSENT || o->planner_kind == CK_PD_NONE)) {
+        /* renamed, but it had no path to redo: no entry or None, as it was */
+        m->planner_kind = o->planner_kind;
+        return 0;
+    }
+    char **path;
+    uint8_t *is_int;
+    uint32_t len;
+    int rc = ck_planner_path_for(ck, pat, k->fqn, &path, &is_int, &len);
+    if (rc)
+        return rc;
+    m->planner_kind = CK_PD_TUPLE;
+    m->planner_path = path;
+    m->planner_path_is_int = is_int;
+    m->planner_path_len = len;
+    p->own_path[i] = 1;
+    return 0;
+}
+
 static int build_plan(ck_checkpoint *ck, const ck_save_key *keys, size_t n, plan *p,
                       uint64_t *nitems, char *err, size_t errlen)
 {
     memset(p, 0, sizeof *p);
     p->md = calloc(n ? n : 1, sizeof *p->md);
+    p->own_path = calloc(n ? n : 1, 1);
+    if (!p->own_path || build_order(ck, keys, n, p))
+        return -ENOMEM;
+    ck_planner_pattern pat;
+    ck_planner_pattern_of(ck, &pat);
     p->chunks = calloc(n ? n : 1, sizeof *p->chunks);
     p->rewrite = calloc(n ? n : 1, sizeof *p->rewrite);
     p->zeros = calloc(CK_MAX_DIMS, sizeof *p->zeros);
@@ -341,6 +427,8 @@ static int build_plan(ck_checkpoint *ck, const ck_save_key *keys, size_t n, plan
             p->chunks[i][0].sizes = k->shape;
             p->rewrite[i][0] = 1;
             (*nitems)++;
+            if (carry_key_facts(ck, &pat, k, p, i))
+                return -ENOMEM;
             continue;
         }
         m->kind = o->kind;
@@ -348,11 +436,8 @@ static int build_plan(ck_checkpoint *ck, const ck_save_key *keys, size_t n, plan
         m->ndim = o->ndim;
         m->shape = o->shape;
         /* the nested-dict path only still describes the key under its name */
-        if (strcmp(o->fqn, k->fqn) == 0) {
-            m->planner_path = o->planner_path;
-            m->planner_path_is_int = o->planner_path_is_int;
-            m->planner_path_len = o->planner_path_len;
-        }
+        if (carry_key_facts(ck, &pat, k, p, i))
+            return -ENOMEM;
         for (uint32_t j = 0; j < nch; j++) {
             const ck_chunk *c = &o->chunks[j];
             ck_md_chunk *mc = &p->chunks[i][j];
@@ -563,6 +648,27 @@ static int write_items(const ck_save_key *keys, size_t n, plan *p, data_sink *d,
     return sink_flush(d);
 }
 
+/* -ESTALE when dirfd's .metadata is no longer the file ck was read from:
+ * another writer (torch re-saving, a second tool) replaced it, and writing
+ * ours over it would lose theirs. */
+static int check_metadata_unchanged(const ck_checkpoint *ck, int dirfd, char *err, size_t errlen)
+{
+    if (!ck->metadata_id_known)
+        return 0;
+    struct stat st;
+    ck_file_id now;
+    bool present = fstatat(dirfd, ".metadata", &st, 0) == 0;
+    if (present) {
+        ck_file_id_from_stat(&st, &now);
+        if (ck_file_id_equal(&now, &ck->metadata_id))
+            return 0;
+    }
+    snprintf(err, errlen,
+             "%s/.metadata was %s since ckptfs read it (another writer?); nothing was written",
+             ck->source, present ? "replaced" : "removed");
+    return -ESTALE;
+}
+
 int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck_commit_opts *opts,
               ck_commit_stats *stats, char *err, size_t errlen)
 {
@@ -572,7 +678,9 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
     if (errlen)
         err[0] = '\0';
     step_ctx steps = { opts, 0 };
-    int rc = check_keys(keys, nkeys, err, errlen);
+    int rc = check_metadata_unchanged(ck, opts->dirfd, err, errlen);
+    if (!rc)
+        rc = check_keys(keys, nkeys, err, errlen);
     plan p;
     uint64_t nitems = 0;
     if (!rc)
@@ -608,7 +716,7 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
             snprintf(err, errlen, "cannot write %s: %s", st->data_file, strerror(-rc));
     }
     free(d.buf);
-    ck_md md = { p.md, nkeys, opts->checkpoint_id, NULL };
+    ck_md md = { p.md, nkeys, p.order, ck->dialect, opts->checkpoint_id, NULL };
     char save_id[40];
     make_save_id(save_id, sizeof save_id);
     md.save_id = save_id;
@@ -616,6 +724,9 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
     size_t mlen = 0;
     if (!rc)
         rc = ck_metadata_write(&md, &mbuf, &mlen, err, errlen);
+    /* again, as late as can be: writing the items took time */
+    if (!rc)
+        rc = check_metadata_unchanged(ck, opts->dirfd, err, errlen);
     if (!rc)
         rc = replace_metadata(&steps, opts->dirfd, mbuf, mlen, err, errlen);
     free(mbuf);
@@ -635,7 +746,7 @@ int ck_commit_empty(int dirfd, const char *checkpoint_id, char *err, size_t errl
 {
     ck_commit_opts opts = { .dirfd = dirfd, .checkpoint_id = checkpoint_id };
     step_ctx steps = { &opts, 0 };
-    ck_md md = { NULL, 0, checkpoint_id, NULL };
+    ck_md md = { NULL, 0, NULL, NULL, checkpoint_id, NULL };
     char save_id[40];
     make_save_id(save_id, sizeof save_id);
     md.save_id = save_id;

@@ -50,7 +50,9 @@ typedef struct {
  * in opts->dirfd, whose current state ck is.  Returns 0 once the new
  * metadata is in place (stats may be NULL), or -errno with err set and the
  * old checkpoint untouched: -EINVAL (duplicate names, bad dtype/shape,
- * keys of ck that cannot be carried over), -EIO, -ENOSPC, ... */
+ * keys of ck that cannot be carried over), -ESTALE (the directory's
+ * .metadata is no longer the one ck was read from: someone else replaced
+ * it, and nothing is written over theirs), -EIO, -ENOSPC, ... */
 int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck_commit_opts *opts,
               ck_commit_stats *stats, char *err, size_t errlen);
 

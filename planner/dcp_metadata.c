@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/openat2.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 
 #include "arena.h"
 #include "ckpt_build.h"
+#include "dcp_dialect.h"
 #include "pickle.h"
 
 #define METADATA_MAX_BYTES (4ull << 30)
@@ -40,7 +42,7 @@ __attribute__((format(printf, 2, 3))) static int fail(dcp_ctx *c, const char *fm
 /* `.metadata` is followed through symlinks that stay inside the root, as
  * data files are (a checkpoint assembled from links is still one), and
  * refused with -EXDEV for one that leaves it. */
-static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len)
+static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len, ck_file_id *id)
 {
     /* O_NONBLOCK: a FIFO named .metadata is refused below, not waited on */
     struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
@@ -57,6 +59,7 @@ static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len)
         return -EINVAL;
     }
     size_t n = (size_t)st.st_size;
+    ck_file_id_from_stat(&st, id);
     uint8_t *buf = malloc(n ? n : 1);
     if (!buf) {
         close(fd);
@@ -161,11 +164,18 @@ static ck_dtype dtype_of_properties(const pk_value *props)
 static int build_tensor_key(dcp_ctx *c, ck_key *k, const pk_value *fields)
 {
     k->kind = CK_KEY_TENSOR;
-    k->dtype = dtype_of_properties(pk_dict_get(fields, "properties"));
+    const pk_value *props = pk_dict_get(fields, "properties");
+    k->dtype = dtype_of_properties(props);
     if (k->dtype == CK_DT_INVALID)
         return fail(c, "key %s: unknown dtype", k->fqn);
+    /* requires_grad, layout, memory format... go back as they came */
+    int rc = ck_dialect_add_properties(c->ck, props, &k->props_id);
+    if (rc == -E2BIG || rc == -EINVAL)
+        return fail(c, "key %s: its properties are too large or not a value", k->fqn);
+    if (rc)
+        return rc;
     k->ndim = UINT32_MAX;
-    int rc = read_dims(c, pk_dict_get(fields, "size"), k->fqn, &k->ndim, &k->shape);
+    rc = read_dims(c, pk_dict_get(fields, "size"), k->fqn, &k->ndim, &k->shape);
     if (rc)
         return rc;
     if (ck_key_compute_size(k))
@@ -182,6 +192,8 @@ static int build_tensor_key(dcp_ctx *c, ck_key *k, const pk_value *fields)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
         const pk_value *cf = fields_of(pk_seq_at(chunks, i));
+        if (i == 0 && (rc = ck_dialect_note_class(c->ck, CK_MDC_CHUNK, pk_seq_at(chunks, i))))
+            return rc;
         if (!cf)
             return fail(c, "key %s: chunk is not a ChunkStorageMetadata", k->fqn);
         ck_chunk *ch = &k->chunks[i];
@@ -216,9 +228,14 @@ static int build_keys(dcp_ctx *c, const pk_value *sdm)
         k->fqn = ck_arena_strdup(ck->arena, fqn);
         if (!k->fqn)
             return -ENOMEM;
+        k->md_order = i;
         const pk_value *v = sdm->u.dict.vals[i];
         const char *cls = class_name(v);
-        if (cls && strcmp(cls, "BytesStorageMetadata") == 0) {
+        bool is_bytes = cls && strcmp(cls, "BytesStorageMetadata") == 0;
+        int rc = ck_dialect_note_class(ck, is_bytes ? CK_MDC_BYTES : CK_MDC_TENSOR, v);
+        if (rc)
+            return rc;
+        if (is_bytes) {
             k->kind = CK_KEY_BYTES;
             k->nchunks = 1;
             k->chunks = ck_arena_calloc(ck->arena, 1, sizeof *k->chunks);
@@ -230,7 +247,7 @@ static int build_keys(dcp_ctx *c, const pk_value *sdm)
         const pk_value *fields = fields_of(v);
         if (!cls || !fields)
             return fail(c, "key %s: neither tensor nor bytes metadata", fqn);
-        int rc = build_tensor_key(c, k, fields);
+        rc = build_tensor_key(c, k, fields);
         if (rc)
             return rc;
     }
@@ -299,6 +316,11 @@ static int build_storage(dcp_ctx *c, const pk_value *sd)
     for (size_t i = 0; i < sd->u.dict.len; i++) {
         const pk_value *mi = fields_of(sd->u.dict.keys[i]);
         const pk_value *si = fields_of(sd->u.dict.vals[i]);
+        int rc = ck_dialect_note_class(ck, CK_MDC_INDEX, sd->u.dict.keys[i]);
+        if (!rc)
+            rc = ck_dialect_note_class(ck, CK_MDC_STORAGE, sd->u.dict.vals[i]);
+        if (rc)
+            return rc;
         if (!mi || !si)
             return fail(c, "storage_data entry is not MetadataIndex -> _StorageInfo");
         const char *fqn = pk_as_str(pk_dict_get(mi, "fqn"));
@@ -314,7 +336,7 @@ static int build_storage(dcp_ctx *c, const pk_value *sd)
         if (!rel || pk_as_int(pk_dict_get(si, "offset"), &off) ||
             pk_as_int(pk_dict_get(si, "length"), &len) || off < 0 || len < 0)
             return fail(c, "storage of %s lacks path, offset or length", k->fqn);
-        int rc = ck_add_file(ck, rel, &ch->file);
+        rc = ck_add_file(ck, rel, &ch->file);
         if (rc == -EINVAL) {
             snprintf(c->err, c->errlen, "%s/.metadata: storage path %s of key %s leaves the checkpoint directory",
                      ck->source, rel, k->fqn);
@@ -325,7 +347,10 @@ static int build_storage(dcp_ctx *c, const pk_value *sd)
         ch->offset = (uint64_t)off;
         ch->length = (uint64_t)len;
         ch->format = CK_ITEM_TORCH_SAVE;
-        rc = read_transforms(c, pk_dict_get(si, "transform_descriptors"), &ch->transforms);
+        const pk_value *td = pk_dict_get(si, "transform_descriptors");
+        if (td && td->kind == PK_NONE && ck->dialect)
+            ck->dialect->storage_none_transforms = true;
+        rc = read_transforms(c, td, &ch->transforms);
         if (rc)
             return rc;
     }
@@ -336,16 +361,44 @@ static int build_storage(dcp_ctx *c, const pk_value *sd)
     return 0;
 }
 
+/* planner_data as DefaultSavePlanner writes it: FQN -> path of the key in
+ * the nested state dict (tuple or list of str/int), or None.  Anything
+ * else -- torch 1.13's None for the whole field, a custom planner's data --
+ * is not ours to interpret: the dialect keeps it verbatim. */
+static bool planner_entry_ok(const pk_value *v)
+{
+    if (v->kind == PK_NONE)
+        return true;
+    if (v->kind != PK_TUPLE && v->kind != PK_LIST)
+        return false;
+    for (size_t j = 0; j < pk_seq_len(v); j++) {
+        const pk_value *e = pk_seq_at(v, j);
+        if (!pk_as_str(e) && e->kind != PK_INT)
+            return false;
+    }
+    return true;
+}
+
 static int build_planner_data(dcp_ctx *c, const pk_value *pd)
 {
     if (!pd || pd->kind != PK_DICT)
         return 0; /* optional */
+    for (size_t i = 0; i < pd->u.dict.len; i++)
+        if (!pk_as_str(pd->u.dict.keys[i]) || !planner_entry_ok(pd->u.dict.vals[i]))
+            return 0;
+    if (c->ck->dialect)
+        c->ck->dialect->planner_is_dict = true;
     for (size_t i = 0; i < pd->u.dict.len; i++) {
         const char *fqn = pk_as_str(pd->u.dict.keys[i]);
-        ck_key *k = fqn ? (ck_key *)ck_find_key(c->ck, fqn) : NULL;
+        ck_key *k = (ck_key *)ck_find_key(c->ck, fqn);
         const pk_value *path = pd->u.dict.vals[i];
-        if (!k || (path->kind != PK_TUPLE && path->kind != PK_LIST))
+        if (!k)
+            continue; /* an entry of no key: nothing to keep it for */
+        if (path->kind == PK_NONE) {
+            k->planner_kind = CK_PD_NONE;
             continue;
+        }
+        k->planner_kind = path->kind == PK_LIST ? CK_PD_LIST : CK_PD_TUPLE;
         size_t n = pk_seq_len(path);
         k->planner_path = ck_arena_calloc(c->ck->arena, n ? n : 1, sizeof(char *));
         k->planner_path_is_int = ck_arena_calloc(c->ck->arena, n ? n : 1, 1);
@@ -377,7 +430,9 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
     dcp_ctx c = { ck, err, errlen };
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc = read_whole(ck->root_fd, ".metadata", &buf, &len);
+    int rc = read_whole(ck->root_fd, ".metadata", &buf, &len, &ck->metadata_id);
+    if (rc == 0)
+        ck->metadata_id_known = true;
     if (rc == -EXDEV) {
         snprintf(err, errlen, "%s/.metadata: a symlink that leaves the checkpoint directory",
                  ck->source);
@@ -402,7 +457,9 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
         rc = fail(&c, "the pickle is not a DCP Metadata object");
     } else {
         ck->kind = CK_SRC_DCP;
-        rc = build_keys(&c, pk_dict_get(fields, "state_dict_metadata"));
+        rc = ck_dialect_new(ck) ? ck_dialect_note_class(ck, CK_MDC_METADATA, root) : -ENOMEM;
+        if (!rc)
+            rc = build_keys(&c, pk_dict_get(fields, "state_dict_metadata"));
         if (!rc)
             ck_sort_keys(ck); /* storage_data and planner_data look keys up */
         if (!rc)
@@ -411,10 +468,13 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
             rc = build_storage(&c, pk_dict_get(fields, "storage_data"));
         if (!rc)
             rc = build_planner_data(&c, pk_dict_get(fields, "planner_data"));
+        if (!rc && (rc = ck_dialect_note_fields(ck, fields)) && rc != -ENOMEM)
+            rc = fail(&c, "Metadata's fields are too large or not named by strings");
         const char *ver = pk_as_str(pk_dict_get(fields, "version"));
         if (!rc && ver && !(ck->version = ck_arena_strdup(ck->arena, ver)))
             rc = -ENOMEM;
     }
+    ck_dialect_parse_done(ck);
     pk_free(doc);
     return rc;
 }

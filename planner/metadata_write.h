@@ -1,6 +1,9 @@
-/* Writing a DCP `.metadata`: the pickled Metadata dataclass, protocol 4,
- * with the class paths torch 2.x writes (see the fixtures' .metadata.dis.txt)
- * so torch.distributed.checkpoint.load reads it:
+/* Writing a DCP `.metadata`: the pickled Metadata dataclass, protocol 4.
+ * A commit passes the dialect of the metadata it replaces (dcp_dialect.h):
+ * class modules, Metadata's fields and their order, TensorProperties,
+ * planner_data and storage_meta then come back as they were read, so a
+ * torch 1.13 checkpoint stays one.  Without a dialect (a new checkpoint)
+ * it writes what torch 2.x writes (see the fixtures' .metadata.dis.txt):
  *   torch.distributed.checkpoint.metadata: Metadata, TensorStorageMetadata,
  *     TensorProperties (tuple state: dtype, _get_layout('torch.strided'),
  *     False, _MEM_FORMAT_ENCODING(0), False), ChunkStorageMetadata,
@@ -13,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ckpt.h"
+#include "dcp_dialect.h"
 
 /* Where one item lives: a _StorageInfo. */
 typedef struct {
@@ -34,16 +38,27 @@ typedef struct {
     const uint64_t *shape;
     uint32_t nchunks;                /* bytes keys: exactly 1 */
     const ck_md_chunk *chunks;
-    /* planner_data path; NULL: the FQN split at '.' (all strings) */
+    /* planner_data entry: CK_PD_NONE -> None, CK_PD_TUPLE/LIST -> the path;
+     * CK_PD_ABSENT -> no entry, unless planner_path is set (then a tuple) */
+    uint8_t planner_kind;
     char *const *planner_path;
     const uint8_t *planner_path_is_int; /* may be NULL: all strings */
     uint32_t planner_path_len;
+    /* tensors: 1 + index of its TensorProperties in the dialect's table
+     * (dtype replaced when it differs), or 0: a new key's, which follow
+     * the checkpoint's (requires_grad and pin_memory false) */
+    uint32_t props_id;
 } ck_md_key;
 
 typedef struct {
     const ck_md_key *keys;
     size_t nkeys;
-    /* StorageMeta; storage_meta is None when checkpoint_id is NULL */
+    /* the keys' order in state_dict_metadata: nkeys indices; NULL: as given */
+    const size_t *order;
+    /* what the replaced metadata was written with; NULL: torch 2.x's */
+    const ck_dcp_dialect *dialect;
+    /* StorageMeta: without a dialect, storage_meta is None when
+     * checkpoint_id is NULL; with one, the kept storage_meta gets save_id */
     const char *checkpoint_id;
     const char *save_id;
 } ck_md;

@@ -471,6 +471,18 @@ void pkw_str(pkw *w, const char *s)
     write_str(w, s, strlen(s));
 }
 
+void pkw_strn(pkw *w, const char *s, size_t n)
+{
+    if (!usable(w))
+        return;
+    if (!s && n) {
+        set_err(w, -EINVAL);
+        return;
+    }
+    opcode_boundary(w);
+    write_str(w, s ? s : "", n);
+}
+
 void pkw_bytes(pkw *w, const void *p, size_t n)
 {
     if (!usable(w))

@@ -29,6 +29,7 @@ void pkw_bool(pkw *w, int v);
 void pkw_int(pkw *w, int64_t v);       /* BININT1/BININT2/BININT/LONG1 as pickle does */
 void pkw_float(pkw *w, double v);      /* BINFLOAT */
 void pkw_str(pkw *w, const char *s);   /* unicode; memoized like pickle (BINPUT/MEMOIZE) */
+void pkw_strn(pkw *w, const char *s, size_t n); /* the same for n bytes that may hold NUL */
 void pkw_bytes(pkw *w, const void *p, size_t n);
 void pkw_global(pkw *w, const char *module, const char *name); /* memoized */
 /* Appends STOP; on success *out (malloc'd) and *len; 0 or -ENOMEM/-EINVAL. */

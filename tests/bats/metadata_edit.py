@@ -7,6 +7,10 @@ usage: metadata_edit.py DIR EDIT [ARGS...]
   chunk-size FQN INDEX DIM N    chunk INDEX of FQN gets size N in dimension DIM
   chunk-offset FQN INDEX DIM N  chunk INDEX of FQN gets offset N in dimension DIM
   item-range FQN OFFSET LENGTH  the first item of FQN gets this byte range in its file
+  planner-none FQN              planner_data[FQN] becomes None
+  planner-drop FQN              planner_data loses FQN's entry
+  td-none                       every _StorageInfo spells out transform_descriptors=None
+  extra-field NAME VALUE        Metadata gains field NAME = the string VALUE (a newer torch)
 
 The pickle is loaded with stand-in classes that remember each global's module and name and
 pickled again naming the same globals (protocol 4 with NEWOBJ/BUILD/REDUCE as torch writes),
@@ -129,6 +133,15 @@ def main(argv):
         _, info = items_of(md, fqn)[0]
         set_field(info, "offset", off)
         set_field(info, "length", length)
+    elif edit == "planner-none":
+        field(md, "planner_data")[args[0]] = None
+    elif edit == "planner-drop":
+        del field(md, "planner_data")[args[0]]
+    elif edit == "td-none":
+        for info in field(md, "storage_data").values():
+            set_field(info, "transform_descriptors", None)
+    elif edit == "extra-field":
+        set_field(md, args[0], args[1])
     else:
         raise SystemExit(__doc__)
     os.chmod(path, 0o644)

@@ -32,6 +32,11 @@ import zipfile
 
 MD = "torch.distributed.checkpoint.metadata"
 FS = "torch.distributed.checkpoint.filesystem"
+# torch 1.13 (torch.distributed._shard.checkpoint): its metadata classes, TensorProperties and
+# its memory-format enum live elsewhere, and it writes no storage_meta or version
+MD_113 = "torch.distributed._shard.checkpoint.metadata"
+FS_113 = "torch.distributed._shard.checkpoint.filesystem"
+PROPS_113 = "torch.distributed._shard.sharded_tensor.metadata"
 
 # torch dtype name -> (element size, legacy storage class or None)
 DTYPES = {
@@ -121,6 +126,9 @@ def load(ckpt):
 def parse(ckpt, probs):
     """-> {fqn: dict(kind, dtype, shape, chunks=[dict(offsets, sizes, storage)], path)}"""
     md = load(ckpt)
+    v113 = path_of(md) == MD_113 + ".Metadata"
+    MD, FS = (MD_113, FS_113) if v113 else (globals()["MD"], globals()["FS"])
+    PROPS, MEMFMT = (PROPS_113, "MEM_FORMAT_ENCODING") if v113 else (MD, "_MEM_FORMAT_ENCODING")
     if path_of(md) != MD + ".Metadata":
         probs.add("root is %s, not %s.Metadata" % (path_of(md), MD))
         return {}
@@ -144,7 +152,7 @@ def parse(ckpt, probs):
         tf = fields(v)
         props = tf.get("properties")
         dtype = None
-        if path_of(props) != MD + ".TensorProperties":
+        if path_of(props) != PROPS + ".TensorProperties":
             probs.add("%s: properties is %s" % (fqn, path_of(props)))
         else:
             st = props.state
@@ -162,9 +170,15 @@ def parse(ckpt, probs):
                 if not (path_of(layout) == "torch.serialization._get_layout"
                         and layout.args == ("torch.strided",)):
                     probs.add("%s: layout is %r" % (fqn, layout))
-                if rg is not False or pin is not False:
-                    probs.add("%s: requires_grad/pin_memory not False" % fqn)
-                if not (path_of(mf) == MD + "._MEM_FORMAT_ENCODING" and mf.args == (0,)):
+                if not isinstance(rg, bool) or not isinstance(pin, bool):
+                    probs.add("%s: requires_grad/pin_memory not bools" % fqn)
+                # the enum as Python < 3.11 pickles it, MEM(0), or as 3.11 does,
+                # getattr(MEM, 'TORCH_CONTIGUOUS_FORMAT')
+                enum = PROPS + "." + MEMFMT
+                if not ((path_of(mf) == enum and mf.args == (0,)) or
+                        (path_of(mf) == "builtins.getattr" and len(mf.args) == 2 and
+                         getattr(mf.args[0], "path", None) == enum and
+                         mf.args[1] == "TORCH_CONTIGUOUS_FORMAT")):
                     probs.add("%s: memory format is %r" % (fqn, mf))
         shape = size_of(tf.get("size"))
         if shape is None:
@@ -237,7 +251,7 @@ def parse(ckpt, probs):
                 probs.add("%s: planner_data path %r does not join to the key" % (fqn, path))
         if k["kind"] == "tensor":
             check_tiling(fqn, k, probs)
-    if f.get("version") != "1.0.0":
+    if f.get("version") != "1.0.0" and not (v113 and "version" not in f):
         probs.add("version is %r" % (f.get("version"),))
     sm = f.get("storage_meta")
     if sm is not None and path_of(sm) != MD + ".StorageMeta":

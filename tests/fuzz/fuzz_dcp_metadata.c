@@ -2,7 +2,10 @@
  * is written as the .metadata of one private temporary directory (made once
  * per process) which is then opened as a checkpoint; what ck_open accepts is
  * walked (keys, chunks, files) and closed again.  Storage paths that would
- * leave the directory must be refused, never opened. */
+ * leave the directory must be refused, never opened.  What is accepted is
+ * also written back as a commit with nothing changed would write it (the
+ * dialect it was read in): that must succeed, or fail with a reason, and
+ * give a pickle the reader takes with the same keys. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -12,6 +15,8 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "metadata_write.h"
+#include "pickle.h"
 
 static char dir[64];
 static char meta[96];
@@ -35,6 +40,67 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     snprintf(meta, sizeof meta, "%s/.metadata", dir);
     atexit(cleanup);
     return 0;
+}
+
+/* ck as ck_metadata_write describes it, unchanged, then read back. */
+static void rewrite(const ck_checkpoint *ck)
+{
+    size_t n = ck->nkeys;
+    ck_md_key *keys = calloc(n + 1, sizeof *keys);
+    ck_md_chunk **chunks = calloc(n + 1, sizeof *chunks);
+    size_t *order = calloc(n + 1, sizeof *order);
+    if (!keys || !chunks || !order)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        const ck_key *k = &ck->keys[i];
+        chunks[i] = calloc(k->nchunks + 1, sizeof **chunks);
+        if (!chunks[i])
+            abort();
+        for (uint32_t j = 0; j < k->nchunks; j++) {
+            const ck_chunk *c = &k->chunks[j];
+            chunks[i][j] = (ck_md_chunk){ c->offsets, c->sizes,
+                                          { ck->files[c->file].path, c->offset, c->length,
+                                            c->transforms } };
+        }
+        keys[i] = (ck_md_key){ .fqn = k->fqn, .kind = k->kind, .dtype = k->dtype, .ndim = k->ndim,
+                               .shape = k->shape, .nchunks = k->nchunks, .chunks = chunks[i],
+                               .planner_kind = k->planner_kind, .planner_path = k->planner_path,
+                               .planner_path_is_int = k->planner_path_is_int,
+                               .planner_path_len = k->planner_path_len, .props_id = k->props_id };
+        if (k->md_order >= n || order[k->md_order])
+            __builtin_trap(); /* md_order is a permutation */
+        order[k->md_order] = i + 1;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i]--;
+    ck_md md = { .keys = keys, .nkeys = n, .order = order, .dialect = ck->dialect,
+                 .checkpoint_id = "/x", .save_id = "fuzz" };
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char err[512] = "";
+    int rc = ck_metadata_write(&md, &buf, &len, err, sizeof err);
+    if (rc && rc != -ENOMEM && (!err[0] || strchr(err, '\n'))) {
+        fprintf(stderr, "ck_metadata_write failed (%d) without a one-line reason\n", rc);
+        __builtin_trap();
+    }
+    if (!rc) {
+        pk_doc *doc = NULL;
+        char why[256];
+        if (pk_parse(buf, len, &doc, why, sizeof why)) {
+            fprintf(stderr, "rewritten metadata does not parse: %s\n", why);
+            __builtin_trap();
+        }
+        const pk_value *sdm = pk_dict_get(pk_object_state_dict(pk_root(doc)), "state_dict_metadata");
+        if (!sdm || sdm->kind != PK_DICT || sdm->u.dict.len != n)
+            __builtin_trap();
+        pk_free(doc);
+    }
+    free(buf);
+    for (size_t i = 0; i < n; i++)
+        free(chunks[i]);
+    free(chunks);
+    free(keys);
+    free(order);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -84,6 +150,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 __builtin_trap(); /* finish_model should have marked it */
         }
     }
+    rewrite(ck);
     ck_close(ck);
     return 0;
 }
