@@ -313,3 +313,45 @@ void fs_tree_free(fs_tree *t)
     free(t->slots);
     free(t);
 }
+
+int fs_tree_walk_files(const fs_node *dir, int (*visit)(void *ctx, const fs_node *file),
+                       void *ctx)
+{
+    const fs_node **stack = NULL;
+    size_t n = 0, cap = 0;
+    int rc = 0;
+    const fs_node *cur = dir;
+    for (;;) {
+        if (cur->is_dir) {
+            for (size_t i = 0; i < cur->nchildren; i++) {
+                if (n == cap) {
+                    size_t nc = cap ? cap * 2 : 64;
+                    const fs_node **st = realloc(stack, nc * sizeof *st);
+                    if (!st) {
+                        rc = -ENOMEM;
+                        goto out;
+                    }
+                    stack = st;
+                    cap = nc;
+                }
+                stack[n++] = cur->children[i];
+            }
+        } else if (cur->key && (rc = visit(ctx, cur)) != 0) {
+            goto out;
+        }
+        if (!n)
+            break;
+        cur = stack[--n];
+    }
+out:
+    free(stack);
+    return rc;
+}
+
+size_t fs_node_depth(const fs_node *n)
+{
+    size_t d = 0;
+    for (; n && n->parent; n = n->parent)
+        d++;
+    return d;
+}

@@ -31,6 +31,14 @@ size_t fs_tree_name_max(const fs_tree *t);
 /* Exact path lookup ("/a/b"); NULL if absent. */
 fs_node *fs_tree_lookup(fs_tree *t, const char *path);
 
+/* Calls visit for every file with a key under dir (dir itself if it is
+ * one), depth first without recursion (FQNs may be deep); stops at the
+ * first non-zero return, which it returns.  -ENOMEM. */
+int fs_tree_walk_files(const fs_node *dir, int (*visit)(void *ctx, const fs_node *file),
+                       void *ctx);
+/* Components between the root and n (0 for the root). */
+size_t fs_node_depth(const fs_node *n);
+
 /* Escapes one component into out (cap bytes): % -> %25, / -> %2F,
  * "" -> %, "." -> %2E, ".." -> %2E%2E.  Returns the length or -ENAMETOOLONG. */
 int fs_escape_component(const char *s, size_t n, char *out, size_t cap);

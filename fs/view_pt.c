@@ -89,56 +89,27 @@ static int cmp_key_fqn(const void *a, const void *b)
     return strcmp((*(const ck_key *const *)a)->fqn, (*(const ck_key *const *)b)->fqn);
 }
 
-static int collect(const fs_node *dir, key_vec *out)
+static int collect_key(void *ctx, const fs_node *file)
 {
-    const fs_node **stack = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    const fs_node *cur = dir;
-    for (;;) {
-        if (cur->is_dir) {
-            for (size_t i = 0; i < cur->nchildren; i++) {
-                if (n == cap) {
-                    size_t nc = cap ? cap * 2 : 64;
-                    const fs_node **s = realloc(stack, nc * sizeof *s);
-                    if (!s) {
-                        rc = -ENOMEM;
-                        goto out;
-                    }
-                    stack = s;
-                    cap = nc;
-                }
-                stack[n++] = cur->children[i];
-            }
-        } else if (cur->key) {
-            if (out->n == out->cap) {
-                size_t nc = out->cap ? out->cap * 2 : 64;
-                const ck_key **v = realloc(out->v, nc * sizeof *v);
-                if (!v) {
-                    rc = -ENOMEM;
-                    goto out;
-                }
-                out->v = v;
-                out->cap = nc;
-            }
-            out->v[out->n++] = cur->key;
-        }
-        if (!n)
-            break;
-        cur = stack[--n];
+    key_vec *out = ctx;
+    if (out->n == out->cap) {
+        size_t nc = out->cap ? out->cap * 2 : 64;
+        const ck_key **v = realloc(out->v, nc * sizeof *v);
+        if (!v)
+            return -ENOMEM;
+        out->v = v;
+        out->cap = nc;
     }
-out:
-    free(stack);
-    qsort(out->v, out->n, sizeof *out->v, cmp_key_fqn);
-    return rc;
+    out->v[out->n++] = file->key;
+    return 0;
 }
 
-static size_t node_depth(const fs_node *n)
+/* The keys under dir, in FQN order. */
+static int collect(const fs_node *dir, key_vec *out)
 {
-    size_t d = 0;
-    for (; n && n->parent; n = n->parent)
-        d++;
-    return d;
+    int rc = fs_tree_walk_files(dir, collect_key, out);
+    qsort(out->v, out->n, sizeof *out->v, cmp_key_fqn);
+    return rc;
 }
 
 static bool tensor_fits(const ck_key *k, ck_dtype view_dtype)
@@ -451,7 +422,7 @@ int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, ck_dtype view_dtype,
         rc = collect(dir, &keys);
     if (!rc && keys.n && !(objs = calloc(keys.n, sizeof *objs)))
         rc = -ENOMEM;
-    size_t ntensors = 0, depth = node_depth(dir);
+    size_t ntensors = 0, depth = fs_node_depth(dir);
     for (size_t i = 0; !rc && i < keys.n; i++) {
         const ck_key *k = keys.v[i];
         fs_pt_node *leaf = NULL;

@@ -60,48 +60,22 @@ static const char *relative_name(const char *fqn, size_t depth)
     return p;
 }
 
-/* Every file under dir, depth first without recursion (FQNs may be deep). */
-static int collect(const fs_node *dir, size_t depth, member_vec *out)
+typedef struct {
+    size_t depth;
+    member_vec *out;
+} collect_ctx;
+
+static int collect_member(void *ctx, const fs_node *file)
 {
-    const fs_node **stack = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    const fs_node *cur = dir;
-    for (;;) {
-        if (cur->is_dir) {
-            for (size_t i = 0; i < cur->nchildren; i++) {
-                if (n == cap) {
-                    size_t nc = cap ? cap * 2 : 64;
-                    const fs_node **s = realloc(stack, nc * sizeof *s);
-                    if (!s) {
-                        rc = -ENOMEM;
-                        goto out;
-                    }
-                    stack = s;
-                    cap = nc;
-                }
-                stack[n++] = cur->children[i];
-            }
-        } else if (cur->key) {
-            rc = member_push(out, relative_name(cur->key->fqn, depth), cur->key);
-            if (rc)
-                goto out;
-        }
-        if (!n)
-            break;
-        cur = stack[--n];
-    }
-out:
-    free(stack);
-    return rc;
+    collect_ctx *c = ctx;
+    return member_push(c->out, relative_name(file->key->fqn, c->depth), file->key);
 }
 
-static size_t node_depth(const fs_node *n)
+/* Every file under dir. */
+static int collect(const fs_node *dir, size_t depth, member_vec *out)
 {
-    size_t d = 0;
-    for (; n && n->parent; n = n->parent)
-        d++;
-    return d;
+    collect_ctx c = { depth, out };
+    return fs_tree_walk_files(dir, collect_member, &c);
 }
 
 const char *fs_st_skip_reason(const ck_key *k, ck_dtype view_dtype, char *buf, size_t cap)
@@ -268,7 +242,7 @@ int fs_st_view_build(const fs_node *dir, ck_dtype view_dtype, fs_st_view *out)
     char *skipped_text = NULL;
     int rc = skipped ? 0 : -ENOMEM;
     if (!rc)
-        rc = collect(dir, node_depth(dir), &mv);
+        rc = collect(dir, fs_node_depth(dir), &mv);
     if (!rc && mv.n)
         qsort(mv.v, mv.n, sizeof *mv.v, cmp_member);
     /* keep the storable members in place, list the others */

@@ -74,14 +74,6 @@ static int chunk_is_empty(const ck_key *key, const ck_chunk *c)
     return 0;
 }
 
-static int chunk_contains(const ck_chunk *c, uint32_t ndim, const uint64_t *idx)
-{
-    for (uint32_t k = 0; k < ndim; k++)
-        if (idx[k] < c->offsets[k] || idx[k] - c->offsets[k] >= c->sizes[k])
-            return 0;
-    return 1;
-}
-
 /* Largest j < n with v[j] <= x (v ascending, v[0] <= x). */
 static uint32_t bisect_le(const uint64_t *v, uint32_t n, uint64_t x)
 {
@@ -321,7 +313,7 @@ long ck_chunk_index_find(const ck_chunk_index *ix, const ck_key *key, const uint
         if (ix->max_end[i] <= idx[ix->dim])
             return -1; /* no chunk starting at or before i reaches idx */
         const ck_chunk *c = &key->chunks[ix->order[i]];
-        if (chunk_contains(c, key->ndim, idx))
+        if (ck_chunk_contains(c, key->ndim, idx))
             return (long)ix->order[i];
         if (i == 0)
             return -1;

@@ -55,14 +55,6 @@ int ck_shape_numel(uint32_t ndim, const uint64_t *shape, uint64_t *numel)
     return 0;
 }
 
-static int chunk_contains(const ck_chunk *c, uint32_t ndim, const uint64_t *idx)
-{
-    for (uint32_t k = 0; k < ndim; k++)
-        if (idx[k] < c->offsets[k] || idx[k] - c->offsets[k] >= c->sizes[k])
-            return 0;
-    return 1;
-}
-
 /* Chunk holding element idx: the hinted chunk and its successor first, as
  * sequential reads mostly stay in one chunk or move to the next; then the
  * key's index (built at open for keys with more than a few chunks), else a
@@ -71,13 +63,13 @@ static long find_chunk(const ck_key *key, const uint64_t *idx, uint32_t hint)
 {
     for (uint32_t t = 0; t < 2 && key->nchunks > 0; t++) {
         uint32_t c = (hint + t) % key->nchunks;
-        if (chunk_contains(&key->chunks[c], key->ndim, idx))
+        if (ck_chunk_contains(&key->chunks[c], key->ndim, idx))
             return c;
     }
     if (key->chunk_index)
         return ck_chunk_index_find(key->chunk_index, key, idx);
     for (uint32_t c = 0; c < key->nchunks; c++)
-        if (chunk_contains(&key->chunks[c], key->ndim, idx))
+        if (ck_chunk_contains(&key->chunks[c], key->ndim, idx))
             return c;
     return -1;
 }

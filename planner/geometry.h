@@ -27,6 +27,15 @@ void ck_read_vec_free(ck_read_vec *rv);
  * is covered by no chunk, -ENOMEM, -EOVERFLOW. */
 int ck_load_plan_for_range(const ck_key *key, uint64_t start, uint64_t len, ck_read_vec *out);
 
+/* Whether chunk c holds element idx (ndim coordinates). */
+static inline int ck_chunk_contains(const ck_chunk *c, uint32_t ndim, const uint64_t *idx)
+{
+    for (uint32_t k = 0; k < ndim; k++)
+        if (idx[k] < c->offsets[k] || idx[k] - c->offsets[k] >= c->sizes[k])
+            return 0;
+    return 1;
+}
+
 /* numel of a shape with overflow check: 0 or -EOVERFLOW. */
 int ck_shape_numel(uint32_t ndim, const uint64_t *shape, uint64_t *numel);
 
