@@ -15,28 +15,78 @@
  * frontier (concurrent readers of one file land slightly out of order). */
 #define SEQUENTIAL_SLACK (4ull << 20)
 
-static void advise(ck_checkpoint *ck, uint32_t file, uint64_t off, uint64_t len)
+/* File ranges a window needs, merged before they are advised: a tensor in
+ * 10,000 small chunks would otherwise cost thousands of fadvise calls per
+ * window for ranges that lie back to back. */
+#define ADVISE_MERGE_GAP (64ull << 10)
+
+typedef struct {
+    uint32_t file;
+    uint64_t off, len;
+} file_range;
+
+typedef struct {
+    file_range *v;
+    size_t n, cap;
+} range_vec;
+
+static void range_push(range_vec *rv, uint32_t file, uint64_t off, uint64_t len)
 {
-    int fd;
-    if (len == 0 || ck_file_fd(ck, file, &fd))
+    if (len == 0)
         return;
-    (void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+    if (rv->n == rv->cap) {
+        size_t cap = rv->cap ? rv->cap * 2 : 64;
+        file_range *v = cap <= SIZE_MAX / sizeof *v ? realloc(rv->v, cap * sizeof *v) : NULL;
+        if (!v)
+            return; /* a hint: fewer ranges advised */
+        rv->v = v;
+        rv->cap = cap;
+    }
+    rv->v[rv->n++] = (file_range){ file, off, len };
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+    const file_range *x = a, *y = b;
+    if (x->file != y->file)
+        return x->file < y->file ? -1 : 1;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static void advise_ranges(ck_checkpoint *ck, range_vec *rv)
+{
+    if (rv->n == 0)
+        return;
+    qsort(rv->v, rv->n, sizeof *rv->v, cmp_range);
+    for (size_t i = 0; i < rv->n;) {
+        uint64_t lo = rv->v[i].off, hi = lo + rv->v[i].len;
+        size_t j = i + 1;
+        while (j < rv->n && rv->v[j].file == rv->v[i].file && rv->v[j].off <= hi + ADVISE_MERGE_GAP) {
+            uint64_t e = rv->v[j].off + rv->v[j].len;
+            hi = e > hi ? e : hi;
+            j++;
+        }
+        int fd;
+        if (ck_file_fd(ck, rv->v[i].file, &fd) == 0)
+            (void)posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_WILLNEED);
+        i = j;
+    }
 }
 
 /* The file range holding bytes [src_off, +len) of chunk c's image: exact
  * for a resolved direct chunk; for one not resolved yet, the item from its
  * start (the archive header comes first), as much of it as the window. */
-static void advise_chunk_range(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t src_off,
-                               uint64_t len)
+static void chunk_range(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t src_off,
+                        uint64_t len, range_vec *rv)
 {
     int st = atomic_load_explicit(&c->state, memory_order_acquire);
     if (st == 1 && c->layout.direct) {
-        advise(ck, c->file, c->layout.file_offset + src_off, len);
+        range_push(rv, c->file, c->layout.file_offset + src_off, len);
         return;
     }
     if (st == 0 && c->format == CK_ITEM_TORCH_SAVE && key->kind == CK_KEY_TENSOR) {
         uint64_t n = c->length < src_off + len ? c->length : src_off + len;
-        advise(ck, c->file, c->offset, n);
+        range_push(rv, c->file, c->offset, n);
     }
     if ((st == 0 || (st == 1 && !c->layout.direct)) && c->transforms) {
         /* a zstd chunk: decoded by a worker, ready when the reader comes */
@@ -50,8 +100,9 @@ static void advise_chunk_range(ck_checkpoint *ck, const ck_key *key, ck_chunk *c
 static void advise_window(ck_checkpoint *ck, const ck_key *key, uint64_t from, uint64_t to)
 {
     ck_read_vec plan = { 0 };
+    range_vec rv = { 0 };
     if (ck_load_plan_for_range(key, from, to - from, &plan) == 0) {
-        /* runs of one chunk lying back to back in its image become one advice */
+        /* runs of one chunk lying back to back in its image become one range */
         for (size_t i = 0; i < plan.n;) {
             size_t j = i + 1;
             uint64_t hi = plan.v[i].src_off + plan.v[i].len;
@@ -60,11 +111,13 @@ static void advise_window(ck_checkpoint *ck, const ck_key *key, uint64_t from, u
                 hi = plan.v[j].src_off + plan.v[j].len;
                 j++;
             }
-            advise_chunk_range(ck, key, &key->chunks[plan.v[i].chunk], plan.v[i].src_off,
-                               hi - plan.v[i].src_off);
+            chunk_range(ck, key, &key->chunks[plan.v[i].chunk], plan.v[i].src_off,
+                        hi - plan.v[i].src_off, &rv);
             i = j;
         }
+        advise_ranges(ck, &rv);
     }
+    free(rv.v);
     ck_read_vec_free(&plan);
 }
 
