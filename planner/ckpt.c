@@ -20,7 +20,7 @@
 #include "ckpt_build.h"
 #include "dcp_safetensors.h"
 #include "geometry.h"
-#include "prefetch.h"
+#include "decode_ahead.h"
 
 #define DEFAULT_CACHE_BYTES (256ull << 20)
 /* Files kept open from mount on; beyond this they are opened on first read. */
@@ -468,7 +468,7 @@ void ck_close(ck_checkpoint *ck)
 {
     if (!ck)
         return;
-    ck_prefetch_stop(ck); /* its workers read files and the cache */
+    ck_decode_ahead_stop(ck); /* its workers read files and the cache */
     for (size_t i = 0; i < ck->nfiles; i++) {
         int fd = atomic_load(&ck->files[i].fd);
         if (fd >= 0)

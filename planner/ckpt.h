@@ -113,11 +113,11 @@ typedef struct ck_checkpoint {
     /* per key (same index as keys): tensor bytes handed to the kernel's
      * read-ahead so far (readahead.c); NULL: no read-ahead */
     _Atomic uint64_t *readahead;
-    /* decode workers for read-ahead of decoded chunks (prefetch.c), started
-     * on first use; prefetch_failed: could not start, decode in the
+    /* decode workers for read-ahead of decoded chunks (decode_ahead.c), started
+     * on first use; decode_pool_failed: could not start, decode in the
      * foreground */
-    struct ck_prefetch *_Atomic prefetch;
-    int prefetch_failed;
+    struct ck_decode_ahead_pool *_Atomic decode_pool;
+    int decode_pool_failed;
     /* Guards the arena during chunk resolution, the wait for a chunk
      * another thread is resolving (resolved), and the safetensors header
      * cache (dcp_st; held across a data file's first header read). */

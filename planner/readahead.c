@@ -9,7 +9,7 @@
 
 #include "chunk_reader.h"
 #include "geometry.h"
-#include "prefetch.h"
+#include "decode_ahead.h"
 
 /* A read is sequential when it starts within this distance behind the
  * frontier (concurrent readers of one file land slightly out of order). */
@@ -90,7 +90,7 @@ static void chunk_range(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint6
     }
     if ((st == 0 || (st == 1 && !c->layout.direct)) && c->transforms) {
         /* a zstd chunk: decoded by a worker, ready when the reader comes */
-        ck_prefetch_decode(ck, (uint32_t)(key - ck->keys), (uint32_t)(c - key->chunks));
+        ck_decode_ahead(ck, (uint32_t)(key - ck->keys), (uint32_t)(c - key->chunks));
     }
     /* failed chunks: nothing to fetch ahead */
 }

@@ -1,7 +1,7 @@
-/* The decode workers (see prefetch.h): a fixed ring of requests under one
+/* The decode workers (see decode_ahead.h): a fixed ring of requests under one
  * mutex, a few threads started on the first request.  The decode itself
  * runs with no lock held. */
-#include "prefetch.h"
+#include "decode_ahead.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,7 +17,7 @@ typedef struct {
     uint32_t key, chunk;
 } request;
 
-struct ck_prefetch {
+struct ck_decode_ahead_pool {
     pthread_mutex_t lock;
     pthread_cond_t work;
     request q[QUEUE_CAP];
@@ -30,7 +30,7 @@ struct ck_prefetch {
 
 static void *worker_main(void *arg)
 {
-    ck_prefetch *p = arg;
+    ck_decode_ahead_pool *p = arg;
     pthread_mutex_lock(&p->lock);
     for (;;) {
         while (!p->stop && p->n == 0)
@@ -52,9 +52,9 @@ static void *worker_main(void *arg)
 
 /* Creates the queue and its workers: one fewer than the CPUs (the reader
  * has one), at least one, at most MAX_WORKERS.  Under ck->lock. */
-static ck_prefetch *start_locked(ck_checkpoint *ck)
+static ck_decode_ahead_pool *start_locked(ck_checkpoint *ck)
 {
-    ck_prefetch *p = calloc(1, sizeof *p);
+    ck_decode_ahead_pool *p = calloc(1, sizeof *p);
     if (!p)
         return NULL;
     pthread_mutex_init(&p->lock, NULL);
@@ -75,18 +75,18 @@ static ck_prefetch *start_locked(ck_checkpoint *ck)
     return p;
 }
 
-void ck_prefetch_decode(ck_checkpoint *ck, uint32_t key, uint32_t chunk)
+void ck_decode_ahead(ck_checkpoint *ck, uint32_t key, uint32_t chunk)
 {
-    ck_prefetch *p = atomic_load_explicit(&ck->prefetch, memory_order_acquire);
+    ck_decode_ahead_pool *p = atomic_load_explicit(&ck->decode_pool, memory_order_acquire);
     if (!p) {
         pthread_mutex_lock(&ck->lock);
-        p = atomic_load_explicit(&ck->prefetch, memory_order_relaxed);
-        if (!p && !ck->prefetch_failed) {
+        p = atomic_load_explicit(&ck->decode_pool, memory_order_relaxed);
+        if (!p && !ck->decode_pool_failed) {
             p = start_locked(ck);
             if (p)
-                atomic_store_explicit(&ck->prefetch, p, memory_order_release);
+                atomic_store_explicit(&ck->decode_pool, p, memory_order_release);
             else
-                ck->prefetch_failed = 1; /* decode in the foreground from now on */
+                ck->decode_pool_failed = 1; /* decode in the foreground from now on */
         }
         pthread_mutex_unlock(&ck->lock);
         if (!p)
@@ -106,9 +106,9 @@ void ck_prefetch_decode(ck_checkpoint *ck, uint32_t key, uint32_t chunk)
     pthread_mutex_unlock(&p->lock);
 }
 
-void ck_prefetch_stop(ck_checkpoint *ck)
+void ck_decode_ahead_stop(ck_checkpoint *ck)
 {
-    ck_prefetch *p = atomic_exchange(&ck->prefetch, NULL);
+    ck_decode_ahead_pool *p = atomic_exchange(&ck->decode_pool, NULL);
     if (!p)
         return;
     pthread_mutex_lock(&p->lock);

@@ -7,21 +7,21 @@
  * the reader is still copying the current one; the reader then finds them
  * cached, or waits for that one decode already under way (chunk_cache.h),
  * never decoding twice. */
-#ifndef CKPT_PREFETCH_H
-#define CKPT_PREFETCH_H
+#ifndef CKPT_DECODE_AHEAD_H
+#define CKPT_DECODE_AHEAD_H
 
 #include <stdint.h>
 
-typedef struct ck_prefetch ck_prefetch;
+typedef struct ck_decode_ahead_pool ck_decode_ahead_pool;
 struct ck_checkpoint;
 
 /* Queues chunk `chunk` of key `key` (indexes into ck->keys and its chunks)
  * for decoding, starting the workers on first use.  Best effort: a full
  * queue or a failed thread start drops the request. */
-void ck_prefetch_decode(struct ck_checkpoint *ck, uint32_t key, uint32_t chunk);
+void ck_decode_ahead(struct ck_checkpoint *ck, uint32_t key, uint32_t chunk);
 
 /* Stops the workers (waiting for the decodes in progress) and frees the
  * queue; safe when none were ever started. */
-void ck_prefetch_stop(struct ck_checkpoint *ck);
+void ck_decode_ahead_stop(struct ck_checkpoint *ck);
 
 #endif
