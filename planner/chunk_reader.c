@@ -41,6 +41,13 @@ static int chunk_fail(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int rc,
     return rc;
 }
 
+/* Errors worth trying again later keep their code: out of memory, and an
+ * object store that did not answer (storage.h); anything else is -EIO. */
+static int keep_transient(int rc)
+{
+    return rc == -ENOMEM || rc == -ETIMEDOUT ? rc : -EIO;
+}
+
 static uint64_t chunk_image_bytes(const ck_key *key, const ck_chunk *c)
 {
     uint64_t n = 1;
@@ -50,10 +57,15 @@ static uint64_t chunk_image_bytes(const ck_key *key, const ck_chunk *c)
 }
 
 /* Reads and undoes the transforms of the whole item into memory. */
-static int load_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int fd, uint64_t expect,
+static int load_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t expect,
                      uint8_t **out, uint64_t *out_len, char *why, size_t whylen)
 {
-    ck_byte_source src = ck_byte_source_fd(fd, c->offset, c->length);
+    ck_byte_source src;
+    int orc = ck_file_source(ck, c->file, c->offset, c->length, &src);
+    if (orc) {
+        snprintf(why, whylen, "cannot open: %s", strerror(-orc));
+        return orc;
+    }
     if (c->transforms & CK_TF_ZSTD) {
         uint64_t max = expect > UINT64_MAX - DECODE_SLACK ? UINT64_MAX : expect + DECODE_SLACK;
         return ck_zstd_decode(&src, max, out, out_len, why, whylen);
@@ -202,20 +214,17 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
 static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
 {
     char why[384] = "";
-    int fd, rc;
+    int rc;
     if (c->transforms & CK_TF_UNKNOWN)
         return chunk_fail(ck, key, c, -EIO, "unknown storage transform");
-    rc = ck_file_fd(ck, c->file, &fd);
+    uint64_t fsize = 0, end;
+    rc = ck_file_size(ck, c->file, &fsize);
     if (rc) {
         snprintf(why, sizeof why, "cannot open: %s", strerror(-rc));
         return chunk_fail(ck, key, c, -EIO, why);
     }
-    struct stat st;
-    uint64_t end;
-    if (fstat(fd, &st) != 0 || __builtin_add_overflow(c->offset, c->length, &end) ||
-        (uint64_t)st.st_size < end) {
-        snprintf(why, sizeof why, "file ends at %" PRIu64 " before the item's end",
-                 (uint64_t)st.st_size);
+    if (__builtin_add_overflow(c->offset, c->length, &end) || fsize < end) {
+        snprintf(why, sizeof why, "file ends at %" PRIu64 " before the item's end", fsize);
         return chunk_fail(ck, key, c, -EIO, why);
     }
     ck_chunk_layout *L = &c->layout;
@@ -232,22 +241,25 @@ static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
         uint8_t *item;
         uint64_t item_len;
         uint64_t expect = key->kind == CK_KEY_TENSOR ? chunk_image_bytes(key, c) : c->length * 64;
-        rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
+        rc = load_item(ck, key, c, expect, &item, &item_len, why, sizeof why);
         if (!rc)
             rc = cache_image_from_item(ck, key, c, item, item_len, why, sizeof why);
         if (rc)
-            return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO,
+            return chunk_fail(ck, key, c, keep_transient(rc),
                               why[0] ? why : "cannot decode item");
         L->direct = false;
         return 0;
     }
-    ck_byte_source src = ck_byte_source_fd(fd, c->offset, c->length);
+    ck_byte_source src;
+    rc = ck_file_source(ck, c->file, c->offset, c->length, &src);
+    if (rc)
+        return chunk_fail(ck, key, c, -EIO, "cannot open");
     ck_torch_item it;
     rc = ck_torch_item_parse(&src, &it, why, sizeof why);
     if (!rc)
         rc = item_matches_chunk(key, c, &it, why, sizeof why);
     if (rc)
-        return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO, why[0] ? why : "bad archive");
+        return chunk_fail(ck, key, c, keep_transient(rc), why[0] ? why : "bad archive");
     L->nbytes = chunk_image_bytes(key, c);
     if (ck_torch_item_is_contiguous(&it)) {
         L->direct = true;
@@ -275,7 +287,7 @@ int ck_chunk_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
         int rc = resolve_locked(ck, key, c);
         if (rc == 0)
             atomic_store_explicit(&c->state, 1, memory_order_release);
-        else if (rc == -ENOMEM)
+        else if (rc == -ENOMEM || rc == -ETIMEDOUT)
             atomic_store(&c->state, 0); /* transient: try again later */
         st = rc ? rc : 1;
     }
@@ -293,13 +305,10 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
         return 0;
     }
     char why[384] = "";
-    int fd, rc = ck_file_fd(ck, c->file, &fd);
-    if (rc)
-        return -EIO;
     uint8_t *item;
     uint64_t item_len;
     uint64_t expect = key->kind == CK_KEY_TENSOR ? c->layout.nbytes : c->length * 64;
-    rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
+    int rc = load_item(ck, key, c, expect, &item, &item_len, why, sizeof why);
     if (rc)
         return rc == -ENOMEM ? rc : -EIO;
     if (c->transforms && key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE &&
@@ -339,21 +348,9 @@ static int cached_bytes(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint6
 }
 
 /* Reads exactly len bytes at off; -EIO for an error or a short file. */
-static int pread_full(int fd, void *dst, size_t len, uint64_t off)
+static int pread_full(ck_checkpoint *ck, const ck_chunk *c, void *dst, size_t len, uint64_t off)
 {
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(fd, (uint8_t *)dst + got, len - got, (off_t)(off + got));
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -EIO;
-        }
-        if (r == 0)
-            return -EIO;
-        got += (size_t)r;
-    }
-    return 0;
+    return ck_file_pread(ck, c->file, dst, len, off);
 }
 
 int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t off, void *dst,
@@ -366,10 +363,7 @@ int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t of
     if (__builtin_add_overflow(off, (uint64_t)len, &end) || end > c->layout.nbytes)
         return -EINVAL;
     if (c->layout.direct) {
-        int fd;
-        if (ck_file_fd(ck, c->file, &fd))
-            return -EIO;
-        rc = pread_full(fd, dst, len, c->layout.file_offset + off);
+        rc = pread_full(ck, c, dst, len, c->layout.file_offset + off);
         return rc == -EIO ? chunk_fail(ck, key, c, -EIO, "file shrank under the mount") : rc;
     }
     ck_cache_entry *e;
@@ -444,9 +438,6 @@ static int read_chunk_group(ck_checkpoint *ck, const ck_key *key, ck_read *const
         ck_cache_release(ck->cache, e);
         return 0;
     }
-    int fd;
-    if (ck_file_fd(ck, c->file, &fd))
-        return -EIO;
     uint64_t span = hi - lo;
     if (n > 1 && span <= COALESCE_MAX_SPAN && span <= 2 * want) {
         if (*scratch_cap < span) {
@@ -456,13 +447,13 @@ static int read_chunk_group(ck_checkpoint *ck, const ck_key *key, ck_read *const
             *scratch = s;
             *scratch_cap = span;
         }
-        rc = pread_full(fd, *scratch, span, c->layout.file_offset + lo);
+        rc = pread_full(ck, c, *scratch, span, c->layout.file_offset + lo);
         for (size_t i = 0; !rc && i < n; i++)
             memcpy(dst + (reads[i]->dst_off - base), *scratch + (reads[i]->src_off - lo),
                    reads[i]->len);
     } else {
         for (size_t i = 0; !rc && i < n; i++)
-            rc = pread_full(fd, dst + (reads[i]->dst_off - base), reads[i]->len,
+            rc = pread_full(ck, c, dst + (reads[i]->dst_off - base), reads[i]->len,
                             c->layout.file_offset + reads[i]->src_off);
     }
     if (rc == -EIO)

@@ -10,7 +10,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
+#include "byte_source.h"
 #include "dtype.h"
+#include "storage.h"
 #include "torch_item.h"
 
 typedef enum { CK_KEY_TENSOR = 0, CK_KEY_BYTES = 1 } ck_key_kind;
@@ -71,14 +73,17 @@ typedef struct {
 
 typedef struct {
     char *path;           /* relative to the checkpoint root */
-    _Atomic int fd;       /* -1 until first opened */
+    _Atomic int fd;       /* -1 until first opened, and for objects without an fd */
+    ck_object *_Atomic obj; /* NULL until first opened; owns fd */
 } ck_file;
 
 typedef struct ck_cache ck_cache;
 
 typedef struct ck_checkpoint {
     char *source;         /* as given */
-    int root_fd;          /* O_PATH|O_DIRECTORY fd of the root directory */
+    int root_fd;          /* O_PATH|O_DIRECTORY fd of the root directory; -1 when remote */
+    ck_storage *storage;  /* where the files live (storage.h) */
+    ck_object_info metadata_info; /* DCP: `.metadata` as read at open */
     ck_source_kind kind;
     size_t nkeys;
     ck_key *keys;         /* sorted by fqn (strcmp) */
@@ -94,6 +99,7 @@ typedef struct ck_checkpoint {
 
 typedef struct {
     uint64_t cache_bytes; /* decoded-chunk cache bound (default 256 MiB) */
+    const ck_storage_opts *storage; /* object-store settings; NULL = defaults */
 } ck_open_opts;
 
 /* Opens SOURCE: a DCP directory, a .safetensors file or a directory of them.
@@ -112,8 +118,19 @@ int ck_open_or_create(const char *source, const ck_open_opts *opts, ck_checkpoin
 const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn);
 
 /* Opens (once) and returns the fd of file i, refusing symlinks that leave
- * the root.  0 or -errno. */
+ * the root.  0 or -errno (-EOPNOTSUPP for objects without an fd). */
 int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd);
+/* Opens (once) file i through the storage and returns its object. */
+int ck_file_object(ck_checkpoint *ck, uint32_t i, ck_object **obj);
+/* A byte source over bytes [base, base + len) of file i. */
+int ck_file_source(ck_checkpoint *ck, uint32_t i, uint64_t base, uint64_t len,
+                   ck_byte_source *src);
+/* Reads exactly len bytes of file i at off: straight pread into dst where
+ * the file has an fd.  -EIO for an error or a short file; -ETIMEDOUT (an
+ * object store that did not answer) and -ENOMEM are transient. */
+int ck_file_pread(ck_checkpoint *ck, uint32_t i, void *dst, size_t len, uint64_t off);
+/* File i's current size (local: fstat now; object stores: as at open). */
+int ck_file_size(ck_checkpoint *ck, uint32_t i, uint64_t *size);
 
 /* Size of a key's content: numel*elsize for tensors, the decoded payload for
  * bytes keys (may decode a zstd item). */

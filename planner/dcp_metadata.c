@@ -35,42 +35,6 @@ __attribute__((format(printf, 2, 3))) static int fail(dcp_ctx *c, const char *fm
     return -EINVAL;
 }
 
-static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len)
-{
-    /* O_NONBLOCK: a FIFO named .metadata is refused below, not waited on */
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0)
-        return -errno;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > METADATA_MAX_BYTES) {
-        close(fd);
-        return -EINVAL;
-    }
-    size_t n = (size_t)st.st_size;
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        close(fd);
-        return -ENOMEM;
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return -e;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    *out = buf;
-    *len = got;
-    return 0;
-}
-
 /* A dataclass's fields: BUILD state as a dict, or (None, slots-dict). */
 static const pk_value *fields_of(const pk_value *obj)
 {
@@ -353,7 +317,10 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
     dcp_ctx c = { ck, err, errlen };
     uint8_t *buf;
     size_t len;
-    int rc = read_whole(ck->root_fd, ".metadata", &buf, &len);
+    int rc = ck_storage_read_whole(ck->storage, ".metadata", METADATA_MAX_BYTES, &buf, &len,
+                                   &ck->metadata_info);
+    if (rc == -EFBIG)
+        rc = -EINVAL;
     if (rc) {
         snprintf(err, errlen, "%s/.metadata: cannot read: %s", ck->source, strerror(-rc));
         return rc;
