@@ -91,8 +91,7 @@ static void mount_free(fs_mount *m, struct fuse_args *args)
     fs_tree_free(m->tree);
     ck_close(m->ck);
     fuse_opt_free_args(args);
-    free(m->opts.source);
-    free(m->opts.mountpoint);
+    fs_options_free(&m->opts);
 }
 
 /* Opens SOURCE and builds the tree and views; 0, or -errno after printing
@@ -100,7 +99,14 @@ static void mount_free(fs_mount *m, struct fuse_args *args)
 static int mount_prepare(fs_mount *m)
 {
     char err[1024] = "";
-    ck_open_opts oo = { .cache_bytes = m->opts.cache_bytes };
+    ck_storage_opts so = { .endpoint = m->opts.endpoint, .region = m->opts.region,
+                           .profile = m->opts.profile, .addressing = m->opts.addressing };
+    ck_open_opts oo = { .cache_bytes = m->opts.cache_bytes, .storage = &so };
+    if (m->opts.rw && ck_storage_is_remote(m->opts.source)) {
+        fprintf(stderr, "ckptfs: %s: -o rw is not supported for object storage yet\n",
+                m->opts.source);
+        return -EROFS;
+    }
     int rc = m->opts.rw && m->opts.create
                  ? ck_open_or_create(m->opts.source, &oo, &m->ck, err, sizeof err)
                  : ck_open(m->opts.source, &oo, &m->ck, err, sizeof err);

@@ -1,6 +1,7 @@
 /* Choosing the storage backend for SOURCE, and helpers every backend
  * shares. */
 #include "storage.h"
+#include "storage_s3.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -72,10 +73,8 @@ int ck_storage_for_source(const char *source, const ck_storage_opts *opts, ck_st
 {
     *out = NULL;
     *leaf = NULL;
-    if (ck_storage_is_remote(source)) {
-        snprintf(err, errlen, "%s: object storage is not supported by this build", source);
-        return -EPROTONOSUPPORT;
-    }
+    if (ck_storage_is_remote(source))
+        return ck_storage_s3_for_source(source, opts, out, leaf, mtime, err, errlen);
     return local_for_source(source, out, leaf, mtime, err, errlen);
 }
 
