@@ -28,7 +28,7 @@ int ck_xml_find(const char *xml, size_t len, const char *tag, const char **inner
             return 0;
         const char *after = o + on;
         /* <Key> or <Key attr=...>, not <KeyCount> */
-        if (after < end && (*after == '>' || *after == ' ')) {
+        if (after < end && (*after == '>' || *after == ' ' || *after == '/')) {
             const char *gt = memchr(after, '>', (size_t)(end - after));
             if (!gt)
                 return 0;
