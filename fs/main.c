@@ -102,11 +102,6 @@ static int mount_prepare(fs_mount *m)
     ck_storage_opts so = { .endpoint = m->opts.endpoint, .region = m->opts.region,
                            .profile = m->opts.profile, .addressing = m->opts.addressing };
     ck_open_opts oo = { .cache_bytes = m->opts.cache_bytes, .storage = &so };
-    if (m->opts.rw && ck_storage_is_remote(m->opts.source)) {
-        fprintf(stderr, "ckptfs: %s: -o rw is not supported for object storage yet\n",
-                m->opts.source);
-        return -EROFS;
-    }
     int rc = m->opts.rw && m->opts.create
                  ? ck_open_or_create(m->opts.source, &oo, &m->ck, err, sizeof err)
                  : ck_open(m->opts.source, &oo, &m->ck, err, sizeof err);

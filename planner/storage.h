@@ -83,6 +83,7 @@ typedef struct {
     const char *profile;
     const char *addressing; /* "path" or "virtual" */
     uint64_t cache_bytes;   /* read-ahead / block cache bound */
+    int allow_empty;        /* a prefix holding no objects is no error (create) */
 } ck_storage_opts;
 
 /* Resolves SOURCE: `s3://BUCKET/PREFIX` is an object store, anything else a

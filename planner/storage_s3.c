@@ -997,7 +997,7 @@ int ck_storage_s3_for_source(const char *source, const ck_storage_opts *opts, ck
     snprintf(s->prefix, pl + 2, "%s%s", key, pl ? "/" : "");
     free(key);
     rc = list_prefix(s, err, errlen);
-    if (!rc && s->nentries == 0) {
+    if (!rc && s->nentries == 0 && !(opts && opts->allow_empty)) {
         snprintf(err, errlen, "%s: no objects under this prefix (HTTP 200, empty listing)",
                  s->display);
         rc = -ENOENT;

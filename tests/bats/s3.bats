@@ -210,3 +210,134 @@ read_at() { # FILE OFFSET COUNT
     got=$(sha256sum <"$key" | cut -d' ' -f1)
     [ "$got" = "$want" ]
 }
+
+# ---- writes (-o rw) against s3://, judged after a fresh download ----
+
+RM=tests/bats/read_metadata.py
+
+# s3_keys BUCKET PREFIX: the keys under PREFIX/, one a line (Python's XML parser).
+s3_keys() {
+    # curl signs the query as given: names sorted, values fully encoded
+    s3_curl "$CEPH_S3_ENDPOINT/$1?list-type=2&max-keys=1000&prefix=${2//\//%2F}%2F" |
+        "$PY" -c 'import sys, xml.etree.ElementTree as E
+ns = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+for c in E.fromstring(sys.stdin.read()).iter(ns + "Contents"):
+    print(c.find(ns + "Key").text)'
+}
+
+# s3_download BUCKET PREFIX DIR: a fresh copy of every object under PREFIX/ into DIR.
+s3_download() {
+    local k
+    mkdir -p "$3"
+    while IFS= read -r k; do
+        mkdir -p "$3/$(dirname "${k#"$2"/}")"
+        s3_curl -o "$3/${k#"$2"/}" "$CEPH_S3_ENDPOINT/$1/$k"
+    done < <(s3_keys "$1" "$2")
+}
+
+check_ckpt() {
+    run "$PY" "$RM" --check "$1"
+    if [ "$status" -ne 0 ]; then
+        printf '%s\n' "$output" >&2
+        return 1
+    fi
+}
+
+key_sha() {
+    "$PY" "$RM" --tensor "$2" "$1" | sha256sum | cut -d' ' -f1
+}
+
+# every object under the prefix is .metadata or a file the metadata references
+only_referenced() {
+    "$PY" - "$1" <<'PY'
+import json, os, subprocess, sys
+d = sys.argv[1]
+j = json.loads(subprocess.run(["/usr/bin/python3", "tests/bats/read_metadata.py", "--json", d],
+                              capture_output=True, check=True).stdout)
+used = {c["storage"]["file"] for k in j["keys"].values() for c in k["chunks"]}
+extra = sorted(set(os.listdir(d)) - used - {".metadata"})
+sys.exit("unreferenced objects left: %s" % extra if extra else 0)
+PY
+}
+
+@test "s3 write: patch, cp, new .npy, unlink and rename, judged after a fresh download" {
+    s3_upload_dir "$FIX/dcp_dtensor_ws4" "$BUCKET" w/edit
+    mount_s3 "s3://$BUCKET/w/edit" -o rw
+    head -c 10 /dev/urandom >"$BATS_TEST_TMPDIR/patch"
+    cat "$MNT/row_sharded" >"$BATS_TEST_TMPDIR/orig"
+    dd if="$BATS_TEST_TMPDIR/patch" of="$MNT/row_sharded" bs=1 seek=90 conv=notrunc status=none
+    head -c 384 /dev/urandom >"$BATS_TEST_TMPDIR/grid"
+    cp "$BATS_TEST_TMPDIR/grid" "$MNT/grid"
+    "$PY" -c 'import numpy as np, sys
+np.save(sys.argv[1] + "/extra.npy", np.arange(12, dtype=np.float32).reshape(3, 4))' "$MNT"
+    rm "$MNT/tiny_rows"
+    mv "$MNT/replicated" "$MNT/moved"
+    unmount_ckpt
+    local d=$BATS_TEST_TMPDIR/dl
+    s3_download "$BUCKET" w/edit "$d"
+    check_ckpt "$d"
+    "$PY" - "$BATS_TEST_TMPDIR" <<'PY'
+import sys
+t = sys.argv[1]
+b = bytearray(open(t + "/orig", "rb").read())
+b[90:100] = open(t + "/patch", "rb").read()
+open(t + "/want", "wb").write(b)
+PY
+    [ "$(key_sha "$d" row_sharded)" = "$(sha256sum <"$BATS_TEST_TMPDIR/want" | cut -d' ' -f1)" ]
+    [ "$(key_sha "$d" grid)" = "$(sha256sum <"$BATS_TEST_TMPDIR/grid" | cut -d' ' -f1)" ]
+    want_extra=$("$PY" -c 'import numpy as np, hashlib; print(hashlib.sha256(np.arange(12, dtype="<f4").tobytes()).hexdigest())')
+    [ "$(key_sha "$d" extra)" = "$want_extra" ]
+    "$PY" - "$d" "$FIX/dcp_dtensor_ws4.manifest.json" <<'PY'
+import json, subprocess, sys
+got = json.loads(subprocess.run(["/usr/bin/python3", "tests/bats/read_metadata.py", "--sha256", sys.argv[1]],
+                                capture_output=True, check=True).stdout)
+man = json.load(open(sys.argv[2]))
+assert "tiny_rows" not in got and "replicated" not in got, sorted(got)
+assert got["moved"] == man["replicated"]["sha256"]
+for k in man:
+    if k not in ("row_sharded", "grid", "tiny_rows", "replicated"):
+        assert got[k] == man[k]["sha256"], k
+PY
+    only_referenced "$d"
+    # and the store serves it back the same way
+    mount_s3 "s3://$BUCKET/w/edit"
+    cmp "$MNT/row_sharded" "$BATS_TEST_TMPDIR/want"
+    [ -f "$MNT/moved" ] && [ ! -e "$MNT/tiny_rows" ]
+}
+
+@test "s3 write: -o rw,create on an empty prefix builds a new checkpoint" {
+    mount_s3 "s3://$BUCKET/w/fresh" -o rw,create
+    [ -z "$(ls "$MNT")" ]
+    mkdir -p "$MNT/model"
+    "$PY" -c 'import numpy as np, sys
+np.save(sys.argv[1] + "/model/w.npy", np.arange(6, dtype=np.int64).reshape(2, 3))' "$MNT"
+    unmount_ckpt
+    local d=$BATS_TEST_TMPDIR/dl
+    s3_download "$BUCKET" w/fresh "$d"
+    check_ckpt "$d"
+    [ "$("$PY" "$RM" --tensor model.w "$d" | od -An -tx1 | tr -d ' \n' | head -c 16)" = 0000000000000000 ]
+    [ "$(key_sha "$d" model.w)" = "$("$PY" -c 'import numpy as np, hashlib; print(hashlib.sha256(np.arange(6, dtype="<i8").tobytes()).hexdigest())')" ]
+}
+
+@test "s3 write: a concurrent commit from a second writer is refused, nothing lost" {
+    s3_upload_dir "$FIX/dcp_single" "$BUCKET" w/race
+    mount_s3 "s3://$BUCKET/w/race" -o rw
+    local a_mnt=$MNT a_pid=$CKPT_PID a_log=$CKPT_LOG
+    MNT= CKPT_PID= CKPT_LOG=
+    mount_s3 "s3://$BUCKET/w/race" -o rw
+    local b_mnt=$MNT b_pid=$CKPT_PID b_log=$CKPT_LOG
+    # A commits first
+    printf 'AAAA' | dd of="$a_mnt/model/u8" bs=1 conv=notrunc status=none
+    # B still holds the .metadata A replaced: its commit must be refused
+    run sh -c "printf 'BBBB' | dd of='$b_mnt/model/u8' bs=1 conv=notrunc status=none"
+    [ "$status" -ne 0 ]
+    grep -q "another writer" "$b_log"
+    unmount_ckpt
+    MNT=$a_mnt CKPT_PID=$a_pid CKPT_LOG=$a_log
+    unmount_ckpt
+    local d=$BATS_TEST_TMPDIR/dl
+    s3_download "$BUCKET" w/race "$d"
+    check_ckpt "$d"
+    [ "$("$PY" "$RM" --tensor model.u8 "$d" | head -c 4)" = AAAA ]
+    only_referenced "$d"
+}
