@@ -104,6 +104,11 @@ check_s3() {
     done
 }
 
+@test "s3: virtual-hosted addressing (-o addressing=virtual, BUCKET.localhost)" {
+    mount_ckpt "s3://$BUCKET/fx/dcp_dtensor_ws4" -o "endpoint=http://localhost:${CEPH_S3_ENDPOINT##*:},addressing=virtual"
+    check_s3 dcp_dtensor_ws4
+}
+
 @test "s3: a sharded safetensors prefix without its index" {
     mount_s3 "s3://$BUCKET/fx/hf_noindex"
     check_s3 hf_llama_sharded
@@ -305,18 +310,24 @@ PY
     [ -f "$MNT/moved" ] && [ ! -e "$MNT/tiny_rows" ]
 }
 
-@test "s3 write: -o rw,create on an empty prefix builds a new checkpoint" {
+@test "s3 write: -o rw,create on an empty prefix; a 12 MiB key goes up as a multipart upload" {
     mount_s3 "s3://$BUCKET/w/fresh" -o rw,create
     [ -z "$(ls "$MNT")" ]
     mkdir -p "$MNT/model"
     "$PY" -c 'import numpy as np, sys
-np.save(sys.argv[1] + "/model/w.npy", np.arange(6, dtype=np.int64).reshape(2, 3))' "$MNT"
+np.save(sys.argv[1] + "/model/w.npy", np.arange(6, dtype=np.int64).reshape(2, 3))
+np.save(sys.argv[1] + "/model/big.npy", np.arange(3 << 20, dtype=np.float32).reshape(3072, 1024))' "$MNT"
     unmount_ckpt
     local d=$BATS_TEST_TMPDIR/dl
     s3_download "$BUCKET" w/fresh "$d"
     check_ckpt "$d"
-    [ "$("$PY" "$RM" --tensor model.w "$d" | od -An -tx1 | tr -d ' \n' | head -c 16)" = 0000000000000000 ]
     [ "$(key_sha "$d" model.w)" = "$("$PY" -c 'import numpy as np, hashlib; print(hashlib.sha256(np.arange(6, dtype="<i8").tobytes()).hexdigest())')" ]
+    [ "$(key_sha "$d" model.big)" = "$("$PY" -c 'import numpy as np, hashlib; print(hashlib.sha256(np.arange(3 << 20, dtype="<f4").tobytes()).hexdigest())')" ]
+    # a multipart object's ETag is "MD5-PARTS"
+    local obj
+    obj=$(cd "$d" && ls -S __ckptfs_*.distcp | head -n 1)
+    s3_curl -I "$CEPH_S3_ENDPOINT/$BUCKET/w/fresh/$obj" | grep -qi '^etag: "[0-9a-f]*-[0-9]*"'
+    only_referenced "$d"
 }
 
 @test "s3 write: a concurrent commit from a second writer is refused, nothing lost" {
