@@ -221,7 +221,7 @@ static int resolve_locked(ck_checkpoint *ck, const ck_key *key, ck_chunk *c)
     rc = ck_file_size(ck, c->file, &fsize);
     if (rc) {
         snprintf(why, sizeof why, "cannot open: %s", strerror(-rc));
-        return chunk_fail(ck, key, c, -EIO, why);
+        return chunk_fail(ck, key, c, keep_transient(rc), why);
     }
     if (__builtin_add_overflow(c->offset, c->length, &end) || fsize < end) {
         snprintf(why, sizeof why, "file ends at %" PRIu64 " before the item's end", fsize);
