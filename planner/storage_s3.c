@@ -4,9 +4,11 @@
  * blocks; a read waits for the blocks it covers, and whichever blocks are
  * missing are fetched by ranged GETs (consecutive missing blocks in one
  * GET, CK_S3_MAX_RUN at most, so several run in parallel).  On sequential
- * access the window of blocks fetched ahead doubles up to RA_MAX_BLOCKS,
- * bounded by a quarter of the memory bound.  Blocks are evicted least
- * recently used first once their bytes pass the bound.  One mutex guards
+ * access the window of blocks fetched ahead doubles up to RA_MAX_BLOCKS
+ * (bounded by a quarter of the memory bound) and is refilled in batches;
+ * small probes (archive headers) do not disturb it.  A block a sequential
+ * reader has read past is freed at once; others are evicted least
+ * recently used first once the bytes pass the bound.  One mutex guards
  * the block states; it is never held across I/O: GETs run on the pool's
  * thread, readers wait on a condition variable with a deadline. */
 #include "storage_s3.h"
@@ -25,13 +27,14 @@
 #include "s3_pool.h"
 #include "s3_xml.h"
 
-#define RA_MAX_BLOCKS 32u
+#define RA_MAX_BLOCKS 8u
 #define POOL_CONNECTIONS 16u
 /* A reader gives up on its blocks after this; the pool's own timeouts and
  * retry bound end every GET well before. */
 #define WAIT_DEADLINE_S 240
 #define LIST_BODY_MAX (8u << 20)
 #define SPARE_MAX 64u
+#define SMALL_READ 4096u
 #define ERROR_BODY_MAX 4096
 
 enum { B_FETCHING = 0, B_READY = 1, B_FAILED = 2 };
@@ -308,16 +311,21 @@ static uint8_t *block_buffer(s3_storage *s, uint64_t len)
     return malloc(len);
 }
 
-/* Frees least recently used blocks nobody is reading until under limit. */
-static void evict(s3_storage *s)
+/* Frees least recently used blocks nobody is reading until under target. */
+static void evict_to(s3_storage *s, uint64_t target)
 {
     block *b = s->lru_tail;
-    while (b && s->used > s->limit) {
+    while (b && s->used > target) {
         block *prev = b->prev;
         if (!b->refs)
             block_drop(s, b);
         b = prev;
     }
+}
+
+static void evict(s3_storage *s)
+{
+    evict_to(s, s->limit);
 }
 
 static void fetch_sink(void *ctx, uint64_t pos, const void *p, size_t n)
@@ -373,8 +381,11 @@ static void fetch_done(ck_s3_get *g, int rc)
     free(f);
 }
 
-/* Under s->mu: starts GETs for the missing blocks of [first, first + n). */
-static void schedule(s3_object *o, uint64_t first, uint64_t n)
+/* Under s->mu: starts GETs for the missing blocks of [first, first + n).
+ * Read-ahead (ahead) makes room by evicting the least recently used
+ * blocks (stale read-ahead first: blocks a sequential reader is done with
+ * are freed at once) and stops where it cannot. */
+static void schedule(s3_object *o, uint64_t first, uint64_t n, int ahead)
 {
     s3_storage *s = o->s;
     while (n) {
@@ -399,6 +410,11 @@ static void schedule(s3_object *o, uint64_t first, uint64_t n)
                 uint64_t bi = runs[r].first + made;
                 uint64_t boff = bi * CK_S3_BLOCK;
                 uint64_t blen = o->info.size - boff < CK_S3_BLOCK ? o->info.size - boff : CK_S3_BLOCK;
+                if (ahead && s->used + blen > s->limit) {
+                    evict_to(s, s->limit - blen);
+                    if (s->used + blen > s->limit)
+                        break;
+                }
                 block *b = calloc(1, sizeof *b);
                 if (!b || !(b->data = block_buffer(s, blen))) {
                     free(b);
@@ -455,7 +471,10 @@ static int s_read(ck_object *obj, uint64_t off, void *buf, size_t n)
     /* sequential (allowing for a little reordering by parallel readers):
      * widen the read-ahead window; else start over */
     uint64_t gap = off > o->next_off ? off - o->next_off : o->next_off - off;
-    if (o->next_off && gap <= 2 * (uint64_t)CK_S3_BLOCK) {
+    if (n < SMALL_READ) {
+        /* header probes (archive directories, data.pkl) between the runs
+         * of a stream: they neither start nor end its read-ahead */
+    } else if (o->next_off && gap <= 2 * (uint64_t)CK_S3_BLOCK) {
         uint32_t w = o->window ? o->window * 2 : 2;
         uint64_t cap = s->limit / 4 / CK_S3_BLOCK;
         if (w > RA_MAX_BLOCKS)
@@ -466,12 +485,20 @@ static int s_read(ck_object *obj, uint64_t off, void *buf, size_t n)
     } else {
         o->window = 0;
     }
-    if (end > o->next_off || !gap || gap > 2 * (uint64_t)CK_S3_BLOCK)
+    if (n >= SMALL_READ && (end > o->next_off || !gap || gap > 2 * (uint64_t)CK_S3_BLOCK))
         o->next_off = end;
     uint64_t want_end = last + 1 + o->window;
     if (want_end > o->nblocks)
         want_end = o->nblocks;
-    schedule(o, first, want_end - first);
+    schedule(o, first, last + 1 - first, 0);
+    /* Read ahead in batches: only once fewer than half the window's blocks
+     * are already there or on their way, so that read-ahead GETs come in
+     * runs of CK_S3_MAX_RUN blocks rather than one block per read. */
+    uint64_t have = 0;
+    while (last + 1 + have < want_end && o->blocks[last + 1 + have])
+        have++;
+    if (want_end > last + 1 && have < (want_end - last - 1 + 1) / 2)
+        schedule(o, last + 1 + have, want_end - last - 1 - have, 1);
     for (uint64_t i = first; !rc && i <= last; i++) {
         block *b;
         while ((b = o->blocks[i]) && b->state == B_FETCHING) {
@@ -484,7 +511,7 @@ static int s_read(ck_object *obj, uint64_t off, void *buf, size_t n)
             break;
         if (!b) {
             /* evicted or dropped while we waited (or not allocated): again */
-            schedule(o, i, 1);
+            schedule(o, i, 1, 0);
             if (!o->blocks[i])
                 rc = -ENOMEM;
             i--;

@@ -352,3 +352,55 @@ np.save(sys.argv[1] + "/model/big.npy", np.arange(3 << 20, dtype=np.float32).res
     [ "$("$PY" "$RM" --tensor model.u8 "$d" | head -c 4)" = AAAA ]
     only_referenced "$d"
 }
+
+daemon_died() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        kill -0 "$CKPT_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    kill -0 "$CKPT_PID" 2>/dev/null && return 1
+    wait "$CKPT_PID" 2>/dev/null || true
+    CKPT_PID=
+    fusermount3 -u -z "$MNT" 2>/dev/null || true
+    MNT=
+    return 0
+}
+
+@test "s3 write: a daemon killed after every step of a commit leaves the old or the new checkpoint" {
+    local fqn=model.embed.weight path=model/embed/weight n state seen="" d want old new
+    head -c 16 /dev/urandom >"$BATS_TEST_TMPDIR/patch"
+    "$PY" "$RM" --tensor "$fqn" "$FIX/dcp_single_perfile" >"$BATS_TEST_TMPDIR/orig"
+    old=$(sha256sum <"$BATS_TEST_TMPDIR/orig" | cut -d' ' -f1)
+    "$PY" - "$BATS_TEST_TMPDIR" <<'PY'
+import sys
+d = sys.argv[1]
+b = bytearray(open(d + "/orig", "rb").read())
+b[64:80] = open(d + "/patch", "rb").read()
+open(d + "/want", "wb").write(b)
+PY
+    new=$(sha256sum <"$BATS_TEST_TMPDIR/want" | cut -d' ' -f1)
+    for ((n = 1; n <= 12; n++)); do
+        s3_upload_dir "$FIX/dcp_single_perfile" "$BUCKET" "w/crash$n"
+        CKPTFS_CRASH_AFTER_WRITES=$n mount_s3 "s3://$BUCKET/w/crash$n" -o rw
+        dd if="$BATS_TEST_TMPDIR/patch" of="$MNT/$path" bs=16 seek=4 conv=notrunc status=none 2>/dev/null || true
+        local died=0
+        daemon_died && died=1
+        [ "$died" = 1 ] || unmount_ckpt
+        d=$BATS_TEST_TMPDIR/dl$n
+        s3_download "$BUCKET" "w/crash$n" "$d"
+        check_ckpt "$d"
+        got=$(key_sha "$d" "$fqn")
+        if [ "$got" = "$old" ]; then state=old; elif [ "$got" = "$new" ]; then state=new; else
+            echo "N=$n: $fqn is neither old nor new" >&2
+            false
+        fi
+        seen="$seen $state"
+        [ "$died" = 1 ] || break
+    done
+    echo "# states by N:$seen" >&3
+    [ "$died" = 0 ]
+    [[ "$seen" =~ ^(\ old)+(\ new)+$ ]]
+    # the surviving commit removed the data object only the old state used
+    only_referenced "$d"
+}
