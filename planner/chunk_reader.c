@@ -347,7 +347,8 @@ static int cached_bytes(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint6
     return 0;
 }
 
-/* Reads exactly len bytes at off; -EIO for an error or a short file. */
+/* Reads exactly len bytes at off; -EIO for an error or a short file,
+ * -ETIMEDOUT when an object store did not answer (transient). */
 static int pread_full(ck_checkpoint *ck, const ck_chunk *c, void *dst, size_t len, uint64_t off)
 {
     return ck_file_pread(ck, c->file, dst, len, off);

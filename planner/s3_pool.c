@@ -278,7 +278,7 @@ void ck_s3_pool_free(ck_s3_pool *p)
     free(p);
 }
 
-void ck_s3_pool_submit(ck_s3_pool *p, ck_s3_get *g)
+int ck_s3_pool_submit(ck_s3_pool *p, ck_s3_get *g)
 {
     g->tries = 0;
     g->not_before.tv_sec = 0;
@@ -290,8 +290,7 @@ void ck_s3_pool_submit(ck_s3_pool *p, ck_s3_get *g)
         p->queue = g;
     }
     pthread_mutex_unlock(&p->mu);
-    if (rc)
-        g->done(g, -ETIMEDOUT);
-    else
+    if (!rc)
         curl_multi_wakeup(p->multi);
+    return rc;
 }

@@ -48,7 +48,9 @@ struct ck_s3_get {
 int ck_s3_pool_new(ck_s3_client *c, unsigned max_connections, ck_s3_pool **out);
 /* Ends the I/O thread; GETs still queued complete with -ETIMEDOUT. */
 void ck_s3_pool_free(ck_s3_pool *p);
-/* Queues g; its done callback runs exactly once, on the pool's thread. */
-void ck_s3_pool_submit(ck_s3_pool *p, ck_s3_get *g);
+/* Queues g; its done callback then runs exactly once, on the pool's
+ * thread.  -errno (the thread cannot start) and no callback otherwise, so
+ * a caller may submit while holding a lock its callback takes. */
+int ck_s3_pool_submit(ck_s3_pool *p, ck_s3_get *g);
 
 #endif

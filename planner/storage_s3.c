@@ -303,6 +303,21 @@ static void block_drop(s3_storage *s, block *b)
     free(b);
 }
 
+/* Under s->mu: a failed block keeps its place (readers waiting for it
+ * see the error) but not its memory. */
+static void block_fail(s3_storage *s, block *b, int err)
+{
+    b->state = B_FAILED;
+    b->err = err;
+    s->used -= b->len;
+    if (b->len == CK_S3_BLOCK && s->nspare < s->spare_cap)
+        s->spare[s->nspare++] = b->data;
+    else
+        free(b->data);
+    b->data = NULL;
+    b->len = 0;
+}
+
 /* Under s->mu: a buffer for a block of len bytes. */
 static uint8_t *block_buffer(s3_storage *s, uint64_t len)
 {
@@ -367,8 +382,7 @@ static void fetch_done(ck_s3_get *g, int rc)
     for (uint32_t i = 0; i < f->count; i++) {
         block *b = o->blocks[f->first + i];
         if (rc) {
-            b->state = B_FAILED;
-            b->err = g->status == 412 ? -EIO : rc;
+            block_fail(s, b, g->status == 412 ? -EIO : rc);
         } else {
             b->state = B_READY;
             lru_push(s, b);
@@ -442,8 +456,16 @@ static void schedule(s3_object *o, uint64_t first, uint64_t n, int ahead)
             f->g.sink = fetch_sink;
             f->g.done = fetch_done;
             f->g.ctx = f;
+            if (ck_s3_pool_submit(s->pool, &f->g)) {
+                /* no I/O thread: these blocks fail now, and are tried again
+                 * by the next read that needs them */
+                for (uint32_t i = 0; i < made; i++)
+                    block_fail(s, o->blocks[f->first + i], -ETIMEDOUT);
+                pthread_cond_broadcast(&s->cv);
+                free(f);
+                continue;
+            }
             o->inflight++;
-            ck_s3_pool_submit(s->pool, &f->g);
         }
         first += span;
         n -= span;
