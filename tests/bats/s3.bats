@@ -10,8 +10,8 @@ BUCKET=ckptfs-test
 
 setup_file() {
     local need
-    for need in ceph-mon ceph-osd radosgw radosgw-admin monmaptool; do
-        command -v "$need" >/dev/null || skip "$need is not installed (Debian: ceph-mon ceph-osd radosgw ceph-common)"
+    for need in ceph-mon ceph-osd radosgw radosgw-admin monmaptool curl; do
+        command -v "$need" >/dev/null || skip "$need is not installed (Debian: ceph-mon ceph-osd radosgw ceph-common curl)"
     done
     export CEPH_DIR="$BATS_FILE_TMPDIR/ceph"
     scripts/ceph-s3.sh start "$CEPH_DIR" >/dev/null 3>&- || {
