@@ -125,17 +125,32 @@ check_s3() {
     check_s3 hf_llama_sharded --flat
 }
 
-@test "s3: a 32 MiB checkpoint through a 4M cache (blocks evicted, read ahead, refetched)" {
+@test "s3: a 32 MiB checkpoint through a 4M cache, 4 readers at once (evicted, read ahead, refetched)" {
     mount_s3 "s3://$BUCKET/big" -o cache=4M
     run "$PY" - "$MNT" "$BATS_FILE_TMPDIR/big.sha256.json" <<'PY'
-import hashlib, json, os, sys
+import hashlib, json, os, random, sys, threading
 mnt, want = sys.argv[1], json.load(open(sys.argv[2]))
-bad = 0
-for rnd in range(2):
-    for fqn, sha in want.items():
-        p = os.path.join(mnt, *fqn.split("."))
-        if hashlib.sha256(open(p, "rb").read()).hexdigest() != sha:
-            print("MISMATCH", fqn); bad += 1
+bad = []
+def reader(seed):
+    rnd = random.Random(seed)
+    keys = list(want) * 2
+    rnd.shuffle(keys)
+    for fqn in keys:
+        h = hashlib.sha256()
+        with open(os.path.join(mnt, *fqn.split(".")), "rb") as f:
+            while True:
+                b = f.read(rnd.choice([4096, 65536, 1 << 20, 3 << 20]))
+                if not b:
+                    break
+                h.update(b)
+        if h.hexdigest() != want[fqn]:
+            bad.append(fqn)
+ts = [threading.Thread(target=reader, args=(i,)) for i in range(4)]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+print("mismatches:", bad)
 sys.exit(1 if bad else 0)
 PY
     [ "$status" -eq 0 ] || { echo "$output" >&2; false; }
