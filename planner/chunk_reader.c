@@ -48,6 +48,16 @@ static int keep_transient(int rc)
     return rc == -ENOMEM || rc == -ETIMEDOUT ? rc : -EIO;
 }
 
+/* A read that failed for now (the store did not answer): the key and file
+ * are logged, the chunk is not marked failed. */
+static int chunk_unreachable(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c, int rc)
+{
+    const char *file = c->file < ck->nfiles ? ck->files[c->file].path : "?";
+    fprintf(stderr, "ckptfs: key %s: file %s offset %" PRIu64 ": the store did not answer; "
+            "this read fails, later ones try again\n", key->fqn, file, c->offset);
+    return rc;
+}
+
 static uint64_t chunk_image_bytes(const ck_key *key, const ck_chunk *c)
 {
     uint64_t n = 1;
@@ -365,6 +375,8 @@ int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t of
         return -EINVAL;
     if (c->layout.direct) {
         rc = pread_full(ck, c, dst, len, c->layout.file_offset + off);
+        if (rc == -ETIMEDOUT)
+            return chunk_unreachable(ck, key, c, rc);
         return rc == -EIO ? chunk_fail(ck, key, c, -EIO, "file shrank under the mount") : rc;
     }
     ck_cache_entry *e;
@@ -457,6 +469,8 @@ static int read_chunk_group(ck_checkpoint *ck, const ck_key *key, ck_read *const
             rc = pread_full(ck, c, dst + (reads[i]->dst_off - base), reads[i]->len,
                             c->layout.file_offset + reads[i]->src_off);
     }
+    if (rc == -ETIMEDOUT)
+        return chunk_unreachable(ck, key, c, rc);
     if (rc == -EIO)
         return chunk_fail(ck, key, c, -EIO, "file shrank under the mount");
     return rc;

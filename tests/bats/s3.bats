@@ -226,6 +226,7 @@ read_at() { # FILE OFFSET COUNT
     [[ "$output" == *"Input/output error"* ]]
     kill -0 "$CKPT_PID"
     grep -q "after 5 tries" "$CKPT_LOG"
+    grep -q "key model.layers.0.attn.wk.weight: .*the store did not answer" "$CKPT_LOG"
     scripts/ceph-s3.sh start-rgw "$CEPH_DIR" 3>&-
     got=$(sha256sum <"$key" | cut -d' ' -f1)
     [ "$got" = "$want" ]
