@@ -15,6 +15,7 @@
 #include "arena.h"
 #include "chunk_cache.h"
 #include "geometry.h"
+#include "prefetch.h"
 #include "zip_reader.h"
 #include "zstd_stream.h"
 
@@ -521,6 +522,7 @@ int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, s
             *got = (size_t)n;
         return rc;
     }
+    ck_key_read_ahead(ck, key, off, n);
     ck_read_vec plan = { 0 };
     rc = ck_load_plan_for_range(key, off, n, &plan);
     if (!rc)

@@ -198,6 +198,14 @@ int ck_file_pread(ck_checkpoint *ck, uint32_t i, void *dst, size_t len, uint64_t
     return rc == -ENOMEM || rc == -ETIMEDOUT ? rc : rc ? -EIO : 0;
 }
 
+void ck_file_prefetch(ck_checkpoint *ck, uint32_t i, uint64_t off, uint64_t len)
+{
+    ck_object *obj;
+    if (!ck->storage->ops->prefetch || ck_file_object(ck, i, &obj))
+        return;
+    ck_object_prefetch(obj, off, len);
+}
+
 int ck_file_size(ck_checkpoint *ck, uint32_t i, uint64_t *size)
 {
     ck_object *obj;
@@ -396,6 +404,7 @@ void ck_close(ck_checkpoint *ck)
     free(ck->files);
     if (ck->root_fd >= 0)
         close(ck->root_fd);
+    free(atomic_load(&ck->read_ahead));
     ck_storage_free(ck->storage);
     ck_cache_free(ck->cache);
     ck_arena_free(ck->arena);

@@ -84,6 +84,7 @@ typedef struct ck_checkpoint {
     int root_fd;          /* O_PATH|O_DIRECTORY fd of the root directory; -1 when remote */
     ck_storage *storage;  /* where the files live (storage.h) */
     ck_object_info metadata_info; /* DCP: `.metadata` as read at open */
+    _Atomic(uint64_t *) read_ahead; /* per key: where a sequential reader is (prefetch.c) */
     ck_source_kind kind;
     size_t nkeys;
     ck_key *keys;         /* sorted by fqn (strcmp) */
@@ -129,6 +130,9 @@ int ck_file_source(ck_checkpoint *ck, uint32_t i, uint64_t base, uint64_t len,
  * the file has an fd.  -EIO for an error or a short file; -ETIMEDOUT (an
  * object store that did not answer) and -ENOMEM are transient. */
 int ck_file_pread(ck_checkpoint *ck, uint32_t i, void *dst, size_t len, uint64_t off);
+/* Starts fetching bytes [off, off + len) of file i where the storage gains
+ * from it (object stores); returns at once. */
+void ck_file_prefetch(ck_checkpoint *ck, uint32_t i, uint64_t off, uint64_t len);
 /* File i's current size (local: fstat now; object stores: as at open). */
 int ck_file_size(ck_checkpoint *ck, uint32_t i, uint64_t *size);
 

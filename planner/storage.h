@@ -18,6 +18,7 @@
  *             NULL); -EAGAIN when it lost a race.  Local: temp file, fsync,
  *             rename, fsync of the directory.
  *   remove    deletes an object
+ *   prefetch  (optional) starts fetching a range a read will soon want
  *
  * Every call returns 0 or -errno.  Reads return -EIO when the object
  * cannot give the bytes (short, or replaced since it was opened) and
@@ -62,6 +63,9 @@ typedef struct {
                    const char *expect_identity);
     int (*remove)(ck_storage *st, const char *name);
     void (*destroy)(ck_storage *st);
+    /* optional (NULL: nothing to gain): start fetching bytes a read will
+     * soon want, without waiting for them */
+    void (*prefetch)(ck_object *obj, uint64_t off, uint64_t len);
 } ck_storage_ops;
 
 /* Backends embed these as their first member. */
@@ -120,6 +124,11 @@ static inline void ck_object_close(ck_object *obj)
 {
     if (obj)
         obj->st->ops->close(obj);
+}
+static inline void ck_object_prefetch(ck_object *obj, uint64_t off, uint64_t len)
+{
+    if (obj->st->ops->prefetch)
+        obj->st->ops->prefetch(obj, off, len);
 }
 static inline int ck_storage_list(ck_storage *st, ck_storage_list_fn fn, void *ctx)
 {

@@ -91,6 +91,7 @@ struct s3_object {
     uint32_t window;   /* read-ahead blocks; mu */
     unsigned inflight; /* GETs not yet done; mu */
     atomic_int changed; /* 412 seen: every read fails */
+    int planned;       /* reads of it are prefetched along load plans: no own read-ahead; mu */
 };
 
 typedef struct {
@@ -496,6 +497,8 @@ static int s_read(ck_object *obj, uint64_t off, void *buf, size_t n)
     if (n < SMALL_READ) {
         /* header probes (archive directories, data.pkl) between the runs
          * of a stream: they neither start nor end its read-ahead */
+    } else if (o->planned) {
+        o->window = 0;
     } else if (o->next_off && gap <= 2 * (uint64_t)CK_S3_BLOCK) {
         uint32_t w = o->window ? o->window * 2 : 2;
         uint64_t cap = s->limit / 4 / CK_S3_BLOCK;
@@ -586,6 +589,24 @@ static int s_read(ck_object *obj, uint64_t off, void *buf, size_t n)
     evict(s);
     pthread_mutex_unlock(&s->mu);
     return 0;
+}
+
+static void s_prefetch(ck_object *obj, uint64_t off, uint64_t len)
+{
+    s3_object *o = (s3_object *)obj;
+    s3_storage *s = o->s;
+    if (!len || off >= o->info.size || atomic_load(&o->changed))
+        return;
+    if (len > o->info.size - off)
+        len = o->info.size - off;
+    uint64_t first = off / CK_S3_BLOCK, last = (off + len - 1) / CK_S3_BLOCK;
+    pthread_mutex_lock(&s->mu);
+    /* the caller knows what comes next (prefetch.c): guessing from this
+     * object's own order would fetch the neighbouring items too */
+    o->planned = 1;
+    o->window = 0;
+    schedule(o, first, last + 1 - first, 1);
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* ---- objects ---- */
@@ -973,6 +994,7 @@ static const ck_storage_ops s3_ops = {
     .replace = s_replace,
     .remove = s_remove,
     .destroy = s_destroy,
+    .prefetch = s_prefetch,
 };
 
 static const char *real_getenv(void *ctx, const char *name)
