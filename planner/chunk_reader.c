@@ -522,11 +522,12 @@ int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, s
             *got = (size_t)n;
         return rc;
     }
-    ck_key_read_ahead(ck, key, off, n);
     ck_read_vec plan = { 0 };
     rc = ck_load_plan_for_range(key, off, n, &plan);
     if (!rc)
         rc = ck_execute_plan(ck, key, &plan, off, dst);
+    if (!rc) /* after: the bytes asked for now are not queued behind it */
+        ck_key_read_ahead(ck, key, off, n);
     ck_read_vec_free(&plan);
     if (!rc)
         *got = (size_t)n;

@@ -67,11 +67,13 @@ void ck_key_read_ahead(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint6
     uint64_t end = off + n;
     /* 0 = nothing read yet; otherwise 1 + where the last read ended */
     uint64_t prev = atomic_exchange(&st[k], end + 1);
-    int sequential = off == 0 || (prev && off + SEQ_SLACK >= prev - 1 && off <= prev - 1 + SEQ_SLACK);
+    /* a second read that follows the first: a stream (one read alone, a
+     * 4 KiB probe say, fetches nothing more) */
+    int sequential = prev && off + SEQ_SLACK >= prev - 1 && off <= prev - 1 + SEQ_SLACK;
     if (!sequential || end >= key->nbytes)
         return;
-    /* a new step, or the start: plan the bytes after this read */
-    if (off != 0 && off / PREFETCH_STEP == end / PREFETCH_STEP)
+    /* the stream's first prefetch, or a new step: plan the bytes after this read */
+    if (prev - 1 > SEQ_SLACK && off / PREFETCH_STEP == end / PREFETCH_STEP)
         return;
     uint64_t len = key->nbytes - end < PREFETCH_BYTES ? key->nbytes - end : PREFETCH_BYTES;
     ck_read_vec plan = { 0 };

@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include "ckpt.h"
 
-/* Called before a read of bytes [off, off + n) of key; never waits for
+/* Called after a read of bytes [off, off + n) of key; never waits for
  * I/O.  A no-op for storages without prefetch (local directories). */
 void ck_key_read_ahead(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint64_t n);
 
