@@ -573,10 +573,7 @@ out:
     free(path);
     fs_snapshot_unref(m);
     fuse_opt_free_args(&args);
-    free(opts.source);
-    free(opts.mountpoint);
-    free(opts.hf_prefix);
-    free(opts.hf_dir);
+    fs_options_free(&opts);
     free(av);
     return status;
 }

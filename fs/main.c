@@ -201,9 +201,6 @@ int main(int argc, char *argv[])
 out:
     fs_root_free(&m);
     fuse_opt_free_args(&args);
-    free(m.opts.source);
-    free(m.opts.mountpoint);
-    free(m.opts.hf_prefix);
-    free(m.opts.hf_dir);
+    fs_options_free(&m.opts);
     return status;
 }

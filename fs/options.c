@@ -7,7 +7,8 @@
 #include <string.h>
 #include "dtype_convert.h"
 
-enum { KEY_HELP, KEY_VERSION, KEY_RW, KEY_RO, KEY_CACHE, KEY_DTYPE, KEY_HF_SHARD, KEY_HF_PREFIX, KEY_HF_DIR };
+enum { KEY_HELP, KEY_VERSION, KEY_RW, KEY_RO, KEY_CACHE, KEY_DTYPE, KEY_HF_SHARD, KEY_HF_PREFIX, KEY_HF_DIR,
+       KEY_S3 };
 
 #define OPT(t, p) { t, offsetof(fs_options, p), 1 }
 static const struct fuse_opt option_spec[] = {
@@ -21,6 +22,10 @@ static const struct fuse_opt option_spec[] = {
     FUSE_OPT_KEY("hf_shard=", KEY_HF_SHARD),
     FUSE_OPT_KEY("hf_prefix=", KEY_HF_PREFIX),
     FUSE_OPT_KEY("hf_dir=", KEY_HF_DIR),
+    FUSE_OPT_KEY("endpoint=", KEY_S3),
+    FUSE_OPT_KEY("region=", KEY_S3),
+    FUSE_OPT_KEY("profile=", KEY_S3),
+    FUSE_OPT_KEY("addressing=", KEY_S3),
     FUSE_OPT_KEY("-h", KEY_HELP),
     FUSE_OPT_KEY("--help", KEY_HELP),
     FUSE_OPT_KEY("-V", KEY_VERSION),
@@ -110,6 +115,21 @@ static int option_proc(void *data, const char *arg, int key, struct fuse_args *o
             o->parse_error = 1;
         }
         return 0;
+    case KEY_S3: {
+        /* endpoint=, region=, profile=, addressing=: kept as given, judged
+         * when SOURCE is an s3:// URL (planner/s3_config.c) */
+        const char *eq = strchr(arg, '=');
+        char **slot = strncmp(arg, "endpoint=", 9) == 0 ? &o->endpoint
+                      : strncmp(arg, "region=", 7) == 0  ? &o->region
+                      : strncmp(arg, "profile=", 8) == 0 ? &o->profile
+                                                         : &o->addressing;
+        free(*slot);
+        if (!(*slot = strdup(eq + 1)) || !eq[1]) {
+            fprintf(stderr, "ckptfs: bad -o %s (empty value)\n", arg);
+            o->parse_error = 1;
+        }
+        return 0;
+    }
     case FUSE_OPT_KEY_NONOPT:
         if (!o->source) {
             o->source = strdup(arg);
@@ -133,7 +153,8 @@ void fs_options_usage(const char *prog)
            "       %s cp [options] SOURCE[:PATH] DEST   (copy without a mount; cp --help)\n"
            "\n"
            "Mounts a PyTorch Distributed Checkpoint (a directory with .metadata), a\n"
-           ".safetensors file or a directory of them; every tensor key becomes a file.\n"
+           ".safetensors file or a directory of them (local, or s3://BUCKET/PREFIX);\n"
+           "every tensor key becomes a file.\n"
            "Unmount with: fusermount3 -u MOUNTPOINT\n"
            "\n"
            "ckptfs options:\n"
@@ -146,6 +167,8 @@ void fs_options_usage(const char *prog)
            "    -o hf_shard=SIZE  shard bound of /.ckptfs/hf (default 5G)\n"
            "    -o hf_prefix=P  /.ckptfs/hf holds the keys under P., without it\n"
            "    -o hf_dir=DIR   files of DIR (config.json, tokenizer...) also in /.ckptfs/hf\n"
+           "    -o endpoint=URL, region=R, profile=P, addressing=path|virtual\n"
+           "                    for SOURCE s3://BUCKET/PREFIX (else the AWS CLI's settings)\n"
            "    -h, --help      this help\n"
            "    -V, --version   version\n"
            "\n"
@@ -159,4 +182,16 @@ int fs_options_parse(struct fuse_args *args, fs_options *opts)
     if (fuse_opt_parse(args, opts, option_spec, option_proc) != 0)
         return -EINVAL;
     return opts->parse_error ? -EINVAL : 0;
+}
+
+void fs_options_free(fs_options *opts)
+{
+    free(opts->source);
+    free(opts->mountpoint);
+    free(opts->endpoint);
+    free(opts->region);
+    free(opts->profile);
+    free(opts->addressing);
+    free(opts->hf_prefix);
+    free(opts->hf_dir);
 }

@@ -30,7 +30,9 @@ int fs_snapshot_open(const fs_options *opts, const char *dir, uint64_t gen, fs_m
     m->gen = gen;
     atomic_init(&m->refs, 1);
     pthread_rwlock_init(&m->lock, NULL);
-    ck_open_opts oo = { .cache_bytes = opts->cache_bytes };
+    ck_storage_opts so = { .endpoint = opts->endpoint, .region = opts->region,
+                           .profile = opts->profile, .addressing = opts->addressing };
+    ck_open_opts oo = { .cache_bytes = opts->cache_bytes, .storage = &so };
     int rc = opts->rw && opts->create ? ck_open_or_create(dir, &oo, &m->ck, err, errlen)
                                       : ck_open(dir, &oo, &m->ck, err, errlen);
     if (!rc && opts->rw && m->ck->kind != CK_SRC_DCP) {

@@ -600,7 +600,11 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
 
     ck_commit_stats stats;
     if (!rc) {
-        ck_commit_opts opts = { .dirfd = ws->dirfd, .checkpoint_id = ws->source,
+        /* a remote checkpoint is written through its storage; ws->dirfd
+         * is then only where writes spill */
+        int remote = ck_storage_is_remote(ws->source);
+        ck_commit_opts opts = { .dirfd = remote ? -1 : ws->dirfd, .storage = ck->storage,
+                                .checkpoint_id = ws->source,
                                 .crash_after = ws->crash_after, .fail_after = ws->fail_after,
                                 .fail_errno = ENOSPC };
         rc = ck_commit(ck, ks, nk, &opts, &stats, err, sizeof err);
@@ -608,7 +612,9 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
     ck_checkpoint *nck = NULL;
     fs_tree *ntree = NULL;
     if (!rc) {
-        ck_open_opts oo = { .cache_bytes = m->opts.cache_bytes };
+        ck_storage_opts so = { .endpoint = m->opts.endpoint, .region = m->opts.region,
+                               .profile = m->opts.profile, .addressing = m->opts.addressing };
+        ck_open_opts oo = { .cache_bytes = m->opts.cache_bytes, .storage = &so };
         char oerr[512] = "";
         int orc = ck_open(ws->source, &oo, &nck, oerr, sizeof oerr);
         if (!orc)
@@ -706,12 +712,23 @@ int fs_write_state_new(fs_mount *m, fs_wstate **out, char *err, size_t errlen)
         return -ENOMEM;
     pthread_mutex_init(&ws->commit_lock, NULL);
     pthread_mutex_init(&ws->lock, NULL);
-    ws->dirfd = open(m->opts.source, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     char abs[PATH_MAX];
     int rc = 0;
-    if (ws->dirfd < 0 || !realpath(m->opts.source, abs)) {
-        rc = -errno;
-        snprintf(err, errlen, "%s: %s", m->opts.source, strerror(errno));
+    if (ck_storage_is_remote(m->opts.source)) {
+        /* an object store has no directory to spill pending writes to */
+        const char *tmp = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+        ws->dirfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        snprintf(abs, sizeof abs, "%s", m->opts.source);
+        if (ws->dirfd < 0) {
+            rc = -errno;
+            snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+        }
+    } else {
+        ws->dirfd = open(m->opts.source, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (ws->dirfd < 0 || !realpath(m->opts.source, abs)) {
+            rc = -errno;
+            snprintf(err, errlen, "%s: %s", m->opts.source, strerror(errno));
+        }
     }
     if (!rc && !(ws->source = strdup(abs)))
         rc = -ENOMEM;

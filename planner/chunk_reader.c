@@ -58,6 +58,21 @@ static int chunk_fail(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int rc,
     return rc;
 }
 
+/* -ENOMEM and -ETIMEDOUT (an object store that did not answer) are
+ * transient: the chunk is not marked failed, a later read tries again. */
+static int keep_transient(int rc)
+{
+    return rc == -ENOMEM || rc == -ETIMEDOUT ? rc : -EIO;
+}
+
+static int chunk_unreachable(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c, int rc)
+{
+    const char *file = c->file < ck->nfiles ? ck->files[c->file].path : "?";
+    fprintf(stderr, "ckptfs: key %s: file %s offset %" PRIu64 ": the store did not answer; "
+            "this read fails, later ones try again\n", key->fqn, file, c->offset);
+    return rc;
+}
+
 static uint64_t chunk_image_bytes(const ck_key *key, const ck_chunk *c)
 {
     uint64_t n = 1;
@@ -67,10 +82,15 @@ static uint64_t chunk_image_bytes(const ck_key *key, const ck_chunk *c)
 }
 
 /* Reads and undoes the transforms of the whole item into memory. */
-static int load_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int fd, uint64_t expect,
+static int load_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t expect,
                      uint8_t **out, uint64_t *out_len, char *why, size_t whylen)
 {
-    ck_byte_source src = ck_byte_source_fd(fd, c->offset, c->length);
+    ck_byte_source src;
+    int orc = ck_file_source(ck, c->file, c->offset, c->length, &src);
+    if (orc) {
+        snprintf(why, whylen, "cannot open: %s", strerror(-orc));
+        return orc;
+    }
     if (c->transforms & CK_TF_ZSTD) {
         uint64_t max = expect > UINT64_MAX - DECODE_SLACK ? UINT64_MAX : expect + DECODE_SLACK;
         return ck_zstd_decode(&src, max, out, out_len, why, whylen);
@@ -222,18 +242,20 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
 static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, const uint8_t *item_mem)
 {
     char why[384] = "";
-    int fd, rc;
+    int rc;
     if (c->transforms & CK_TF_UNKNOWN)
         return chunk_fail(ck, key, c, -EIO, "unknown storage transform");
-    rc = ck_file_fd(ck, c->file, &fd);
+    /* The size pinned when the file was opened (file_id.h; an object's as
+     * seen at open): a file that changes since fails its reads' identity
+     * checks, and resolving a chunk costs no fstat. */
+    uint64_t file_size, end;
+    rc = ck_file_size(ck, c->file, &file_size);
     if (rc) {
+        if (rc == -ETIMEDOUT)
+            return rc;
         snprintf(why, sizeof why, "cannot open: %s", strerror(-rc));
         return chunk_fail(ck, key, c, -EIO, why);
     }
-    /* The size pinned when the fd was published (file_id.h): a file that
-     * changes since fails its reads' identity checks, and resolving a
-     * chunk costs no fstat. */
-    uint64_t file_size = ck->files[c->file].id.size, end;
     if (__builtin_add_overflow(c->offset, c->length, &end) || file_size < end) {
         snprintf(why, sizeof why, "file ends at %" PRIu64 " before the item's end", file_size);
         return chunk_fail(ck, key, c, -EIO, why);
@@ -244,10 +266,10 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, cons
     char note[384] = "";
     if (key->kind == CK_KEY_TENSOR && c->format == CK_ITEM_TORCH_SAVE) {
         bool in_blob = false;
-        rc = ck_dcp_st_resolve(ck, key, c, fd, file_size, item_mem, c->length,
+        rc = ck_dcp_st_resolve(ck, key, c, file_size, item_mem, c->length,
                                &in_blob, why, sizeof why, note, sizeof note);
         if (rc)
-            return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO, why);
+            return rc == -ETIMEDOUT ? rc : chunk_fail(ck, key, c, keep_transient(rc), why);
         if (in_blob)
             return 0;
     }
@@ -264,29 +286,35 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, cons
         uint8_t *item;
         uint64_t item_len;
         uint64_t expect = key->kind == CK_KEY_TENSOR ? chunk_image_bytes(key, c) : c->length * 64;
-        rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
-        if (!rc && (rc = ck_file_check(ck, c->file, fd)) != 0) {
+        rc = load_item(ck, key, c, expect, &item, &item_len, why, sizeof why);
+        if (!rc && (rc = ck_file_check(ck, c->file)) != 0) {
             free(item);
             snprintf(why, sizeof why, "file changed while it was read");
         }
         if (!rc)
             rc = cache_image_from_item(ck, key, c, item, item_len, why, sizeof why);
+        if (rc == -ETIMEDOUT)
+            return rc;
         if (rc)
-            return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO,
-                              why[0] ? why : "cannot decode item");
+            return chunk_fail(ck, key, c, keep_transient(rc), why[0] ? why : "cannot decode item");
         L->direct = false;
         return 0;
     }
-    ck_byte_source src = item_mem ? ck_byte_source_mem(item_mem, c->length)
-                                  : ck_byte_source_fd(fd, c->offset, c->length);
+    ck_byte_source src;
+    if (item_mem)
+        src = ck_byte_source_mem(item_mem, c->length);
+    else if ((rc = ck_file_source(ck, c->file, c->offset, c->length, &src)) != 0)
+        return chunk_fail(ck, key, c, keep_transient(rc), "cannot open");
     ck_torch_item it;
     rc = ck_torch_item_parse(&src, &it, why, sizeof why);
-    if (!rc && (rc = ck_file_check(ck, c->file, fd)) != 0)
+    if (!rc && (rc = ck_file_check(ck, c->file)) != 0)
         snprintf(why, sizeof why, "file changed while it was read");
     if (!rc)
         rc = item_matches_chunk(key, c, &it, why, sizeof why);
+    if (rc == -ETIMEDOUT)
+        return rc;
     if (rc)
-        return chunk_fail(ck, key, c, rc == -ENOMEM ? -ENOMEM : -EIO,
+        return chunk_fail(ck, key, c, keep_transient(rc),
                           note[0] ? note : why[0] ? why : "bad archive");
     L->nbytes = chunk_image_bytes(key, c);
     if (ck_torch_item_is_contiguous(&it)) {
@@ -332,8 +360,8 @@ static int claim_chunk(ck_checkpoint *ck, ck_chunk *c, int wait)
 /* Ends a claim with resolve_chunk's result, waking the chunk's waiters. */
 static void publish_resolution(ck_checkpoint *ck, ck_chunk *c, int rc)
 {
-    /* -ENOMEM is transient: the next reader tries again */
-    int st = rc == 0 ? 1 : rc == -ENOMEM ? 0 : rc;
+    /* -ENOMEM and -ETIMEDOUT are transient: the next reader tries again */
+    int st = rc == 0 ? 1 : rc == -ENOMEM || rc == -ETIMEDOUT ? 0 : rc;
     pthread_mutex_lock(&ck->lock);
     atomic_store_explicit(&c->state, st, memory_order_release);
     pthread_cond_broadcast(&ck->resolved);
@@ -361,13 +389,11 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
         return 0;
     }
     char why[384] = "";
-    int fd, rc = ck_file_fd(ck, c->file, &fd);
     uint8_t *item = NULL;
     uint64_t item_len = 0;
     uint64_t expect = key->kind == CK_KEY_TENSOR ? c->layout.nbytes : c->length * 64;
-    if (rc == 0)
-        rc = load_item(ck, key, c, fd, expect, &item, &item_len, why, sizeof why);
-    if (rc == 0 && ck_file_check(ck, c->file, fd)) {
+    int rc = load_item(ck, key, c, expect, &item, &item_len, why, sizeof why);
+    if (rc == 0 && ck_file_check(ck, c->file)) {
         free(item);
         rc = -EIO; /* the file changed while it was read */
     }
@@ -382,7 +408,7 @@ static int cached_image(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, ck_ca
         rc = image_from_item(key, c, item, item_len, &img, &img_len, &img_off);
     if (rc) {
         ck_cache_abandon(ck->cache, id);
-        return rc == -ENOMEM ? rc : -EIO;
+        return keep_transient(rc);
     }
     e = ck_cache_put(ck->cache, id, img, img_len);
     if (!e)
@@ -421,23 +447,6 @@ static int cached_bytes(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint6
     return 0;
 }
 
-/* Reads exactly len bytes at off; -EIO for an error or a short file. */
-static int pread_full(int fd, void *dst, size_t len, uint64_t off)
-{
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(fd, (uint8_t *)dst + got, len - got, (off_t)(off + got));
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -EIO;
-        }
-        if (r == 0)
-            return -EIO;
-        got += (size_t)r;
-    }
-    return 0;
-}
 
 int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t off, void *dst,
                   size_t len)
@@ -449,13 +458,12 @@ int ck_chunk_read(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t of
     if (__builtin_add_overflow(off, (uint64_t)len, &end) || end > c->layout.nbytes)
         return -EINVAL;
     if (c->layout.direct) {
-        int fd;
-        if (ck_file_fd(ck, c->file, &fd))
-            return -EIO;
-        rc = pread_full(fd, dst, len, c->layout.file_offset + off);
+        rc = ck_file_pread(ck, c->file, dst, len, c->layout.file_offset + off);
         if (!rc)
-            return ck_file_check(ck, c->file, fd);
-        return rc == -EIO && !ck_file_check(ck, c->file, fd)
+            return ck_file_check(ck, c->file);
+        if (rc == -ETIMEDOUT)
+            return chunk_unreachable(ck, key, c, rc);
+        return rc == -EIO && !ck_file_check(ck, c->file)
                    ? chunk_fail(ck, key, c, -EIO, "file shrank under the mount") : rc;
     }
     ck_cache_entry *e;
@@ -534,13 +542,10 @@ static int cmp_chunk_by_place(const void *a, const void *b)
 static void resolve_batch(ck_checkpoint *ck, const ck_key *key, ck_chunk **group, size_t n)
 {
     uint64_t lo = group[0]->offset, hi = group[n - 1]->offset + group[n - 1]->length;
-    int fd;
-    if (ck_file_fd(ck, group[0]->file, &fd))
-        return;
     uint8_t *buf = malloc((size_t)(hi - lo));
     if (!buf)
         return;
-    if (pread_full(fd, buf, (size_t)(hi - lo), lo) == 0) {
+    if (ck_file_pread(ck, group[0]->file, buf, (size_t)(hi - lo), lo) == 0) {
         for (size_t i = 0; i < n; i++) {
             if (claim_chunk(ck, group[i], 0) != 1)
                 continue;
@@ -608,11 +613,8 @@ static int cmp_file_read(const void *a, const void *b)
 static int read_file_span(ck_checkpoint *ck, const file_read *r, size_t n, uint8_t **scratch,
                           size_t *scratch_cap)
 {
-    int fd;
-    if (ck_file_fd(ck, r[0].file, &fd))
-        return -EIO;
     if (n == 1)
-        return pread_full(fd, r[0].dst, (size_t)r[0].len, r[0].off);
+        return ck_file_pread(ck, r[0].file, r[0].dst, (size_t)r[0].len, r[0].off);
     uint64_t lo = r[0].off, hi = 0;
     for (size_t i = 0; i < n; i++)
         hi = r[i].off + r[i].len > hi ? r[i].off + r[i].len : hi;
@@ -624,7 +626,7 @@ static int read_file_span(ck_checkpoint *ck, const file_read *r, size_t n, uint8
         *scratch = s;
         *scratch_cap = span;
     }
-    int rc = pread_full(fd, *scratch, span, lo);
+    int rc = ck_file_pread(ck, r[0].file, *scratch, span, lo);
     for (size_t i = 0; !rc && i < n; i++)
         memcpy(r[i].dst, *scratch + (r[i].off - lo), (size_t)r[i].len);
     return rc;
@@ -636,12 +638,9 @@ static int read_file_span(ck_checkpoint *ck, const file_read *r, size_t n, uint8
 static int read_file_span_checked(ck_checkpoint *ck, const file_read *r, size_t n,
                                   uint8_t **scratch, size_t *scratch_cap, int *changed)
 {
-    int fd;
     *changed = 0;
-    if (ck_file_fd(ck, r[0].file, &fd))
-        return -EIO;
     int rc = read_file_span(ck, r, n, scratch, scratch_cap);
-    if ((rc == 0 || rc == -EIO) && ck_file_check(ck, r[0].file, fd)) {
+    if ((rc == 0 || rc == -EIO) && ck_file_check(ck, r[0].file)) {
         *changed = 1;
         return -EIO;
     }
@@ -670,6 +669,8 @@ static int read_direct(ck_checkpoint *ck, const ck_key *key, file_read *r, size_
         }
         int changed;
         rc = read_file_span_checked(ck, r + i, j - i, &scratch, &scratch_cap, &changed);
+        if (rc == -ETIMEDOUT)
+            rc = chunk_unreachable(ck, key, &key->chunks[r[i].chunk], rc);
         if (rc == -EIO && !changed) {
             rc = 0;
             for (size_t k = i; !rc && k < j; k++) {
@@ -677,6 +678,8 @@ static int read_direct(ck_checkpoint *ck, const ck_key *key, file_read *r, size_
                 if (e == -EIO && !changed)
                     rc = chunk_fail(ck, key, &key->chunks[r[k].chunk], -EIO,
                                     "file shrank under the mount");
+                else if (e == -ETIMEDOUT)
+                    rc = chunk_unreachable(ck, key, &key->chunks[r[k].chunk], e);
                 else
                     rc = e;
             }
@@ -770,14 +773,15 @@ int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, s
             *got = (size_t)n;
         return rc;
     }
+    /* before the read: an object store fetches the next bytes while this
+     * read waits for its own */
+    ck_readahead(ck, key, off, n);
     ck_read_vec plan = { 0 };
     rc = ck_load_plan_for_range(key, off, n, &plan);
     if (!rc)
         rc = ck_execute_plan(ck, key, &plan, off, dst);
     ck_read_vec_free(&plan);
-    if (!rc) {
+    if (!rc)
         *got = (size_t)n;
-        ck_readahead_after(ck, key, off, n);
-    }
     return rc;
 }

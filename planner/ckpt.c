@@ -6,12 +6,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <linux/openat2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "arena.h"
@@ -124,31 +122,10 @@ int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index)
     ck->files[ck->nfiles].path = copy;
     atomic_init(&ck->files[ck->nfiles].fd, -1);
     atomic_init(&ck->files[ck->nfiles].changed, 0);
+    atomic_init(&ck->files[ck->nfiles].obj, NULL);
     fi->slots[s] = (uint32_t)ck->nfiles + 1;
     *index = (uint32_t)ck->nfiles++;
     return 0;
-}
-
-/* Opens a storage file so that neither "..", absolute symlinks nor links
- * that climb out can take it outside the root: openat2 RESOLVE_BENEATH
- * where the kernel has it, else O_NOFOLLOW on the last component after the
- * lexical check done by ck_add_file. */
-static int open_beneath(int root_fd, const char *path, struct stat *st)
-{
-    /* O_NONBLOCK: opening a FIFO planted as a data file must not hang the
-     * mount; it is then refused as not a regular file. */
-    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
-                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-    long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof how);
-    if (fd < 0 && errno == ENOSYS)
-        fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (fd < 0)
-        return -errno;
-    if (fstat((int)fd, st) != 0 || !S_ISREG(st->st_mode)) {
-        close((int)fd);
-        return -EINVAL;
-    }
-    return (int)fd;
 }
 
 /* Marks file i changed and says so, once per file and state. */
@@ -185,47 +162,64 @@ static int pin_file(ck_checkpoint *ck, uint32_t i, const struct stat *st, const 
     return 0;
 }
 
-int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
+/* Pins a newly opened object: a local file (one with an fd) by its
+ * identity now (pin_file); an object store needs none, its every read
+ * carries the ETag seen at open (If-Match). */
+static int pin_object(ck_checkpoint *ck, uint32_t i, ck_object *obj, const ck_dir_ids *pre)
+{
+    int fd = ck_object_fd(obj);
+    struct stat st;
+    if (fd < 0)
+        return 0;
+    if (fstat(fd, &st) != 0)
+        return -EIO;
+    return pin_file(ck, i, &st, pre);
+}
+
+int ck_file_object(ck_checkpoint *ck, uint32_t i, ck_object **obj)
 {
     if (i >= ck->nfiles)
         return -EINVAL;
-    int cur = atomic_load_explicit(&ck->files[i].fd, memory_order_acquire);
-    if (cur >= 0) {
-        *fd = cur;
+    ck_object *cur = atomic_load_explicit(&ck->files[i].obj, memory_order_acquire);
+    if (cur) {
+        *obj = cur;
         return 0;
     }
     if (atomic_load(&ck->files[i].changed))
         return -EIO;
     /* Only files missing at mount or beyond EAGER_OPEN_MAX get here.  Not
-     * ck->lock: the safetensors header probe calls this while holding it. */
+     * ck->lock: the safetensors header probe calls this while holding it.
+     * The storage confines names to the root (storage_local.c). */
     pthread_mutex_lock(&ck->files_lock);
     int rc = 0;
-    cur = atomic_load_explicit(&ck->files[i].fd, memory_order_acquire);
-    if (cur < 0) {
-        struct stat st;
-        int opened = open_beneath(ck->root_fd, ck->files[i].path, &st);
-        if (opened < 0) {
-            rc = opened;
-        } else if ((rc = pin_file(ck, i, &st, NULL)) != 0) {
-            close(opened);
-        } else {
-            atomic_store_explicit(&ck->files[i].fd, opened, memory_order_release);
+    cur = atomic_load_explicit(&ck->files[i].obj, memory_order_acquire);
+    if (!cur) {
+        ck_object *opened;
+        rc = ck_storage_open(ck->storage, ck->files[i].path, &opened);
+        if (!rc && (rc = pin_object(ck, i, opened, NULL)) != 0) {
+            ck_object_close(opened);
+        } else if (!rc) {
+            atomic_store_explicit(&ck->files[i].fd, ck_object_fd(opened), memory_order_release);
+            atomic_store_explicit(&ck->files[i].obj, opened, memory_order_release);
             cur = opened;
         }
     }
     pthread_mutex_unlock(&ck->files_lock);
     if (rc)
         return rc;
-    *fd = cur;
+    *obj = cur;
     return 0;
 }
 
-int ck_file_check(ck_checkpoint *ck, uint32_t i, int fd)
+int ck_file_check(ck_checkpoint *ck, uint32_t i)
 {
     if (i >= ck->nfiles)
         return -EINVAL;
     if (atomic_load_explicit(&ck->files[i].changed, memory_order_relaxed))
         return -EIO;
+    int fd = atomic_load_explicit(&ck->files[i].fd, memory_order_acquire);
+    if (fd < 0 || !ck->files[i].pinned)
+        return 0; /* an object store: the read itself was pinned to the ETag */
     struct stat st;
     if (fstat(fd, &st) != 0)
         return -EIO;
@@ -236,6 +230,89 @@ int ck_file_check(ck_checkpoint *ck, uint32_t i, int fd)
         return file_changed(ck, i, now.ino != ck->files[i].id.ino || now.dev != ck->files[i].id.dev
                                        ? "was replaced" : "was rewritten in place");
     return 0;
+}
+
+int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd)
+{
+    ck_object *obj;
+    int rc = ck_file_object(ck, i, &obj);
+    if (rc)
+        return rc;
+    int f = ck_object_fd(obj);
+    if (f < 0)
+        return -EOPNOTSUPP;
+    *fd = f;
+    return 0;
+}
+
+int ck_file_source(ck_checkpoint *ck, uint32_t i, uint64_t base, uint64_t len,
+                   ck_byte_source *src)
+{
+    ck_object *obj;
+    int rc = ck_file_object(ck, i, &obj);
+    if (rc)
+        return rc;
+    *src = ck_byte_source_object(obj, base, len);
+    return 0;
+}
+
+int ck_file_pread(ck_checkpoint *ck, uint32_t i, void *dst, size_t len, uint64_t off)
+{
+    int fd = i < ck->nfiles ? atomic_load_explicit(&ck->files[i].fd, memory_order_acquire) : -1;
+    if (fd >= 0) {
+        /* the hot path: local files, read straight into the reply */
+        size_t got = 0;
+        while (got < len) {
+            ssize_t r = pread(fd, (uint8_t *)dst + got, len - got, (off_t)(off + got));
+            if (r < 0) {
+                if (errno == EINTR)
+                    continue;
+                return -EIO;
+            }
+            if (r == 0)
+                return -EIO;
+            got += (size_t)r;
+        }
+        return 0;
+    }
+    ck_object *obj;
+    if (ck_file_object(ck, i, &obj))
+        return -EIO;
+    int rc = ck_object_read(obj, off, dst, len);
+    return rc == -ENOMEM || rc == -ETIMEDOUT ? rc : rc ? -EIO : 0;
+}
+
+void ck_file_prefetch(ck_checkpoint *ck, uint32_t i, uint64_t off, uint64_t len)
+{
+    ck_object *obj;
+    if (len == 0 || ck_file_object(ck, i, &obj))
+        return;
+    if (ck->storage->ops->prefetch) {
+        ck_object_prefetch(obj, off, len);
+        return;
+    }
+    /* local files: the kernel's page cache fetches it in the background */
+    int fd = ck_object_fd(obj);
+    if (fd >= 0)
+        (void)posix_fadvise(fd, (off_t)off, (off_t)len, POSIX_FADV_WILLNEED);
+}
+
+int ck_file_size(ck_checkpoint *ck, uint32_t i, uint64_t *size)
+{
+    ck_object *obj;
+    int rc = ck_file_object(ck, i, &obj);
+    if (rc)
+        return rc;
+    if (ck->files[i].pinned) {
+        /* published with the object: the size this state pinned, no fstat */
+        *size = ck->files[i].id.size;
+        return 0;
+    }
+    ck_object_info info;
+    rc = ck_object_info_get(obj, &info);
+    if (!rc)
+        *size = info.size;
+    return rc;
 }
 
 static int key_cmp(const void *a, const void *b)
@@ -276,24 +353,15 @@ const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn)
     return NULL;
 }
 
-static int has_safetensors_files(int dirfd)
+static int is_safetensors_name(void *ctx, const char *name, const ck_object_info *info)
 {
-    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return 0;
-    }
-    int found = 0;
-    struct dirent *de;
-    while (!found && (de = readdir(d))) {
-        size_t n = strlen(de->d_name);
-        found = n > 12 && strcmp(de->d_name + n - 12, ".safetensors") == 0;
-    }
-    closedir(d);
-    return found;
+    size_t n = strlen(name);
+    return n > 12 && strcmp(name + n - 12, ".safetensors") == 0;
+}
+
+static int has_safetensors_files(ck_storage *st)
+{
+    return ck_storage_list(st, is_safetensors_name, NULL) > 0;
 }
 
 /* Sorts keys, refuses duplicates, checks chunk tiling (a bad key is marked,
@@ -332,21 +400,23 @@ static int finish_model(ck_checkpoint *ck, const ck_dir_ids *pre, char *err, siz
         }
     }
     for (size_t i = 0; i < ck->nfiles; i++) {
-        struct stat st;
-        int fd = open_beneath(ck->root_fd, ck->files[i].path, &st);
-        if (fd == -EXDEV || fd == -ELOOP) {
+        ck_object *obj;
+        int rc = ck_storage_open(ck->storage, ck->files[i].path, &obj);
+        if (rc == -EXDEV || rc == -ELOOP) {
             snprintf(err, errlen, "%s: storage path %s leaves the checkpoint directory",
                      ck->source, ck->files[i].path);
             return -EINVAL;
         }
-        if (fd >= 0) {
+        if (rc == 0) {
             /* Every file present is pinned now, as close as can be to the
              * moment its metadata was read; one that changed already is
              * marked (EIO for its keys), not fatal. */
-            if (pin_file(ck, (uint32_t)i, &st, pre) == 0 && i < EAGER_OPEN_MAX)
-                atomic_store(&ck->files[i].fd, fd);
-            else
-                close(fd);
+            if (pin_object(ck, (uint32_t)i, obj, pre) == 0 && i < EAGER_OPEN_MAX) {
+                atomic_store(&ck->files[i].fd, ck_object_fd(obj));
+                atomic_store(&ck->files[i].obj, obj);
+            } else {
+                ck_object_close(obj);
+            }
         }
         /* A missing file is not fatal: reads that need it fail with EIO. */
     }
@@ -366,13 +436,8 @@ static void keep_one_line(char *err)
 int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, char *err,
             size_t errlen)
 {
-    struct stat st;
     if (errlen)
         err[0] = '\0';
-    if (stat(source, &st) != 0) {
-        snprintf(err, errlen, "%s: %s", source, strerror(errno));
-        return -errno;
-    }
     ck_checkpoint *ck = calloc(1, sizeof *ck);
     if (!ck)
         return -ENOMEM;
@@ -383,35 +448,19 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
     ck->arena = ck_arena_new();
     ck->source = strdup(source);
     int rc = (!ck->arena || !ck->source) ? -ENOMEM : 0;
-    const char *file = NULL;
-    char *dir = NULL;
-    if (!rc && S_ISREG(st.st_mode)) {
-        dir = strdup(source);
-        if (!dir) {
-            rc = -ENOMEM;
-        } else {
-            char *slash = strrchr(dir, '/');
-            if (slash == dir) {
-                dir[1] = '\0';
-                file = source + 1;
-            } else if (slash) {
-                *slash = '\0';
-                file = source + (slash - dir) + 1;
-            } else {
-                strcpy(dir, ".");
-                file = source;
-            }
-        }
-    } else if (!rc && !S_ISDIR(st.st_mode)) {
-        snprintf(err, errlen, "%s: not a checkpoint (neither a directory nor a file)", source);
-        rc = -EINVAL;
+    char *file = NULL;
+    if (!rc) {
+        ck_storage_opts so = { 0 };
+        if (opts && opts->storage)
+            so = *opts->storage;
+        if (!so.cache_bytes)
+            so.cache_bytes = opts && opts->cache_bytes ? opts->cache_bytes : DEFAULT_CACHE_BYTES;
+        rc = ck_storage_for_source(source, &so, &ck->storage, &file, &ck->mtime, err, errlen);
     }
     if (!rc) {
-        ck->root_fd = open(dir ? dir : source, O_PATH | O_DIRECTORY | O_CLOEXEC);
-        if (ck->root_fd < 0) {
+        int lfd = ck_storage_local_root_fd(ck->storage);
+        if (lfd >= 0 && (ck->root_fd = fcntl(lfd, F_DUPFD_CLOEXEC, 0)) < 0)
             rc = -errno;
-            snprintf(err, errlen, "%s: %s", dir ? dir : source, strerror(errno));
-        }
     }
     /* the data files as they are before the metadata that names them is
      * read (see pin_file); without the list, files are pinned as found */
@@ -419,8 +468,8 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
     if (!rc)
         ck_dir_ids_read(ck->root_fd, &pre);
     if (!rc) {
-        ck->mtime = st.st_mtim;
-        struct stat mst;
+        ck_object *md = NULL;
+        int mrc = file ? -ENOENT : ck_storage_open(ck->storage, ".metadata", &md);
         if (file) {
             size_t n = strlen(file);
             if (n < 12 || strcmp(file + n - 12, ".safetensors") != 0) {
@@ -430,10 +479,15 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
             } else {
                 rc = ck_build_safetensors(ck, file, err, errlen);
             }
-        } else if (fstatat(ck->root_fd, ".metadata", &mst, 0) == 0) {
-            ck->mtime = mst.st_mtim;
+        } else if (mrc != -ENOENT && mrc != -ENOTDIR) {
+            /* present; one that cannot be opened (not a regular file, a
+             * link out of SOURCE) is reported by the DCP builder */
+            ck_object_info mi;
+            if (md && ck_object_info_get(md, &mi) == 0)
+                ck->mtime = mi.mtime;
+            ck_object_close(md);
             rc = ck_build_dcp(ck, err, errlen);
-        } else if (has_safetensors_files(ck->root_fd)) {
+        } else if (has_safetensors_files(ck->storage)) {
             rc = ck_build_safetensors(ck, NULL, err, errlen);
         } else {
             snprintf(err, errlen, "%s: not a checkpoint (no .metadata and no .safetensors files)",
@@ -447,7 +501,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
     if (!rc)
         rc = ck_cache_new(opts && opts->cache_bytes ? opts->cache_bytes : DEFAULT_CACHE_BYTES,
                           &ck->cache);
-    free(dir);
+    free(file);
     if (ck->file_index) {
         free(((file_index *)ck->file_index)->slots);
         free(ck->file_index);
@@ -469,14 +523,12 @@ void ck_close(ck_checkpoint *ck)
     if (!ck)
         return;
     ck_decode_ahead_stop(ck); /* its workers read files and the cache */
-    for (size_t i = 0; i < ck->nfiles; i++) {
-        int fd = atomic_load(&ck->files[i].fd);
-        if (fd >= 0)
-            close(fd);
-    }
+    for (size_t i = 0; i < ck->nfiles; i++)
+        ck_object_close(atomic_load(&ck->files[i].obj));
     free(ck->files);
     if (ck->root_fd >= 0)
         close(ck->root_fd);
+    ck_storage_free(ck->storage);
     ck_cache_free(ck->cache);
     ck_dcp_st_free(ck);
     ck_arena_free(ck->arena);

@@ -11,8 +11,10 @@
 #include <stdint.h>
 #include <sys/stat.h>
 #include <time.h>
+#include "byte_source.h"
 #include "dtype.h"
 #include "file_id.h"
+#include "storage.h"
 #include "torch_item.h"
 
 typedef enum { CK_KEY_TENSOR = 0, CK_KEY_BYTES = 1 } ck_key_kind;
@@ -84,9 +86,11 @@ typedef struct {
 
 typedef struct {
     char *path;           /* relative to the checkpoint root */
-    _Atomic int fd;       /* -1 until first opened */
-    /* The file's identity when this state first opened it (set before fd
-     * is published); a read whose file no longer has it fails (file_id.h). */
+    _Atomic int fd;       /* -1 until first opened, and for objects without an fd */
+    ck_object *_Atomic obj; /* NULL until first opened; owns fd */
+    /* The file's identity when this state first opened it (set before obj
+     * is published; local files only: an object store pins the ETag in
+     * every read); a read whose file no longer has it fails (file_id.h). */
     ck_file_id id;
     bool pinned;          /* id is set (under files_lock, or at ck_open) */
     _Atomic int changed;  /* 1 once a change was seen (logged once, sticky) */
@@ -96,7 +100,11 @@ typedef struct ck_cache ck_cache;
 
 typedef struct ck_checkpoint {
     char *source;         /* as given */
-    int root_fd;          /* O_PATH|O_DIRECTORY fd of the root directory */
+    int root_fd;          /* O_PATH|O_DIRECTORY fd of the root directory; -1 when remote */
+    ck_storage *storage;  /* where the files live (storage.h) */
+    /* DCP: `.metadata` as read at open; a commit refuses to replace a
+     * .metadata that no longer has its identity (someone else wrote it) */
+    ck_object_info metadata_info;
     ck_source_kind kind;
     size_t nkeys;
     ck_key *keys;         /* sorted by fqn (strcmp) */
@@ -105,10 +113,6 @@ typedef struct ck_checkpoint {
     struct timespec mtime;
     char *version;        /* Metadata.version or NULL */
     struct ck_dcp_dialect *dialect; /* DCP: what commits carry over (dcp_dialect.h) */
-    /* DCP: which file the .metadata read was (file_id.h): a commit refuses
-     * to replace a .metadata that is no longer it (someone else wrote it) */
-    ck_file_id metadata_id;
-    bool metadata_id_known;
     ck_cache *cache;
     /* per key (same index as keys): tensor bytes handed to the kernel's
      * read-ahead so far (readahead.c); NULL: no read-ahead */
@@ -131,6 +135,7 @@ typedef struct ck_checkpoint {
 
 typedef struct {
     uint64_t cache_bytes; /* decoded-chunk cache bound (default 256 MiB) */
+    const ck_storage_opts *storage; /* object-store settings; NULL = defaults */
 } ck_open_opts;
 
 /* Opens SOURCE: a DCP directory, a .safetensors file or a directory of them.
@@ -149,14 +154,30 @@ int ck_open_or_create(const char *source, const ck_open_opts *opts, ck_checkpoin
 const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn);
 
 /* Opens (once) and returns the fd of file i, refusing symlinks that leave
- * the root.  0 or -errno. */
+ * the root.  0 or -errno (-EOPNOTSUPP for objects without an fd). */
 int ck_file_fd(ck_checkpoint *ck, uint32_t i, int *fd);
+/* Opens (once) file i through the storage and returns its object. */
+int ck_file_object(ck_checkpoint *ck, uint32_t i, ck_object **obj);
+/* A byte source over bytes [base, base + len) of file i. */
+int ck_file_source(ck_checkpoint *ck, uint32_t i, uint64_t base, uint64_t len,
+                   ck_byte_source *src);
+/* Reads exactly len bytes of file i at off: straight pread into dst where
+ * the file has an fd.  -EIO for an error or a short file; -ETIMEDOUT (an
+ * object store that did not answer) and -ENOMEM are transient. */
+int ck_file_pread(ck_checkpoint *ck, uint32_t i, void *dst, size_t len, uint64_t off);
+/* Starts fetching bytes [off, off + len) of file i where the storage gains
+ * from it (object stores); returns at once. */
+void ck_file_prefetch(ck_checkpoint *ck, uint32_t i, uint64_t off, uint64_t len);
+/* File i's size as this state pinned it (local files, file_id.h) or as
+ * seen at open (object stores). */
+int ck_file_size(ck_checkpoint *ck, uint32_t i, uint64_t *size);
 
-/* After bytes were read from fd (file i's): 0 if the file still has the
- * identity pinned for this state, else -EIO, logged once per file.  Reads
- * check after reading, so bytes that reached the caller before a rewrite
- * began pass and bytes of a rewrite never do. */
-int ck_file_check(ck_checkpoint *ck, uint32_t i, int fd);
+/* After bytes were read from file i: 0 if the file still has the identity
+ * pinned for this state, else -EIO, logged once per file.  Reads check
+ * after reading, so bytes that reached the caller before a rewrite began
+ * pass and bytes of a rewrite never do.  Object stores pin every read to
+ * the ETag seen at open instead: always 0 there unless marked changed. */
+int ck_file_check(ck_checkpoint *ck, uint32_t i);
 
 /* Size of a key's content: numel*elsize for tensors, the decoded payload for
  * bytes keys (may decode a zstd item). */

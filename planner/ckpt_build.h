@@ -1,7 +1,7 @@
 /* Internal to planner/: the source-specific builders ck_open() calls.
  * Each fills ck->keys/nkeys and ck->files/nfiles (allocated from
  * ck->arena; keys in any order, ck_open sorts and checks them) and sets
- * ck->kind.  ck->root_fd is already open on the root directory. */
+ * ck->kind.  ck->storage is already open on the root (storage.h). */
 #ifndef CKPT_CKPT_BUILD_H
 #define CKPT_CKPT_BUILD_H
 

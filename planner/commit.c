@@ -105,6 +105,39 @@ static int step_unlink(step_ctx *s, int dirfd, const char *name)
     return rc;
 }
 
+/* Object-store counterparts: one counted step per storage call. */
+static int step_append(step_ctx *s, ck_object_writer *w, const void *buf, size_t len)
+{
+    int rc = step_injected(s);
+    if (rc)
+        return rc;
+    rc = ck_object_writer_append(w, buf, len);
+    step_done(s);
+    return rc;
+}
+
+static int step_finish(step_ctx *s, ck_object_writer *w)
+{
+    int rc = step_injected(s);
+    if (rc) {
+        ck_object_writer_abort(w);
+        return rc;
+    }
+    rc = ck_object_writer_finish(w);
+    step_done(s);
+    return rc;
+}
+
+static int step_remove(step_ctx *s, ck_storage *st, const char *name)
+{
+    int rc = step_injected(s);
+    if (rc)
+        return rc;
+    rc = ck_storage_remove(st, name);
+    step_done(s);
+    return rc;
+}
+
 /* ---- the data file: a buffered sequential sink ---- */
 
 typedef struct {
@@ -113,13 +146,15 @@ typedef struct {
     uint64_t off;  /* file offset of buf[0] */
     uint8_t *buf;
     size_t used;
+    ck_object_writer *w; /* remote: the new object, instead of fd */
 } data_sink;
 
 static int sink_flush(data_sink *d)
 {
     if (!d->used)
         return 0;
-    int rc = step_pwrite(d->steps, d->fd, d->buf, d->used, d->off);
+    int rc = d->w ? step_append(d->steps, d->w, d->buf, d->used)
+                  : step_pwrite(d->steps, d->fd, d->buf, d->used, d->off);
     if (!rc) {
         d->off += d->used;
         d->used = 0;
@@ -536,6 +571,36 @@ static int replace_metadata(step_ctx *s, int dirfd, const uint8_t *buf, size_t l
     return 0;
 }
 
+/* Remote: one conditional write.  expect is the identity of the
+ * `.metadata` the current state was read from (NULL: there must be none). */
+static int replace_metadata_object(step_ctx *s, ck_storage *st, const char *expect,
+                                   const uint8_t *buf, size_t len, char *err, size_t errlen)
+{
+    int rc = step_injected(s);
+    if (!rc) {
+        rc = ck_storage_replace(st, ".metadata", buf, len, expect);
+        step_done(s);
+    }
+    if (rc == -EAGAIN)
+        snprintf(err, errlen, "another writer changed .metadata since it was read: "
+                 "this commit is refused, nothing was overwritten");
+    else if (rc)
+        snprintf(err, errlen, "cannot write .metadata: %s", strerror(-rc));
+    return rc;
+}
+
+/* A name for the new data object: the local O_EXCL loop has no
+ * equivalent, so the name carries time and randomness, and the object is
+ * written with If-None-Match (storage_s3.c) so it never replaces one. */
+static int create_unique_object(ck_storage *st, char *name, size_t cap, ck_object_writer **w)
+{
+    uint32_t r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+        r = (uint32_t)getpid();
+    snprintf(name, cap, "%s%" PRIu64 "_%08" PRIx32 ".distcp", DATA_PREFIX, now_ns(), r);
+    return ck_storage_create(st, name, w);
+}
+
 /* ---- garbage ---- */
 
 /* Set of paths the new metadata uses, for the removal pass. */
@@ -613,6 +678,39 @@ static uint64_t remove_unreferenced(step_ctx *s, ck_checkpoint *old, int dirfd, 
     return removed;
 }
 
+typedef struct {
+    step_ctx *s;
+    ck_storage *st;
+    path_set *ps;
+    uint64_t removed;
+} debris_ctx;
+
+static int remove_debris(void *ctx, const char *name, const ck_object_info *info)
+{
+    debris_ctx *c = ctx;
+    if (strncmp(name, DATA_PREFIX, strlen(DATA_PREFIX)) == 0 && has_suffix(name, ".distcp") &&
+        !path_set_has(c->ps, name) && step_remove(c->s, c->st, name) == 0)
+        c->removed++;
+    return 0;
+}
+
+/* Remote: the same as remove_unreferenced, through the storage. */
+static uint64_t remove_unreferenced_objects(step_ctx *s, ck_checkpoint *old, ck_storage *st,
+                                            const ck_md *md)
+{
+    path_set ps;
+    if (path_set_build(md, &ps))
+        return 0;
+    debris_ctx c = { s, st, &ps, 0 };
+    for (size_t i = 0; i < old->nfiles; i++)
+        if (!path_set_has(&ps, old->files[i].path) && step_remove(s, st, old->files[i].path) == 0)
+            c.removed++;
+    /* debris of commits that died (the listing the old state was opened with) */
+    ck_storage_list(old->storage, remove_debris, &c);
+    free(ps.v);
+    return c.removed;
+}
+
 /* ---- the commit ---- */
 
 static int write_items(const ck_save_key *keys, size_t n, plan *p, data_sink *d,
@@ -648,21 +746,20 @@ static int write_items(const ck_save_key *keys, size_t n, plan *p, data_sink *d,
     return sink_flush(d);
 }
 
-/* -ESTALE when dirfd's .metadata is no longer the file ck was read from:
- * another writer (torch re-saving, a second tool) replaced it, and writing
- * ours over it would lose theirs. */
-static int check_metadata_unchanged(const ck_checkpoint *ck, int dirfd, char *err, size_t errlen)
+/* -ESTALE when the checkpoint's .metadata is no longer the object ck was
+ * read from (its identity, storage.h): another writer (torch re-saving, a
+ * second tool) replaced it, and writing ours over it would lose theirs. */
+static int check_metadata_unchanged(const ck_checkpoint *ck, char *err, size_t errlen)
 {
-    if (!ck->metadata_id_known)
+    if (!ck->metadata_info.identity[0])
+        return 0; /* a new checkpoint: no .metadata was read */
+    ck_object *obj = NULL;
+    ck_object_info now;
+    bool present = ck_storage_open(ck->storage, ".metadata", &obj) == 0 &&
+                   ck_object_info_get(obj, &now) == 0;
+    ck_object_close(obj);
+    if (present && strcmp(now.identity, ck->metadata_info.identity) == 0)
         return 0;
-    struct stat st;
-    ck_file_id now;
-    bool present = fstatat(dirfd, ".metadata", &st, 0) == 0;
-    if (present) {
-        ck_file_id_from_stat(&st, &now);
-        if (ck_file_id_equal(&now, &ck->metadata_id))
-            return 0;
-    }
     snprintf(err, errlen,
              "%s/.metadata was %s since ckptfs read it (another writer?); nothing was written",
              ck->source, present ? "replaced" : "removed");
@@ -678,7 +775,7 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
     if (errlen)
         err[0] = '\0';
     step_ctx steps = { opts, 0 };
-    int rc = check_metadata_unchanged(ck, opts->dirfd, err, errlen);
+    int rc = check_metadata_unchanged(ck, err, errlen);
     if (!rc)
         rc = check_keys(keys, nkeys, err, errlen);
     plan p;
@@ -688,12 +785,18 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
     else
         memset(&p, 0, sizeof p);
     int data_fd = -1;
-    data_sink d = { &steps, -1, 0, NULL, 0 };
+    data_sink d = { &steps, -1, 0, NULL, 0, NULL };
     if (!rc && nitems) {
         d.buf = malloc(SINK_BUF);
         if (!d.buf)
             rc = -ENOMEM;
-        if (!rc) {
+        if (!rc && opts->dirfd < 0) {
+            rc = create_unique_object(opts->storage, st->data_file, sizeof st->data_file, &d.w);
+            if (rc) {
+                st->data_file[0] = '\0';
+                snprintf(err, errlen, "cannot create a data object: %s", strerror(-rc));
+            }
+        } else if (!rc) {
             data_fd = create_unique(opts->dirfd, DATA_PREFIX, ".distcp", st->data_file,
                                     sizeof st->data_file);
             if (data_fd < 0) {
@@ -705,13 +808,22 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
         d.fd = data_fd;
         if (!rc)
             rc = write_items(keys, nkeys, &p, &d, st->data_file, st, err, errlen);
-        if (!rc)
-            rc = step_fsync(&steps, data_fd);
-        if (data_fd >= 0 && close(data_fd) && !rc)
-            rc = -errno;
-        /* the new file's name must be durable before a metadata names it */
-        if (!rc)
-            rc = step_fsync(&steps, opts->dirfd);
+        if (d.w) {
+            /* visible and durable once finished; nothing names it yet */
+            if (!rc)
+                rc = step_finish(&steps, d.w);
+            else
+                ck_object_writer_abort(d.w);
+            d.w = NULL;
+        } else {
+            if (!rc)
+                rc = step_fsync(&steps, data_fd);
+            if (data_fd >= 0 && close(data_fd) && !rc)
+                rc = -errno;
+            /* the new file's name must be durable before a metadata names it */
+            if (!rc)
+                rc = step_fsync(&steps, opts->dirfd);
+        }
         if (rc && !err[0])
             snprintf(err, errlen, "cannot write %s: %s", st->data_file, strerror(-rc));
     }
@@ -724,16 +836,26 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
     size_t mlen = 0;
     if (!rc)
         rc = ck_metadata_write(&md, &mbuf, &mlen, err, errlen);
-    /* again, as late as can be: writing the items took time */
+    /* again, as late as can be: writing the items took time (an object
+     * store checks once more itself: the PUT is conditional) */
     if (!rc)
-        rc = check_metadata_unchanged(ck, opts->dirfd, err, errlen);
-    if (!rc)
+        rc = check_metadata_unchanged(ck, err, errlen);
+    if (!rc && opts->dirfd < 0)
+        rc = replace_metadata_object(&steps, opts->storage,
+                                     ck->metadata_info.identity[0] ? ck->metadata_info.identity
+                                                                   : NULL,
+                                     mbuf, mlen, err, errlen);
+    else if (!rc)
         rc = replace_metadata(&steps, opts->dirfd, mbuf, mlen, err, errlen);
     free(mbuf);
     if (rc) {
-        if (st->data_file[0])
+        if (st->data_file[0] && opts->dirfd < 0)
+            ck_storage_remove(opts->storage, st->data_file);
+        else if (st->data_file[0])
             unlinkat(opts->dirfd, st->data_file, 0);
         st->data_file[0] = '\0';
+    } else if (opts->dirfd < 0) {
+        st->removed = remove_unreferenced_objects(&steps, ck, opts->storage, &md);
     } else {
         st->removed = remove_unreferenced(&steps, ck, opts->dirfd, &md);
     }
@@ -757,6 +879,25 @@ int ck_commit_empty(int dirfd, const char *checkpoint_id, char *err, size_t errl
     int rc = ck_metadata_write(&md, &buf, &len, err, errlen);
     if (!rc)
         rc = replace_metadata(&steps, dirfd, buf, len, err, errlen);
+    free(buf);
+    return rc;
+}
+
+int ck_commit_empty_storage(ck_storage *st, const char *checkpoint_id, char *err, size_t errlen)
+{
+    ck_commit_opts opts = { .dirfd = -1, .storage = st, .checkpoint_id = checkpoint_id };
+    step_ctx steps = { &opts, 0 };
+    ck_md md = { NULL, 0, NULL, NULL, checkpoint_id, NULL };
+    char save_id[40];
+    make_save_id(save_id, sizeof save_id);
+    md.save_id = save_id;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    if (errlen)
+        err[0] = '\0';
+    int rc = ck_metadata_write(&md, &buf, &len, err, errlen);
+    if (!rc)
+        rc = replace_metadata_object(&steps, st, NULL, buf, len, err, errlen);
     free(buf);
     return rc;
 }

@@ -26,7 +26,12 @@
 #include "save_plan.h"
 
 typedef struct {
-    int dirfd;                 /* the checkpoint directory, O_RDONLY|O_DIRECTORY */
+    int dirfd;                 /* the checkpoint directory, O_RDONLY|O_DIRECTORY; -1 when remote */
+    /* dirfd < 0: a checkpoint in an object store, written through its
+     * storage (storage.h): the data file is a new object, `.metadata` is
+     * replaced by a conditional write against the identity ck read (a
+     * lost race is -EAGAIN and replaces nothing), leftovers are deleted. */
+    ck_storage *storage;
     const char *checkpoint_id; /* StorageMeta.checkpoint_id (e.g. the absolute path), or NULL */
     /* Test hooks, counted over the write/fsync/rename/unlink syscalls of one
      * commit: the daemon is killed with SIGKILL right after syscall number
@@ -59,5 +64,7 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
 /* Writes an empty checkpoint (a Metadata with no keys) into dirfd the same
  * crash-safe way; for `-o rw,create`. */
 int ck_commit_empty(int dirfd, const char *checkpoint_id, char *err, size_t errlen);
+/* The same into a storage, where no `.metadata` may exist yet. */
+int ck_commit_empty_storage(ck_storage *st, const char *checkpoint_id, char *err, size_t errlen);
 
 #endif

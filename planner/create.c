@@ -36,12 +36,50 @@ static int dir_is_empty(int dirfd)
     return empty;
 }
 
+static int count_object(void *ctx, const char *name, const ck_object_info *info)
+{
+    return 1;
+}
+
+/* An object-store prefix with no objects gets an empty `.metadata`,
+ * written only if none exists (a racing creator wins, and is opened). */
+static int create_remote(const char *source, const ck_open_opts *opts, char *err, size_t errlen)
+{
+    ck_storage_opts so = { 0 };
+    if (opts && opts->storage)
+        so = *opts->storage;
+    so.allow_empty = 1;
+    ck_storage *st;
+    char *leaf;
+    struct timespec mtime;
+    int rc = ck_storage_for_source(source, &so, &st, &leaf, &mtime, err, errlen);
+    if (rc)
+        return rc;
+    if (!leaf && ck_storage_list(st, count_object, NULL) == 0) {
+        rc = ck_commit_empty_storage(st, source, err, errlen);
+        if (rc == -EAGAIN)
+            rc = 0;
+        if (rc) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", err);
+            snprintf(err, errlen, "%s: cannot create a checkpoint: %s", source, why);
+        }
+    }
+    free(leaf);
+    ck_storage_free(st);
+    return rc;
+}
+
 int ck_open_or_create(const char *source, const ck_open_opts *opts, ck_checkpoint **out,
                       char *err, size_t errlen)
 {
     struct stat st;
     if (errlen)
         err[0] = '\0';
+    if (ck_storage_is_remote(source)) {
+        int rc = create_remote(source, opts, err, errlen);
+        return rc ? rc : ck_open(source, opts, out, err, errlen);
+    }
     if (stat(source, &st) != 0) {
         if (errno != ENOENT) {
             snprintf(err, errlen, "%s: %s", source, strerror(errno));

@@ -39,51 +39,6 @@ __attribute__((format(printf, 2, 3))) static int fail(dcp_ctx *c, const char *fm
     return -EINVAL;
 }
 
-/* `.metadata` is followed through symlinks that stay inside the root, as
- * data files are (a checkpoint assembled from links is still one), and
- * refused with -EXDEV for one that leaves it. */
-static int read_whole(int dirfd, const char *name, uint8_t **out, size_t *len, ck_file_id *id)
-{
-    /* O_NONBLOCK: a FIFO named .metadata is refused below, not waited on */
-    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
-                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-    long lfd = syscall(SYS_openat2, dirfd, name, &how, sizeof how);
-    if (lfd < 0 && errno == ENOSYS)
-        lfd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    if (lfd < 0)
-        return -errno;
-    int fd = (int)lfd;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > METADATA_MAX_BYTES) {
-        close(fd);
-        return -EINVAL;
-    }
-    size_t n = (size_t)st.st_size;
-    ck_file_id_from_stat(&st, id);
-    uint8_t *buf = malloc(n ? n : 1);
-    if (!buf) {
-        close(fd);
-        return -ENOMEM;
-    }
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, buf + got, n - got, (off_t)got);
-        if (r < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return -e;
-        }
-        if (r == 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
-    *out = buf;
-    *len = got;
-    return 0;
-}
-
 /* A dataclass's fields: BUILD state as a dict, or (None, slots-dict). */
 static const pk_value *fields_of(const pk_value *obj)
 {
@@ -428,11 +383,12 @@ static int build_planner_data(dcp_ctx *c, const pk_value *pd)
 int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
 {
     dcp_ctx c = { ck, err, errlen };
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    int rc = read_whole(ck->root_fd, ".metadata", &buf, &len, &ck->metadata_id);
-    if (rc == 0)
-        ck->metadata_id_known = true;
+    uint8_t *buf;
+    size_t len;
+    int rc = ck_storage_read_whole(ck->storage, ".metadata", METADATA_MAX_BYTES, &buf, &len,
+                                   &ck->metadata_info);
+    if (rc == -EFBIG)
+        rc = -EINVAL;
     if (rc == -EXDEV) {
         snprintf(err, errlen, "%s/.metadata: a symlink that leaves the checkpoint directory",
                  ck->source);

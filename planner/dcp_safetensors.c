@@ -182,13 +182,17 @@ out:
  * method, 0, where a header has its opening '{'), 0 with b->valid set when
  * one parses, -EINVAL with err when one looks like a header but is refused
  * (a length past the file, bad JSON, offsets past the data...). */
-static int probe(int fd, uint64_t file_size, uint64_t at, st_blob *b, char *err, size_t errlen)
+static int probe(ck_checkpoint *ck, uint32_t file, uint64_t file_size, uint64_t at, st_blob *b,
+                 char *err, size_t errlen)
 {
     memset(b, 0, sizeof *b);
     if (at > file_size || file_size - at < 9)
         return 0;
     uint8_t head[9];
-    ck_byte_source src = ck_byte_source_fd(fd, at, file_size - at);
+    ck_byte_source src;
+    int orc = ck_file_source(ck, file, at, file_size - at, &src);
+    if (orc)
+        return orc == -ENOMEM ? orc : 0;
     if (ck_byte_source_read(&src, 0, head, sizeof head) != 0 || head[8] != '{')
         return 0;
     int rc = ck_st_parse(&src, &b->h, err, errlen);
@@ -271,7 +275,7 @@ static int match_item(const ck_key *key, ck_chunk *c, const st_blob *b, size_t t
 /* Finds the blob holding the item, without touching the chunk: *b and *ti
  * when one names it; *in_blob when the item is in a safetensors file at all
  * (a file that starts with a blob holds nothing else). */
-static int locate(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c, int fd,
+static int locate(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c,
                   uint64_t file_size, const uint8_t *item_head, uint64_t head_len,
                   const st_blob **b, size_t *ti, bool *in_blob, char *note, size_t notelen)
 {
@@ -285,7 +289,7 @@ static int locate(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c, int f
     st_file *f = &sc->files[c->file];
     int rc;
     if (!f->probed) {
-        rc = probe(fd, file_size, 0, &f->head, f->head_err, sizeof f->head_err);
+        rc = probe(ck, c->file, file_size, 0, &f->head, f->head_err, sizeof f->head_err);
         if (rc == -ENOMEM)
             return rc;
         f->probed = true;
@@ -312,7 +316,7 @@ static int locate(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c, int f
     if (!(f->tail.valid && f->tail.at == c->offset)) {
         st_blob nb;
         char err[256] = "";
-        rc = probe(fd, file_size, c->offset, &nb, err, sizeof err);
+        rc = probe(ck, c->file, file_size, c->offset, &nb, err, sizeof err);
         if (rc == -ENOMEM)
             return rc;
         if (rc && notelen)
@@ -331,7 +335,7 @@ static int locate(ck_checkpoint *ck, const ck_key *key, const ck_chunk *c, int f
     return 0;
 }
 
-int ck_dcp_st_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int fd,
+int ck_dcp_st_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c,
                       uint64_t file_size, const uint8_t *item_head, uint64_t head_len, bool *found,
                       char *why, size_t whylen, char *note, size_t notelen)
 {
@@ -346,7 +350,7 @@ int ck_dcp_st_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int fd,
      * lock covers the header reads of a file's first probe: once per data
      * file, small, and what the other threads would have to wait for anyway. */
     pthread_mutex_lock(&ck->lock);
-    int rc = locate(ck, key, c, fd, file_size, item_head, head_len, &b, &ti, found, note, notelen);
+    int rc = locate(ck, key, c, file_size, item_head, head_len, &b, &ti, found, note, notelen);
     if (!rc && *found)
         rc = b ? match_item(key, c, b, ti, why, whylen)
                : ck_fail(why, whylen, -EIO,
@@ -371,18 +375,17 @@ bool ck_dcp_st_in_use(ck_checkpoint *ck)
         const ck_key *k = &ck->keys[i];
         for (uint32_t j = 0; !uses && k->kind == CK_KEY_TENSOR && j < k->nchunks; j++) {
             const ck_chunk *c = &k->chunks[j];
-            int fd;
-            struct stat st;
+            uint64_t size;
             if (c->file >= ck->nfiles || seen[c->file])
                 continue;
             seen[c->file] = true; /* one item per file says how the file is written */
             looked++;
-            if (ck_file_fd(ck, c->file, &fd) || fstat(fd, &st) != 0)
+            if (ck_file_size(ck, c->file, &size))
                 continue;
             const st_blob *b;
             size_t ti;
             bool in_blob = false;
-            (void)locate(ck, k, c, fd, (uint64_t)st.st_size, NULL, 0, &b, &ti, &in_blob, NULL, 0);
+            (void)locate(ck, k, c, size, NULL, 0, &b, &ti, &in_blob, NULL, 0);
             uses = in_blob;
         }
     }

@@ -23,8 +23,8 @@
 #include <stdint.h>
 #include "ckpt.h"
 
-/* For a tensor chunk of a DCP checkpoint, with fd the data file's
- * descriptor and file_size its size; takes ck->lock for the per-file header
+/* For a tensor chunk of a DCP checkpoint, whose data file is file_size
+ * bytes long (read through the checkpoint's storage); takes ck->lock for the per-file header
  * cache (chunk resolution itself runs unlocked).  item_head, when not NULL,
  * holds the item's first head_len bytes, already read: an item that cannot
  * start a safetensors header is then known without a read.  *found: whether
@@ -34,9 +34,9 @@
  * the metadata.  When not found, note receives (or is left empty) the
  * reason a header that looked like safetensors was refused, to name if the
  * item then fails to read as a torch.save archive too. */
-int ck_dcp_st_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, int fd,
-                      uint64_t file_size, const uint8_t *item_head, uint64_t head_len, bool *found,
-                      char *why, size_t whylen, char *note, size_t notelen);
+int ck_dcp_st_resolve(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t file_size,
+                      const uint8_t *item_head, uint64_t head_len, bool *found, char *why,
+                      size_t whylen, char *note, size_t notelen);
 
 /* Whether the checkpoint's tensor items are stored in safetensors blobs
  * (what `-o rw` refuses), judged from one tensor item in each of its first

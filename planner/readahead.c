@@ -66,16 +66,21 @@ static void advise_ranges(ck_checkpoint *ck, range_vec *rv)
             hi = e > hi ? e : hi;
             j++;
         }
-        int fd;
-        if (ck_file_fd(ck, rv->v[i].file, &fd) == 0)
-            (void)posix_fadvise(fd, (off_t)lo, (off_t)(hi - lo), POSIX_FADV_WILLNEED);
+        ck_file_prefetch(ck, rv->v[i].file, lo, hi - lo);
         i = j;
     }
 }
 
-/* The file range holding bytes [src_off, +len) of chunk c's image: exact
- * for a resolved direct chunk; for one not resolved yet, the item from its
- * start (the archive header comes first), as much of it as the window. */
+/* A decoded (zstd) item is read whole: this much of it is asked for at once. */
+#define DECODED_MAX (128ull << 20)
+/* Bytes of an unresolved item's tail its archive directory lives in. */
+#define ITEM_TAIL (64u << 10)
+
+/* The file ranges holding bytes [src_off, +len) of chunk c's image: exact
+ * for a resolved direct chunk; for one not resolved yet, its archive
+ * directory (at the item's end) and the item from its start (the header
+ * before the data is small), as much of it as the window; a decoded chunk's
+ * item whole (to a bound), queued for the decode workers. */
 static void chunk_range(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t src_off,
                         uint64_t len, range_vec *rv)
 {
@@ -84,11 +89,15 @@ static void chunk_range(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint6
         range_push(rv, c->file, c->layout.file_offset + src_off, len);
         return;
     }
-    if (st == 0 && c->format == CK_ITEM_TORCH_SAVE && key->kind == CK_KEY_TENSOR) {
+    if (st == 0 && c->format == CK_ITEM_TORCH_SAVE && key->kind == CK_KEY_TENSOR &&
+        !c->transforms) {
+        uint64_t tail = c->length < ITEM_TAIL ? c->length : ITEM_TAIL;
         uint64_t n = c->length < src_off + len ? c->length : src_off + len;
+        range_push(rv, c->file, c->offset + c->length - tail, tail);
         range_push(rv, c->file, c->offset, n);
     }
     if ((st == 0 || (st == 1 && !c->layout.direct)) && c->transforms) {
+        range_push(rv, c->file, c->offset, c->length < DECODED_MAX ? c->length : DECODED_MAX);
         /* a zstd chunk: decoded by a worker, ready when the reader comes */
         ck_decode_ahead(ck, (uint32_t)(key - ck->keys), (uint32_t)(c - key->chunks));
     }
@@ -139,7 +148,7 @@ static void advise_next_key(ck_checkpoint *ck, const ck_key *key, uint64_t budge
         advise_window(ck, next, 0, to);
 }
 
-void ck_readahead_after(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint64_t len)
+void ck_readahead(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint64_t len)
 {
     if (!ck->readahead || key->kind != CK_KEY_TENSOR || key < ck->keys ||
         key >= ck->keys + ck->nkeys)
@@ -147,14 +156,16 @@ void ck_readahead_after(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint
     _Atomic uint64_t *front = &ck->readahead[key - ck->keys];
     uint64_t f = atomic_load_explicit(front, memory_order_relaxed);
     uint64_t end = off + len; /* a read inside the key: no overflow */
-    if (off > f || f - off > CK_READAHEAD_WINDOW + SEQUENTIAL_SLACK)
+    uint64_t window = ck->storage && ck->storage->ops->prefetch ? CK_READAHEAD_WINDOW_REMOTE
+                                                               : CK_READAHEAD_WINDOW;
+    if (off > f || f - off > window + SEQUENTIAL_SLACK)
         return; /* a jump: random access is left alone */
-    if (end >= key->nbytes / 2 || key->nbytes - end <= CK_READAHEAD_WINDOW)
-        advise_next_key(ck, key, CK_READAHEAD_WINDOW);
-    if (f >= key->nbytes || f > end + CK_READAHEAD_WINDOW / 2)
+    if (end >= key->nbytes / 2 || key->nbytes - end <= window)
+        advise_next_key(ck, key, window);
+    if (f >= key->nbytes || f > end + window / 2)
         return; /* advised far enough already */
     uint64_t from = f > end ? f : end;
-    uint64_t to = key->nbytes - from < CK_READAHEAD_WINDOW ? key->nbytes : from + CK_READAHEAD_WINDOW;
+    uint64_t to = key->nbytes - from < window ? key->nbytes : from + window;
     if (!atomic_compare_exchange_strong_explicit(front, &f, to, memory_order_relaxed,
                                                  memory_order_relaxed))
         return;

@@ -6,17 +6,14 @@
 #include "ckpt_build.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <linux/openat2.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "arena.h"
@@ -75,48 +72,33 @@ static void fail(st_build *b, const char *file, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Same confinement as the reads later get (ckpt.c): the header must not be
- * read through a link that leaves the root either. */
-static int open_beneath(int root_fd, const char *path)
+/* Through the storage, which confines names to the root the same way the
+ * reads later are (storage_local.c). */
+static int open_file(st_build *b, const char *name, ck_object **obj, uint64_t *size)
 {
-    /* O_NONBLOCK: a FIFO in place of a file must be refused by open_file's
-     * S_ISREG check, not wait forever for a writer. */
-    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
-                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-    long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof how);
-    if (fd >= 0)
-        return (int)fd;
-    if (errno != ENOSYS)
-        return -errno;
-    fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    return fd >= 0 ? (int)fd : -errno;
-}
-
-static int open_file(st_build *b, const char *name, int *fd, uint64_t *size)
-{
-    int f = open_beneath(b->ck->root_fd, name);
-    if (f == -EXDEV || f == -ELOOP) {
+    ck_object *o;
+    int rc = ck_storage_open(b->ck->storage, name, &o);
+    if (rc == -EXDEV || rc == -ELOOP) {
         fail(b, name, "leaves the checkpoint directory");
         return -EINVAL;
     }
-    if (f < 0) {
-        fail(b, name, "%s", strerror(-f));
-        return f;
-    }
-    struct stat st;
-    if (fstat(f, &st) != 0) {
-        int rc = -errno;
-        fail(b, name, "%s", strerror(errno));
-        close(f);
+    if (rc == -EINVAL) {
+        fail(b, name, "not a regular file");
         return rc;
     }
-    if (!S_ISREG(st.st_mode)) {
-        fail(b, name, "not a regular file");
-        close(f);
-        return -EINVAL;
+    if (rc) {
+        fail(b, name, "%s", strerror(-rc));
+        return rc;
     }
-    *fd = f;
-    *size = (uint64_t)st.st_size;
+    ck_object_info info;
+    rc = ck_object_info_get(o, &info);
+    if (rc) {
+        fail(b, name, "%s", strerror(-rc));
+        ck_object_close(o);
+        return rc;
+    }
+    *obj = o;
+    *size = info.size;
     return 0;
 }
 
@@ -138,68 +120,49 @@ static void free_names(char **names, size_t n)
     free(names);
 }
 
-/* *.safetensors in the root, sorted. */
+typedef struct {
+    char **names;
+    size_t n, cap;
+} name_list;
+
+static int add_shard_name(void *ctx, const char *name, const ck_object_info *info)
+{
+    name_list *l = ctx;
+    if (!has_suffix(name, ST_SUFFIX))
+        return 0;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 16;
+        char **nn = realloc(l->names, ncap * sizeof *nn);
+        if (!nn)
+            return -ENOMEM;
+        l->names = nn;
+        l->cap = ncap;
+    }
+    if (!(l->names[l->n] = strdup(name)))
+        return -ENOMEM;
+    l->n++;
+    return 0;
+}
+
+/* *.safetensors in the root, sorted.  The storage lists objects only: a
+ * directory that happens to be called x.safetensors is no shard. */
 static int list_dir(st_build *b, char ***out, size_t *nout)
 {
-    int fd = openat(b->ck->root_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) {
-        int rc = -errno;
-        fail(b, NULL, "%s", strerror(errno));
-        return rc;
-    }
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int rc = -errno;
-        fail(b, NULL, "%s", strerror(errno));
-        close(fd);
-        return rc;
-    }
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    int rc = 0;
-    struct dirent *de;
-    errno = 0;
-    while ((de = readdir(d))) {
-        if (!has_suffix(de->d_name, ST_SUFFIX))
-            continue;
-        /* A directory that happens to be called x.safetensors is no shard;
-         * anything unstat-able is kept so that opening it reports why. */
-        struct stat st;
-        if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 && !S_ISREG(st.st_mode))
-            continue;
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 16;
-            char **nn = realloc(names, ncap * sizeof *nn);
-            if (!nn) {
-                rc = -ENOMEM;
-                break;
-            }
-            names = nn;
-            cap = ncap;
-        }
-        if (!(names[n] = strdup(de->d_name))) {
-            rc = -ENOMEM;
-            break;
-        }
-        n++;
-        errno = 0;
-    }
-    if (!rc && errno) {
-        rc = -errno;
-        fail(b, NULL, "reading the directory: %s", strerror(errno));
-    }
-    closedir(d);
-    if (!rc && n == 0) {
+    name_list l = { 0 };
+    int rc = ck_storage_list(b->ck->storage, add_shard_name, &l);
+    if (rc && rc != -ENOMEM)
+        fail(b, NULL, "reading the directory: %s", strerror(-rc));
+    if (!rc && l.n == 0) {
         fail(b, NULL, "no *" ST_SUFFIX " files");
         rc = -ENOENT;
     }
     if (rc) {
-        free_names(names, n);
+        free_names(l.names, l.n);
         return rc;
     }
-    qsort(names, n, sizeof *names, cmp_str);
-    *out = names;
-    *nout = n;
+    qsort(l.names, l.n, sizeof *l.names, cmp_str);
+    *out = l.names;
+    *nout = l.n;
     return 0;
 }
 
@@ -301,15 +264,15 @@ out:
 
 static int load_file(st_build *b, st_file *f)
 {
-    int fd;
+    ck_object *obj;
     uint64_t size;
-    int rc = open_file(b, f->name, &fd, &size);
+    int rc = open_file(b, f->name, &obj, &size);
     if (rc)
         return rc;
-    ck_byte_source src = ck_byte_source_fd(fd, 0, size);
+    ck_byte_source src = ck_byte_source_object(obj, 0, size);
     char why[512] = "";
     rc = ck_st_parse(&src, &f->h, why, sizeof why);
-    close(fd);
+    ck_object_close(obj);
     if (rc) {
         fail(b, f->name, "%s", why[0] ? why : strerror(-rc));
         return rc;
@@ -353,24 +316,23 @@ static size_t find_piece(const st_build *b, const char *name)
 
 static int read_whole(st_build *b, const char *name, char **out, size_t *len)
 {
-    int fd;
+    ck_object *obj;
     uint64_t size;
-    int rc = open_file(b, name, &fd, &size);
+    int rc = open_file(b, name, &obj, &size);
     if (rc)
         return rc;
     if (size > CK_ST_MAX_HEADER) {
         fail(b, name, "%" PRIu64 " bytes, more than an index can sensibly be", size);
-        close(fd);
+        ck_object_close(obj);
         return -EINVAL;
     }
     char *buf = malloc(size ? size : 1);
     if (!buf) {
-        close(fd);
+        ck_object_close(obj);
         return -ENOMEM;
     }
-    ck_byte_source src = ck_byte_source_fd(fd, 0, size);
-    rc = ck_byte_source_read(&src, 0, buf, size);
-    close(fd);
+    rc = ck_object_read(obj, 0, buf, size);
+    ck_object_close(obj);
     if (rc) {
         fail(b, name, "%s", strerror(-rc));
         free(buf);
@@ -419,9 +381,11 @@ static int name_is_inside(const char *p)
  * shard or a stray file would otherwise mount a partial or mixed model. */
 static int check_index(st_build *b)
 {
-    struct stat st;
-    if (fstatat(b->ck->root_fd, ST_INDEX_NAME, &st, AT_SYMLINK_NOFOLLOW) != 0)
+    ck_object *probe;
+    int prc = ck_storage_open(b->ck->storage, ST_INDEX_NAME, &probe);
+    if (prc == -ENOENT)
         return 0;
+    ck_object_close(prc ? NULL : probe);
     char *text;
     size_t len;
     int rc = read_whole(b, ST_INDEX_NAME, &text, &len);

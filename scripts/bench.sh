@@ -639,5 +639,11 @@ bench_write
     fi
 } | tee "$OUT/results.md"
 
+# object storage: its own table (a throwaway local Ceph RGW), see scripts/bench_s3.sh
+if [ "${BENCH_S3:-1}" = 1 ]; then
+    echo
+    RUNS=$RUNS CKPTFS=$CKPTFS BENCH_DATA=$DATA scripts/bench_s3.sh || log "object-storage rows failed"
+fi
+
 if [ "${BENCH_STRICT:-0}" = 1 ] && [ "${#MISSED[@]}" -gt 0 ]; then exit 1; fi
 exit 0

@@ -80,9 +80,9 @@ if ! "$cc" -fsanitize=fuzzer,address,undefined -o "$out/probe" "$probe" >"$out/p
     exit 77
 fi
 
-pkgs=(libzstd libcjson)
+pkgs=(libzstd libcjson libcurl)
 pkg_cflags=$(pkg-config --cflags "${pkgs[@]}" 2>/dev/null)
-pkg_libs="$(pkg-config --libs "${pkgs[@]}" 2>/dev/null || echo -lzstd -lcjson) -lz -lpthread -lm"
+pkg_libs="$(pkg-config --libs "${pkgs[@]}" 2>/dev/null || echo -lzstd -lcjson -lcurl) -lz -lpthread -lm"
 cflags="-std=gnu11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -D_FILE_OFFSET_BITS=64
         -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined
         -Iplanner $pkg_cflags"
