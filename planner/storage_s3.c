@@ -3,10 +3,12 @@
  * Reads go through a block cache: an object is cut into CK_S3_BLOCK-sized
  * blocks; a read waits for the blocks it covers, and whichever blocks are
  * missing are fetched by ranged GETs (consecutive missing blocks in one
- * GET, CK_S3_MAX_RUN at most, so several run in parallel).  On sequential
- * access the window of blocks fetched ahead doubles up to RA_MAX_BLOCKS
- * (bounded by a quarter of the memory bound) and is refilled in batches;
- * small probes (archive headers) do not disturb it.  A block a sequential
+ * GET, CK_S3_MAX_RUN at most, so several run in parallel).  Reads led by
+ * a load plan are prefetched by the planner (prefetch.c, s_prefetch); an
+ * object read otherwise sequentially gets a window of blocks fetched ahead
+ * that doubles up to RA_MAX_BLOCKS (bounded by a quarter of the memory
+ * bound) and is refilled in batches; small probes (archive headers) do not
+ * disturb it.  A block a sequential
  * reader has read past is freed at once; others are evicted least
  * recently used first once the bytes pass the bound.  One mutex guards
  * the block states; it is never held across I/O: GETs run on the pool's
