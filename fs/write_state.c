@@ -735,8 +735,10 @@ int fs_write_state_new(fs_mount *m, fs_wstate **out, char *err, size_t errlen)
     /* One writer per checkpoint: an flock on the directory itself.  It
      * belongs to this open directory, so it lives as long as the daemon
      * (across fuse_daemonize's fork) and dies with it however it ends:
-     * nothing is left on disk that could block a later mount. */
-    if (!rc && flock(ws->dirfd, LOCK_EX | LOCK_NB) != 0) {
+     * nothing is left on disk that could block a later mount.  An object
+     * store has no directory to lock (dirfd is the local spill directory):
+     * there the conditional PUT of .metadata refuses the second writer. */
+    if (!rc && !ck_storage_is_remote(m->opts.source) && flock(ws->dirfd, LOCK_EX | LOCK_NB) != 0) {
         if (errno == EWOULDBLOCK) {
             rc = -EBUSY;
             snprintf(err, errlen, "%s: already mounted read-write by another ckptfs "

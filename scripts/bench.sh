@@ -43,6 +43,11 @@ ensure_packages() {
     command -v zstd >/dev/null || want+=(zstd)
     command -v mksquashfs >/dev/null || want+=(squashfs-tools)
     command -v squashfuse_ll >/dev/null || want+=(squashfuse)
+    # object-store rows (scripts/bench_s3.sh): a local RGW and the peers read from it
+    command -v radosgw >/dev/null || want+=(ceph-mon ceph-osd radosgw ceph-common)
+    command -v curl >/dev/null || want+=(curl)
+    [ -x /usr/bin/aws ] || want+=(awscli)
+    command -v s3fs >/dev/null || want+=(s3fs)
     command -v fusermount3 >/dev/null || want+=(fuse3)
     command -v cc >/dev/null || want+=(gcc)
     command -v pkg-config >/dev/null || want+=(pkg-config)

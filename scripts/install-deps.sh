@@ -38,7 +38,7 @@ demo_pkgs=(fuse3 python3-numpy attr)
 fuzz_pkgs=(clang libclang-rt-14-dev)
 # bats and zstd: tests; python3-torch: a real DCP producer and consumer; ceph: a real S3
 # server (radosgw) on loopback.
-test_pkgs=(bats zstd python3-torch ceph-mon ceph-osd radosgw ceph-common)
+test_pkgs=(bats zstd curl python3-torch ceph-mon ceph-osd radosgw ceph-common)
 
 wanted=("${build_pkgs[@]}")
 add_demo=0 add_fuzz=0 add_test=0
