@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "chunk_reader.h"
+#include "fd_io.h"
 #include "mount.h"
 #include "snapshot.h"
 #include "views.h"
@@ -294,21 +295,6 @@ static void progress_show(progress *pg, bool final)
 
 /* ---- copying ---- */
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* The temporary name beside dest: ".NAME.ckptfs-XXXXXX". */
 static char *temp_name(const char *dest)
 {
@@ -352,7 +338,7 @@ static int copy_file(fs_mount *m, const cp_item *it, uint8_t *buf, mode_t mode, 
             rc = -EIO; /* shorter than its size said */
         if (rc)
             break;
-        if ((rc = write_all(fd, buf, got)) != 0) {
+        if ((rc = ck_write_full(fd, buf, got)) != 0) {
             *what = it->dest;
             break;
         }

@@ -1,5 +1,6 @@
 /* The files of -o hf_dir (see hf_dir.h). */
 #include "hf_dir.h"
+#include "fd_io.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,17 +20,6 @@
 static int cmp_file(const void *a, const void *b)
 {
     return strcmp(((const fs_hf_dir_file *)a)->name, ((const fs_hf_dir_file *)b)->name);
-}
-
-/* The file name in DIR, opened so that no symlink takes it outside DIR. */
-static int open_beneath(int dfd, const char *name)
-{
-    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
-                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-    long fd = syscall(SYS_openat2, dfd, name, &how, sizeof how);
-    if (fd < 0 && errno == ENOSYS)
-        fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-    return fd < 0 ? -errno : (int)fd;
 }
 
 int fs_hf_dir_open(const char *path, fs_hf_dir *out, char *err, size_t errlen)
@@ -66,7 +56,7 @@ int fs_hf_dir_open(const char *path, fs_hf_dir *out, char *err, size_t errlen)
         }
         if (!S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
             continue;
-        int fd = open_beneath(dfd, de->d_name);
+        int fd = ck_open_beneath(dfd, de->d_name); /* no symlink leads out of DIR */
         if (fd < 0) {
             rc = fd;
             snprintf(err, errlen, "hf_dir %s/%s: %s", path, de->d_name,
@@ -140,17 +130,8 @@ int fs_hf_dir_read(const fs_hf_dir_file *f, uint64_t off, void *dst, size_t len,
         return 0;
     if (len > f->size - off)
         len = (size_t)(f->size - off);
-    size_t done = 0;
-    while (done < len) {
-        ssize_t n = pread(f->fd, (char *)dst + done, len - done, (off_t)(off + done));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
-            return -EIO; /* shorter than at mount */
-        done += (size_t)n;
-    }
-    *got = done;
-    return 0;
+    int rc = ck_pread_full(f->fd, dst, len, off); /* -EIO: shorter than at mount */
+    if (!rc)
+        *got = len;
+    return rc;
 }

@@ -1,5 +1,6 @@
 /* Live sources: noticing a new state and swapping it in (see live.h). */
 #include "live.h"
+#include "hash.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -36,12 +37,7 @@ static uint64_t shards_hash(const char *dir)
             continue;
         ck_file_id id;
         ck_file_id_from_stat(&st, &id);
-        uint64_t h = 1469598103934665603ull;
-        const unsigned char *p = (const unsigned char *)&id;
-        for (size_t i = 0; i < sizeof id; i++)
-            h = (h ^ p[i]) * 1099511628211ull;
-        for (const char *c = de->d_name; *c; c++)
-            h = (h ^ (unsigned char)*c) * 1099511628211ull;
+        uint64_t h = ck_fnv1a_str_update(ck_fnv1a(&id, sizeof id), de->d_name);
         sum += h;
     }
     closedir(d);

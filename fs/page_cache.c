@@ -1,5 +1,6 @@
 /* The page-cache owner table (see page_cache.h): a chained hash of paths. */
 #include "page_cache.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -21,10 +22,7 @@ struct fs_pcache {
 
 static uint64_t hash_str(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    return ck_fnv1a_str(s);
 }
 
 int fs_pcache_new(fs_pcache **out)

@@ -2,6 +2,7 @@
  * prefix of every key), then files, so a key that collides with a
  * directory is named NAME.tensor/NAME.bytes whatever the key order. */
 #include "tree.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -20,10 +21,7 @@ struct fs_tree {
 
 static uint64_t hash_path(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    return ck_fnv1a_str(s);
 }
 
 static int map_grow(fs_tree *t)

@@ -38,6 +38,7 @@
 #include "view_head.h"
 #include "view_pt_nest.h"
 #include "converted_read.h"
+#include "hash.h"
 #include "dtype_convert.h"
 #include "view_pt_object.h"
 #include "zip_reader.h"
@@ -267,12 +268,11 @@ static int build_archive(fs_pt_view *v, const uint8_t *pkl, size_t pkl_len)
         short_names[r] = "version", src[r++] = (rec_src){ VERSION, 2, 0 };
         /* torch derives the id from CRCs it has at write time; here it is
          * from what the layout knows (names, sizes), which keeps it stable */
-        uint64_t h1 = 1469598103934665603ull, h2 = 0x9e3779b97f4a7c15ull;
+        uint64_t h1 = CK_FNV1A_OFFSET, h2 = 0x9e3779b97f4a7c15ull;
         for (size_t i = 0; i + 1 < nrec && i < r; i++) {
-            for (const char *p = short_names[i]; *p; p++)
-                h1 = (h1 ^ (unsigned char)*p) * 1099511628211ull;
+            h1 = ck_fnv1a_str_update(h1, short_names[i]);
             uint64_t sz = src[i].data ? src[i].len : v->tensors[src[i].tensor].nbytes;
-            h2 = (h2 ^ sz) * 1099511628211ull ^ h1;
+            h2 = (h2 ^ sz) * CK_FNV1A_PRIME ^ h1;
         }
         snprintf(id, sizeof id, "%020" PRIu64 "%020" PRIu64, (uint64_t)(h1 % 10000000000000000000ull),
                  (uint64_t)(h2 % 10000000000000000000ull));

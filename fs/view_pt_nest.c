@@ -1,5 +1,6 @@
 /* Paths and the nested dict of a .pt view (see view_pt_nest.h). */
 #include "view_pt_nest.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -99,14 +100,12 @@ typedef struct fs_pt_map_entry map_entry;
 
 static uint64_t elem_hash(const fs_pt_node *parent, const fs_pt_elem *e)
 {
-    uint64_t h = 1469598103934665603ull ^ (uint64_t)(uintptr_t)parent;
+    uint64_t h = CK_FNV1A_OFFSET ^ (uint64_t)(uintptr_t)parent;
     if (e->is_int) {
-        h = (h ^ (uint64_t)e->i) * 1099511628211ull;
+        h = (h ^ (uint64_t)e->i) * CK_FNV1A_PRIME;
         return h ^ 0x5bd1e995u;
     }
-    for (size_t i = 0; i < e->len; i++)
-        h = (h ^ (unsigned char)e->s[i]) * 1099511628211ull;
-    return h;
+    return ck_fnv1a_update(h, e->s, e->len);
 }
 
 static map_entry *map_slot(fs_pt_nest *t, const fs_pt_node *parent, const fs_pt_elem *e)

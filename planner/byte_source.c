@@ -1,4 +1,5 @@
 #include "byte_source.h"
+#include "fd_io.h"
 
 #include "storage.h"
 
@@ -43,22 +44,9 @@ int ck_byte_source_read(const ck_byte_source *src, uint64_t off, void *buf, size
         memcpy(buf, src->mem + off, n);
         return 0;
     }
-    uint64_t pos, end;
-    if (__builtin_add_overflow(src->base, off, &pos) || __builtin_add_overflow(pos, n, &end) ||
-        end > (uint64_t)INT64_MAX)
+    uint64_t pos;
+    if (__builtin_add_overflow(src->base, off, &pos))
         return -EIO;
-    uint8_t *p = buf;
-    size_t done = 0;
-    while (done < n) {
-        ssize_t r = pread(src->fd, p + done, n - done, (off_t)(pos + done));
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0) /* the file ends before the range its metadata promised */
-            return -EIO;
-        done += (size_t)r;
-    }
-    return 0;
+    /* -EIO when the file ends before the range its metadata promised */
+    return ck_pread_full(src->fd, buf, n, pos);
 }

@@ -19,6 +19,8 @@
 #include "dcp_safetensors.h"
 #include "geometry.h"
 #include "decode_ahead.h"
+#include "fd_io.h"
+#include "hash.h"
 
 #define DEFAULT_CACHE_BYTES (256ull << 20)
 /* Files kept open from mount on; beyond this they are opened on first read. */
@@ -38,10 +40,7 @@ typedef struct {
 
 static uint64_t fnv1a(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
+    return ck_fnv1a_str(s);
 }
 
 static int file_index_grow(ck_checkpoint *ck, file_index *fi)
@@ -261,19 +260,7 @@ int ck_file_pread(ck_checkpoint *ck, uint32_t i, void *dst, size_t len, uint64_t
     int fd = i < ck->nfiles ? atomic_load_explicit(&ck->files[i].fd, memory_order_acquire) : -1;
     if (fd >= 0) {
         /* the hot path: local files, read straight into the reply */
-        size_t got = 0;
-        while (got < len) {
-            ssize_t r = pread(fd, (uint8_t *)dst + got, len - got, (off_t)(off + got));
-            if (r < 0) {
-                if (errno == EINTR)
-                    continue;
-                return -EIO;
-            }
-            if (r == 0)
-                return -EIO;
-            got += (size_t)r;
-        }
-        return 0;
+        return ck_pread_full(fd, dst, len, off) ? -EIO : 0;
     }
     ck_object *obj;
     if (ck_file_object(ck, i, &obj))

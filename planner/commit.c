@@ -864,9 +864,12 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
     return rc;
 }
 
-int ck_commit_empty(int dirfd, const char *checkpoint_id, char *err, size_t errlen)
+/* The .metadata of a checkpoint with no keys, written to dirfd, or to st
+ * when dirfd < 0 (as a new object: an existing one is not replaced). */
+static int commit_empty(int dirfd, ck_storage *st, const char *checkpoint_id, char *err,
+                        size_t errlen)
 {
-    ck_commit_opts opts = { .dirfd = dirfd, .checkpoint_id = checkpoint_id };
+    ck_commit_opts opts = { .dirfd = dirfd, .storage = st, .checkpoint_id = checkpoint_id };
     step_ctx steps = { &opts, 0 };
     ck_md md = { NULL, 0, NULL, NULL, checkpoint_id, NULL };
     char save_id[40];
@@ -878,26 +881,18 @@ int ck_commit_empty(int dirfd, const char *checkpoint_id, char *err, size_t errl
         err[0] = '\0';
     int rc = ck_metadata_write(&md, &buf, &len, err, errlen);
     if (!rc)
-        rc = replace_metadata(&steps, dirfd, buf, len, err, errlen);
+        rc = dirfd >= 0 ? replace_metadata(&steps, dirfd, buf, len, err, errlen)
+                        : replace_metadata_object(&steps, st, NULL, buf, len, err, errlen);
     free(buf);
     return rc;
 }
 
+int ck_commit_empty(int dirfd, const char *checkpoint_id, char *err, size_t errlen)
+{
+    return commit_empty(dirfd, NULL, checkpoint_id, err, errlen);
+}
+
 int ck_commit_empty_storage(ck_storage *st, const char *checkpoint_id, char *err, size_t errlen)
 {
-    ck_commit_opts opts = { .dirfd = -1, .storage = st, .checkpoint_id = checkpoint_id };
-    step_ctx steps = { &opts, 0 };
-    ck_md md = { NULL, 0, NULL, NULL, checkpoint_id, NULL };
-    char save_id[40];
-    make_save_id(save_id, sizeof save_id);
-    md.save_id = save_id;
-    uint8_t *buf = NULL;
-    size_t len = 0;
-    if (errlen)
-        err[0] = '\0';
-    int rc = ck_metadata_write(&md, &buf, &len, err, errlen);
-    if (!rc)
-        rc = replace_metadata_object(&steps, st, NULL, buf, len, err, errlen);
-    free(buf);
-    return rc;
+    return commit_empty(-1, st, checkpoint_id, err, errlen);
 }

@@ -1,5 +1,6 @@
 /* The dialect of a read `.metadata` (see dcp_dialect.h). */
 #include "dcp_dialect.h"
+#include "hash.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -35,10 +36,7 @@ int ck_dialect_note_class(ck_checkpoint *ck, ck_md_class cls, const pk_value *ob
 
 static uint64_t fnv1a(const uint8_t *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h;
+    return ck_fnv1a(p, n);
 }
 
 static int keep(ck_checkpoint *ck, const pk_value *v, ck_pickled *out)

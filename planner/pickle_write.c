@@ -5,6 +5,7 @@
  * so a repeated equal string becomes a BINGET here (still a valid pickle,
  * just shorter). */
 #include "pickle_write.h"
+#include "hash.h"
 #include "pickle.h"
 
 #include <errno.h>
@@ -177,13 +178,7 @@ static void emit_payload(pkw *w, const uint8_t *hdr, size_t hdrlen, const void *
 
 static uint64_t hash_bytes(uint8_t kind, const void *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ull ^ kind; /* FNV-1a */
-    const uint8_t *b = p;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 1099511628211ull;
-    }
-    return h;
+    return ck_fnv1a_update(CK_FNV1A_OFFSET ^ kind, p, n);
 }
 
 static memo_entry *memo_slot(pkw *w, uint8_t kind, const void *key, size_t n, uint64_t h)

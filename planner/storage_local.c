@@ -3,6 +3,7 @@
  * links that climb out can leave it (openat2 RESOLVE_BENEATH where the
  * kernel has it, else O_NOFOLLOW after the lexical check ck_add_file does). */
 #include "storage.h"
+#include "fd_io.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -38,17 +39,13 @@ static int root_of(const ck_storage *st)
     return ((const local_storage *)st)->root_fd;
 }
 
+/* An object is a regular file beneath the root (a FIFO planted as a data
+ * file is refused, not waited on). */
 static int open_beneath(int root_fd, const char *path)
 {
-    /* O_NONBLOCK: opening a FIFO planted as a data file must not hang the
-     * mount; it is then refused as not a regular file. */
-    struct open_how how = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK,
-                            .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS };
-    long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof how);
-    if (fd < 0 && errno == ENOSYS)
-        fd = openat(root_fd, path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    int fd = ck_open_beneath(root_fd, path);
     if (fd < 0)
-        return -errno;
+        return fd;
     struct stat st;
     if (fstat((int)fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close((int)fd);
@@ -94,22 +91,7 @@ static int l_info(ck_object *obj, ck_object_info *info)
 static int l_read(ck_object *obj, uint64_t off, void *buf, size_t n)
 {
     int fd = ((local_object *)obj)->fd;
-    uint64_t end;
-    if (__builtin_add_overflow(off, (uint64_t)n, &end) || end > (uint64_t)INT64_MAX)
-        return -EIO;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, (uint8_t *)buf + got, n - got, (off_t)(off + got));
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (r == 0) /* the file ends before the range asked for */
-            return -EIO;
-        got += (size_t)r;
-    }
-    return 0;
+    return ck_pread_full(fd, buf, n, off); /* -EIO: the file ends before the range */
 }
 
 static int l_fd(const ck_object *obj)
@@ -158,22 +140,6 @@ static int l_list(ck_storage *st, ck_storage_list_fn fn, void *ctx)
     return rc;
 }
 
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const uint8_t *p = buf;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int l_create(ck_storage *st, const char *name, ck_object_writer **out)
 {
     local_writer *w = calloc(1, sizeof *w);
@@ -195,7 +161,7 @@ static int l_create(ck_storage *st, const char *name, ck_object_writer **out)
 
 static int l_append(ck_object_writer *wr, const void *buf, size_t n)
 {
-    return write_all(((local_writer *)wr)->fd, buf, n);
+    return ck_write_full(((local_writer *)wr)->fd, buf, n);
 }
 
 static void writer_free(local_writer *w)
@@ -244,7 +210,7 @@ static int l_replace(ck_storage *st, const char *name, const void *buf, size_t n
     }
     if (fd < 0)
         return -EEXIST;
-    int rc = write_all(fd, buf, n);
+    int rc = ck_write_full(fd, buf, n);
     if (!rc && fsync(fd))
         rc = -errno;
     if (close(fd) && !rc)

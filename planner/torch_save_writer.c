@@ -1,6 +1,7 @@
 #include "errmsg.h"
 #include "le.h"
 #include "torch_save_writer.h"
+#include "fd_io.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -503,23 +504,10 @@ int ck_torch_save_tensor_to_sink(ck_sink_fn sink, void *sink_ctx, const char *ar
 int ck_fd_sink_write(void *ctx, const void *buf, size_t len)
 {
     ck_fd_sink *s = ctx;
-    const uint8_t *p = buf;
-    while (len > 0) {
-        if (s->off > (uint64_t)INT64_MAX - len)
-            return -EFBIG;
-        ssize_t w = pwrite(s->fd, p, len, (off_t)s->off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -EIO;
-        p += w;
-        len -= (size_t)w;
-        s->off += (uint64_t)w;
-    }
-    return 0;
+    int rc = ck_pwrite_full(s->fd, buf, len, s->off);
+    if (!rc)
+        s->off += len;
+    return rc;
 }
 
 int ck_torch_save_write_tensor(int fd, uint64_t file_off, const char *archive_name, ck_dtype dt,

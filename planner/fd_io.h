@@ -1,0 +1,27 @@
+/* File descriptors: opening beneath a directory, and whole-buffer reads and
+ * writes (the loops every caller of pread/write needs: short transfers,
+ * EINTR), each in one place. */
+#ifndef CKPT_FD_IO_H
+#define CKPT_FD_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Opens path (relative) for reading so that neither "..", absolute
+ * symlinks nor links that climb out can take it outside dirfd: openat2
+ * RESOLVE_BENEATH where the kernel has it, else O_NOFOLLOW on the last
+ * component (callers check paths lexically first).  O_NONBLOCK, so that a
+ * FIFO planted in a checkpoint cannot hang the open.  fd or -errno
+ * (-EXDEV or -ELOOP for a link leaving dirfd). */
+int ck_open_beneath(int dirfd, const char *path);
+
+/* Reads exactly n bytes at off.  0; -EIO if the file ends first (it is
+ * shorter than whoever asked expected); -errno from pread; -EIO for a
+ * range past what off_t can say. */
+int ck_pread_full(int fd, void *buf, size_t n, uint64_t off);
+/* Writes all n bytes at the file position.  0 or -errno. */
+int ck_write_full(int fd, const void *buf, size_t n);
+/* Writes all n bytes at off.  0, -EFBIG past off_t, -errno. */
+int ck_pwrite_full(int fd, const void *buf, size_t n, uint64_t off);
+
+#endif
