@@ -773,15 +773,16 @@ int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, s
             *got = (size_t)n;
         return rc;
     }
-    /* before the read: an object store fetches the next bytes while this
-     * read waits for its own */
-    ck_readahead(ck, key, off, n);
     ck_read_vec plan = { 0 };
     rc = ck_load_plan_for_range(key, off, n, &plan);
     if (!rc)
         rc = ck_execute_plan(ck, key, &plan, off, dst);
     ck_read_vec_free(&plan);
-    if (!rc)
+    if (!rc) {
         *got = (size_t)n;
+        /* after the read, so that a first small read does not queue behind
+         * the window it starts (object stores: first-byte latency) */
+        ck_readahead(ck, key, off, n);
+    }
     return rc;
 }
