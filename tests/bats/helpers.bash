@@ -215,3 +215,15 @@ check_mounted() {
     shift
     py_check "$BATS_PY/check_manifest.py" "$MNT" "$FIX/$name.manifest.json" --src "$CKPT_SRC" "$@"
 }
+
+# gen DIR ARGS...: a checkpoint written by scripts/gen_dcp.py in DIR, its sums in
+# DIR.sha256.json (no torch needed).
+gen() {
+    local dir=$1
+    shift
+    run timeout -k 5 120 "$PY" scripts/gen_dcp.py --out "$dir" "$@"
+    if [ "$status" -ne 0 ]; then
+        printf '%s\n' "$output" >&2
+        return 1
+    fi
+}

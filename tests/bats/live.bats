@@ -7,22 +7,11 @@
 
 load helpers
 
-GEN=scripts/gen_dcp.py
 
 teardown() {
     unmount_ckpt
 }
 
-# gen DIR ARGS...: a checkpoint in DIR, its sums in DIR.sha256.json.
-gen() {
-    local dir=$1
-    shift
-    run timeout -k 5 120 "$PY" "$GEN" --out "$dir" "$@"
-    if [ "$status" -ne 0 ]; then
-        printf '%s\n' "$output" >&2
-        return 1
-    fi
-}
 
 # check_sums MNT SUMS: every key's file, opened now, hashes to SUMS's sha256.
 check_sums() {
