@@ -417,7 +417,10 @@ def fill_tensor(seed, index, shape, dtype_name):
     return out.reshape(shape)
 
 
-def key_names(count, many_keys):
+def key_names(count, many_keys, deep=False):
+    if many_keys and deep:
+        # one key per directory: `find` and `ls -lR` walk about `count` directories
+        return ["model.layers.%d.w" % i for i in range(count)]
     if many_keys:
         # 100 keys per directory so that `find` walks a realistic tree, not one huge directory
         return ["model.layers.%d.w%d" % (i // 100, i % 100) for i in range(count)]
@@ -496,7 +499,7 @@ def generate(args):
     state_dict_metadata, planner_data, storage_data, sums = {}, {}, {}, {}
     dtype = TORCH_DTYPE[args.dtype]
     row_parts, col_parts = split(shape[0], mesh_rows), split(shape[1], mesh_cols)
-    for index, fqn in enumerate(key_names(count, many_keys)):
+    for index, fqn in enumerate(key_names(count, many_keys, args.deep)):
         tensor = fill_tensor(args.seed, index, shape, args.dtype)
         sums[fqn] = hashlib.sha256(tensor).hexdigest()
         if args.plain:
@@ -552,6 +555,7 @@ def main(argv):
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--tensors", type=int, default=0, help="number of tensors (default: one per 64 MiB)")
     group.add_argument("--keys", type=int, default=None, help="many small tensors (mount-time tests)")
+    ap.add_argument("--deep", action="store_true", help="with --keys: one key per directory")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cols", type=int, default=None,
                     help="columns of every tensor (a multiple of 8; default: up to 4096)")
