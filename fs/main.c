@@ -10,7 +10,9 @@
 #include <fuse_lowlevel.h>
 
 #include "cp.h"
+#include "inode_table.h"
 #include "live.h"
+#include "ll_ops.h"
 #include "notify.h"
 #include "ops.h"
 #include "page_cache.h"
@@ -22,44 +24,6 @@
 #define CKPTFS_VERSION "0.1.0"
 #endif
 
-static void *op_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
-{
-    fs_root *r = fuse_get_context()->private_data;
-    int rw = r->opts.rw;
-    cfg->use_ino = 0;
-    /* Read-only: the kernel keeps names and attributes for an hour; a new
-     * state of a live checkpoint invalidates what it made stale (notify.h).
-     * Pages are kept per open (ops_read.c, page_cache.h), so kernel_cache,
-     * which would keep them whatever the open says, stays off.  Names that
-     * did not exist are not remembered: a new state or a new step may bring
-     * them, and nothing lists the kernel's negative entries for us to
-     * invalidate. */
-    cfg->kernel_cache = 0;
-    /* rw: names and sizes change under open files (commits turn X.npy into
-     * X, xattrs give a new file its size), so the kernel asks every time */
-    cfg->entry_timeout = rw ? 0.0 : 3600.0;
-    cfg->attr_timeout = rw ? 0.0 : 3600.0;
-    cfg->negative_timeout = 0.0;
-    /* rw: an unlinked open file must not be renamed to .fuse_hidden*, which
-     * would commit a key of that name (ops_write.c) */
-    cfg->hard_remove = rw;
-    /* No splice for replies.  The high-level API cannot choose per reply,
-     * and with splice on, every reply assembled in memory (column-sharded
-     * rows, zstd chunks) is written into a pipe and spliced again: measured
-     * on 512 MiB, column-sharded first reads took 0.86 s with splice and
-     * 0.36 s without; row-sharded ones, whose runs could be spliced from the
-     * shard file, 0.23 s with and 0.26 s without.  fd buffers still spare us
-     * a copy: libfuse preads them straight into the reply. */
-    conn->want &= ~(FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
-    if (conn->capable & FUSE_CAP_ASYNC_READ)
-        conn->want |= FUSE_CAP_ASYNC_READ;
-    conn->max_readahead = 1u << 20;
-    if (!rw && fs_notifier_start(fuse_get_context()->fuse, &r->notify) != 0)
-        fprintf(stderr, "ckptfs: cannot start the invalidation thread: kernel entries of "
-                "replaced states expire on their own\n");
-    return r;
-}
-
 /* Shard-per-item checkpoints can have thousands of files kept open. */
 static void raise_fd_limit(void)
 {
@@ -70,34 +34,40 @@ static void raise_fd_limit(void)
     }
 }
 
-/* fuse_main, spelled out so the loop gets its settings from us. */
-static int run_fuse(struct fuse_args *args, const struct fuse_operations *ops, fs_root *m)
+/* The low-level session loop (ll_ops.c answers the requests). */
+static int run_fuse(struct fuse_args *args, fs_root *r)
 {
     struct fuse_cmdline_opts co;
     if (fuse_parse_cmdline(args, &co) != 0)
         return 1;
     int rc = 1;
-    struct fuse *f = fuse_new(args, ops, sizeof *ops, m);
-    if (!f)
+    if (fs_itable_new(&r->itable) != 0) {
+        fprintf(stderr, "ckptfs: %s\n", strerror(ENOMEM));
         goto out;
-    if (fuse_mount(f, co.mountpoint) != 0)
+    }
+    struct fuse_session *se = fuse_session_new(args, &fs_ll_ops, sizeof fs_ll_ops, r);
+    if (!se)
+        goto out;
+    r->se = se;
+    if (fuse_set_signal_handlers(se) != 0)
         goto out_destroy;
+    if (fuse_session_mount(se, co.mountpoint) != 0)
+        goto out_signals;
     if (fuse_daemonize(co.foreground) != 0)
         goto out_unmount;
-    struct fuse_session *se = fuse_get_session(f);
-    if (fuse_set_signal_handlers(se) != 0)
-        goto out_unmount;
-    rc = co.singlethread ? fuse_loop(f) : fuse_loop_mt(f, co.clone_fd);
+    rc = co.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, co.clone_fd);
     rc = rc < 0 ? 1 : 0; /* a positive value is the signal that ended the loop: a clean exit */
-    /* No request runs now; the notifier goes before libfuse frees the
-     * node table it invalidates through. */
-    fs_notifier_stop(m->notify);
-    m->notify = NULL;
-    fuse_remove_signal_handlers(se);
+    /* No request runs now; the notifier goes before the session it
+     * sends through. */
+    fs_notifier_stop(r->notify);
+    r->notify = NULL;
 out_unmount:
-    fuse_unmount(f);
+    fuse_session_unmount(se);
+out_signals:
+    fuse_remove_signal_handlers(se);
 out_destroy:
-    fuse_destroy(f);
+    fuse_session_destroy(se);
+    r->se = NULL;
 out:
     free(co.mountpoint);
     return rc;
@@ -172,7 +142,7 @@ int main(int argc, char *argv[])
     if (m.opts.show_help) {
         fs_options_usage(argv[0]);
         fuse_cmdline_help();
-        fuse_lib_help(&args);
+        fuse_lowlevel_help();
         status = 0;
         goto out;
     }
@@ -184,17 +154,12 @@ int main(int argc, char *argv[])
     if (mount_prepare(&m) != 0)
         goto out;
 
-    struct fuse_operations ops = { 0 };
-    ops.init = op_init;
-    fs_ops_fill_read(&ops);
-    if (m.opts.rw)
-        fs_ops_fill_write(&ops);
-    else
+    if (!m.opts.rw)
         fuse_opt_add_arg(&args, "-oro");
     fuse_opt_add_arg(&args, "-ofsname=ckptfs");
     fuse_opt_add_arg(&args, "-osubtype=ckptfs");
 
-    status = run_fuse(&args, &ops, &m) ? 1 : 0;
+    status = run_fuse(&args, &m) ? 1 : 0;
 
     if (m.rw)
         fs_unmount_commit(m.rw); /* pending writes: last chance, see ops_write.c */

@@ -32,9 +32,12 @@ typedef struct fs_source fs_source;     /* live.h */
 typedef struct fs_run fs_run;           /* run.h */
 typedef struct fs_pcache fs_pcache;     /* page_cache.h */
 typedef struct fs_notifier fs_notifier; /* notify.h */
+typedef struct fs_itable fs_itable;     /* inode_table.h */
+struct fuse_session;
 
-/* What FUSE's private_data points at: the options and either the rw mount,
- * one live read-only checkpoint, or a run directory of them. */
+/* All the daemon's state, the low-level session's userdata: the options,
+ * the inode numbers the kernel holds, and either the rw mount, one live
+ * read-only checkpoint, or a run directory of them. */
 typedef struct fs_root {
     fs_options opts;
     char *abs_source;  /* SOURCE as an absolute path (the daemon leaves the cwd) */
@@ -43,6 +46,8 @@ typedef struct fs_root {
     fs_run *run;       /* read-only run directory */
     fs_pcache *pcache;
     fs_notifier *notify;
+    fs_itable *itable;
+    struct fuse_session *se; /* while mounted */
     _Atomic uint64_t next_gen;
 } fs_root;
 

@@ -10,10 +10,10 @@
 
 #include <fuse_lowlevel.h>
 
-#include "snapshot.h"
 
 typedef struct job {
-    fs_mount *old;  /* a snapshot's names to invalidate, or NULL */
+    bool snapshot;  /* a state replaced under name, else a root entry */
+    bool inval;     /* snapshot jobs: there was an old state to invalidate */
     char *name;     /* prefix of the snapshot, or the root entry's name */
     _Atomic uint64_t *settled; /* snapshot jobs: raised to gen when done */
     uint64_t gen;
@@ -28,7 +28,8 @@ static void settle(_Atomic uint64_t *settled, uint64_t gen)
 }
 
 struct fs_notifier {
-    struct fuse *f;
+    struct fuse_session *se;
+    fs_itable *it;
     pthread_t thread;
     pthread_mutex_t lock;
     pthread_cond_t cond;
@@ -36,55 +37,32 @@ struct fs_notifier {
     bool stop;
 };
 
-static void inval(struct fuse *f, const char *prefix, const char *path, const char *suffix)
+/* Every inode the kernel holds under the prefix: files, directories (and
+ * their cached listings), views.  Names stay: a name that went answers
+ * ENOENT when the kernel, its attributes gone, asks again. */
+static void inval_under(fs_notifier *nt, const char *prefix)
 {
-    char buf[8192];
-    /* "/" under a prefix is the prefix itself */
-    if (prefix[0] && strcmp(path, "/") == 0)
-        path = "";
-    int n = snprintf(buf, sizeof buf, "%s%s%s", prefix, path, suffix);
-    if (n > 0 && (size_t)n < sizeof buf)
-        fuse_invalidate_path(f, buf); /* -ENOENT: the kernel never asked for it */
-}
-
-/* Each node, its views (NAME.npy, DIR.safetensors) and /.ckptfs's files. */
-static void inval_tree(struct fuse *f, const char *prefix, fs_node *n)
-{
-    inval(f, prefix, n->path, "");
-    if (n->is_dir) {
-        if (n->parent) {
-            inval(f, prefix, n->path, ".safetensors");
-            inval(f, prefix, n->path, ".pt");
-        }
-        for (size_t i = 0; i < n->nchildren; i++)
-            inval_tree(f, prefix, n->children[i]);
-    } else if (n->key && n->key->kind == CK_KEY_TENSOR) {
-        inval(f, prefix, n->path, ".npy");
-        inval(f, prefix, n->path, ".stats");
+    fs_iname *v;
+    size_t n;
+    if (fs_itable_list_under(nt->it, prefix, &v, &n) != 0) {
+        fprintf(stderr, "ckptfs: out of memory: stale kernel attributes under %s\n",
+                prefix[0] ? prefix : "/");
+        return;
     }
+    for (size_t i = 0; i < n; i++)
+        fuse_lowlevel_notify_inval_inode(nt->se, v[i].ino, 0, 0); /* -ENOENT: forgotten */
+    fs_inames_free(v, n);
 }
 
 static void run_job(fs_notifier *nt, job *j)
 {
-    if (j->settled) {
-        if (j->old) {
-            fs_node *root = fs_tree_root(j->old->tree);
-            if (root)
-                inval_tree(nt->f, j->name, root);
-            inval(nt->f, j->name, "/.ckptfs/metadata.json", "");
-            inval(nt->f, j->name, "/.ckptfs/model.safetensors", "");
-            inval(nt->f, j->name, "/.ckptfs/model.pt", "");
-            /* hf/: its two fixed names; shards named -0000K-of-0000N keep
-             * their names across states of the same keys */
-            inval(nt->f, j->name, "/.ckptfs/hf", "");
-            inval(nt->f, j->name, "/.ckptfs/hf/model.safetensors", "");
-            inval(nt->f, j->name, "/.ckptfs/hf/model.safetensors.index.json", "");
-            fs_snapshot_unref(j->old);
-        }
+    if (j->snapshot) {
+        if (j->inval)
+            inval_under(nt, j->name);
         settle(j->settled, j->gen);
     } else {
-        fuse_lowlevel_notify_inval_entry(fuse_get_session(nt->f), FUSE_ROOT_ID, j->name,
-                                         strlen(j->name));
+        fuse_lowlevel_notify_inval_entry(nt->se, FS_ROOT_INO, j->name, strlen(j->name));
+        fuse_lowlevel_notify_inval_inode(nt->se, FS_ROOT_INO, 0, 0);
     }
     free(j->name);
     free(j);
@@ -111,12 +89,13 @@ static void *notifier_main(void *arg)
     return NULL;
 }
 
-int fs_notifier_start(struct fuse *f, fs_notifier **out)
+int fs_notifier_start(struct fuse_session *se, fs_itable *it, fs_notifier **out)
 {
     fs_notifier *nt = calloc(1, sizeof *nt);
     if (!nt)
         return -ENOMEM;
-    nt->f = f;
+    nt->se = se;
+    nt->it = it;
     nt->tail = &nt->head;
     pthread_mutex_init(&nt->lock, NULL);
     pthread_cond_init(&nt->cond, NULL);
@@ -145,20 +124,21 @@ void fs_notifier_stop(fs_notifier *nt)
     free(nt);
 }
 
-static void enqueue(fs_notifier *nt, fs_mount *old, const char *name, _Atomic uint64_t *settled,
-                    uint64_t gen)
+static void enqueue(fs_notifier *nt, bool snapshot, bool inval, const char *name,
+                    _Atomic uint64_t *settled, uint64_t gen)
 {
     job *j = calloc(1, sizeof *j);
     char *copy = j ? strdup(name) : NULL;
     if (!copy) {
-        /* the kernel's entries then expire on their own (main.c) */
+        /* the kernel's entries then expire on their own (ll_ops.c) */
         fprintf(stderr, "ckptfs: out of memory: stale kernel entries for %s\n", name);
         free(j);
         if (settled)
             settle(settled, gen);
         return;
     }
-    j->old = fs_snapshot_ref(old);
+    j->snapshot = snapshot;
+    j->inval = inval;
     j->name = copy;
     j->settled = settled;
     j->gen = gen;
@@ -173,7 +153,7 @@ void fs_notify_snapshot(fs_notifier *nt, const char *prefix, fs_mount *old,
                         _Atomic uint64_t *settled, uint64_t gen)
 {
     if (nt)
-        enqueue(nt, old, prefix, settled, gen);
+        enqueue(nt, true, old != NULL, prefix, settled, gen);
     else
         settle(settled, gen);
 }
@@ -181,5 +161,5 @@ void fs_notify_snapshot(fs_notifier *nt, const char *prefix, fs_mount *old,
 void fs_notify_root_entry(fs_notifier *nt, const char *name)
 {
     if (nt)
-        enqueue(nt, NULL, name, NULL, 0);
+        enqueue(nt, false, false, name, NULL, 0);
 }

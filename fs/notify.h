@@ -9,20 +9,23 @@
 #ifndef CKPTFS_NOTIFY_H
 #define CKPTFS_NOTIFY_H
 
-#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include "inode_table.h"
 #include "mount.h"
 
-int fs_notifier_start(struct fuse *f, fs_notifier **out);
+/* it: what the kernel holds (inode_table.h), which is what gets invalidated */
+int fs_notifier_start(struct fuse_session *se, fs_itable *it, fs_notifier **out);
 /* Sends what is queued, then stops the thread and frees n. */
 void fs_notifier_stop(fs_notifier *n);
-/* Every name old served (files, directories, views) under prefix ("" or
- * "/step_1000"): attributes and cached pages; old may be NULL (nothing
- * to invalidate).  Then, after every job queued before it too, raises
- * *settled to gen (see live.h).  Takes a reference on old.  n may be NULL
- * (no thread): *settled is raised at once. */
+/* A state of the checkpoint under prefix ("" or "/step_1000") replaced old
+ * (NULL: there was none, nothing to invalidate): every inode the kernel
+ * holds there loses its attributes, cached pages and cached listing.
+ * Then, after every job queued before it too, raises *settled to gen (see
+ * live.h).  n may be NULL (no thread): *settled is raised at once. */
 void fs_notify_snapshot(fs_notifier *n, const char *prefix, fs_mount *old,
                         _Atomic uint64_t *settled, uint64_t gen);
-/* The root's entry name (a step that appeared or went). */
+/* The root's entry name (a step that appeared or went), and the root's
+ * cached listing. */
 void fs_notify_root_entry(fs_notifier *n, const char *name);
 
 #endif

@@ -51,7 +51,7 @@ static int node_size(fs_mount *m, const fs_node *n, uint64_t *size)
     return ck_key_size(m->ck, n->key, size);
 }
 
-static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+static int op_getattr(fs_root *r, const char *path, struct stat *st, struct fuse_file_info *fi)
 {
     fs_req q;
     fs_handle *h = fi ? (fs_handle *)(uintptr_t)fi->fh : NULL;
@@ -61,7 +61,7 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
         memset(&q, 0, sizeof q);
         q.m = fs_snapshot_ref(h->m);
         q.path = h->pc_path + h->inner_off;
-    } else if ((rc = fs_req_begin(fs_current_root(), path, 0, &q)) != 0) {
+    } else if ((rc = fs_req_begin(r, path, 0, &q)) != 0) {
         return rc;
     }
     if (q.synthetic) {
@@ -100,44 +100,37 @@ static int op_getattr(const char *path, struct stat *st, struct fuse_file_info *
 }
 
 typedef struct {
-    void *buf;
-    fuse_fill_dir_t filler;
+    fs_dir_fill fill;
+    void *ctx;
     bool plus;
 } fill_ctx;
 
 static int fill_name(void *ctx, const char *name)
 {
     fill_ctx *f = ctx;
-    return f->filler(f->buf, name, NULL, 0, 0) ? -ENOMEM : 0;
+    return f->fill(f->ctx, name, NULL);
 }
 
 static int fill_step(void *ctx, const char *name, const struct stat *st)
 {
     fill_ctx *f = ctx;
-    return f->filler(f->buf, name, f->plus ? st : NULL, 0, f->plus ? FUSE_FILL_DIR_PLUS : 0)
-               ? -ENOMEM : 0;
+    return f->fill(f->ctx, name, f->plus ? st : NULL);
 }
 
-static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
-                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+static int op_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus)
 {
-    fs_root *r = fs_current_root();
     fs_req q;
     int rc = fs_req_begin(r, path, FS_REQ_PIN, &q);
     if (rc)
         return rc;
     if (q.run_root) {
-        filler(buf, ".", NULL, 0, 0);
-        filler(buf, "..", NULL, 0, 0);
-        fill_ctx f = { buf, filler, (flags & FUSE_READDIR_PLUS) != 0 };
+        fill_ctx f = { fill, ctx, plus };
         return fs_run_list(r->run, fill_step, &f);
     }
     fs_mount *m = q.m;
     path = q.path;
     pthread_rwlock_rdlock(&m->lock);
     fs_node *n = fs_tree_lookup(m->tree, path);
-    filler(buf, ".", NULL, 0, 0);
-    filler(buf, "..", NULL, 0, 0);
     if (n && n->is_dir) {
         char name[1100];
         for (size_t i = 0; i < n->nchildren; i++) {
@@ -150,13 +143,12 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
              * spares the kernel one LOOKUP per entry (find, ls -l). */
             struct stat st;
             uint64_t size = 0;
-            int plus = (flags & FUSE_READDIR_PLUS) && (c->is_dir || !c->key ||
-                                                      node_size(m, c, &size) == 0);
-            if (plus && shown == name)
-                plus = 0; /* an npy view's size is not the raw file's */
-            if (plus)
+            int with = plus && (c->is_dir || !c->key || node_size(m, c, &size) == 0);
+            if (with && shown == name)
+                with = 0; /* an npy view's size is not the raw file's */
+            if (with)
                 fs_fill_stat(m, c, size, &st);
-            if (filler(buf, shown, plus ? &st : NULL, 0, plus ? FUSE_FILL_DIR_PLUS : 0))
+            if (fill(ctx, shown, with ? &st : NULL))
                 break;
         }
     } else if (n) {
@@ -165,7 +157,7 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
         fs_view *v;
         rc = fs_view_lookup(m, path, &v);
         if (!rc) {
-            fill_ctx f = { buf, filler, false };
+            fill_ctx f = { fill, ctx, false };
             rc = fs_view_is_dir(v) ? fs_view_list(m, v, fill_name, &f) : -ENOTDIR;
             fs_view_release(m, v);
         }
@@ -175,9 +167,8 @@ static int op_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     return rc;
 }
 
-static int op_open(const char *path, struct fuse_file_info *fi)
+static int op_open(fs_root *r, const char *path, struct fuse_file_info *fi)
 {
-    fs_root *r = fs_current_root();
     if ((fi->flags & O_ACCMODE) != O_RDONLY && !r->opts.rw)
         return -EROFS;
     /* An open always looks for a new state: a file opened after a new
@@ -239,9 +230,8 @@ static int op_open(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
-static int op_release(const char *path, struct fuse_file_info *fi)
+static int op_release(fs_root *r, const char *path, struct fuse_file_info *fi)
 {
-    fs_root *r = fs_current_root();
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
     if (!h)
         return 0;
@@ -297,29 +287,17 @@ static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size
     return 0;
 }
 
-static int op_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
-                       struct fuse_file_info *fi)
+static int op_read_buf(fs_root *r, const char *path, struct fuse_bufvec **bufp, size_t size,
+                       off_t off, struct fuse_file_info *fi)
 {
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
-    fs_mount *m = h->m ? h->m : fs_current_mount(); /* NULL: the rw mount's */
+    fs_mount *m = h->m ? h->m : r->rw; /* NULL: the rw mount's */
     if (off < 0)
         return -EINVAL;
     pthread_rwlock_rdlock(&m->lock);
     int rc = h->node && !h->node->key ? -EIO : read_into_memory(m, h, (uint64_t)off, size, bufp);
     pthread_rwlock_unlock(&m->lock);
     return rc == -ENOMEM ? rc : (rc ? -EIO : 0);
-}
-
-static int op_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
-{
-    fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
-    fs_mount *m = h->m ? h->m : fs_current_mount(); /* NULL: the rw mount's */
-    size_t got = 0;
-    pthread_rwlock_rdlock(&m->lock);
-    int rc = h->view ? fs_view_read(m, h->view, (uint64_t)off, buf, size, &got)
-                     : ck_key_read(m->ck, h->node->key, (uint64_t)off, buf, size, &got);
-    pthread_rwlock_unlock(&m->lock);
-    return rc ? (rc == -ENOMEM ? rc : -EIO) : (int)got;
 }
 
 /* ---- extended attributes ---- */
@@ -403,10 +381,10 @@ static const ck_key *key_at(fs_mount *m, const char *path, fs_view **view)
     return NULL;
 }
 
-static int op_getxattr(const char *path, const char *name, char *value, size_t size)
+static int op_getxattr(fs_root *r, const char *path, const char *name, char *value, size_t size)
 {
     fs_req q;
-    int rc = fs_req_begin(fs_current_root(), path, 0, &q);
+    int rc = fs_req_begin(r, path, 0, &q);
     if (rc)
         return rc;
     if (q.synthetic)
@@ -440,13 +418,13 @@ static int op_getxattr(const char *path, const char *name, char *value, size_t s
     return rc;
 }
 
-static int op_listxattr(const char *path, char *list, size_t size)
+static int op_listxattr(fs_root *r, const char *path, char *list, size_t size)
 {
     static const char tensor_names[] =
         "user.ckpt.dtype\0user.ckpt.shape\0user.ckpt.chunks\0user.ckpt.fqn\0user.ckpt.kind\0";
     static const char bytes_names[] = "user.ckpt.chunks\0user.ckpt.fqn\0user.ckpt.kind\0";
     fs_req q;
-    int rc = fs_req_begin(fs_current_root(), path, 0, &q);
+    int rc = fs_req_begin(r, path, 0, &q);
     if (rc)
         return rc;
     if (q.synthetic)
@@ -472,10 +450,10 @@ static int op_listxattr(const char *path, char *list, size_t size)
     return rc;
 }
 
-static int op_statfs(const char *path, struct statvfs *sv)
+static int op_statfs(fs_root *r, const char *path, struct statvfs *sv)
 {
     fs_req q;
-    int rc = fs_req_begin(fs_current_root(), path, FS_REQ_PIN, &q);
+    int rc = fs_req_begin(r, path, FS_REQ_PIN, &q);
     memset(sv, 0, sizeof *sv);
     sv->f_bsize = 4096;
     sv->f_frsize = 4096;
@@ -499,40 +477,48 @@ static int op_statfs(const char *path, struct statvfs *sv)
     return 0;
 }
 
-static int op_access(const char *path, int mask)
+static int op_access(fs_root *r, const char *path, int mask)
 {
-    if ((mask & W_OK) && !fs_current_root()->opts.rw)
+    if ((mask & W_OK) && !r->opts.rw)
         return -EROFS;
     struct stat st;
-    return op_getattr(path, &st, NULL);
+    return op_getattr(r, path, &st, NULL);
 }
 
-static int op_opendir(const char *path, struct fuse_file_info *fi)
+static int op_opendir(fs_root *r, const char *path)
 {
     /* A run's step is opened here, so one that cannot be fails opendir */
     fs_req q;
-    int rc = fs_req_begin(fs_current_root(), path, FS_REQ_PIN, &q);
+    int rc = fs_req_begin(r, path, FS_REQ_PIN, &q);
     if (rc)
         return rc;
     fs_req_end(&q);
     struct stat st;
-    rc = op_getattr(path, &st, NULL);
+    rc = op_getattr(r, path, &st, NULL);
     if (!rc && !S_ISDIR(st.st_mode))
         rc = -ENOTDIR;
     return rc;
 }
 
-void fs_ops_fill_read(struct fuse_operations *ops)
+void fs_bufvec_free(struct fuse_bufvec *bv)
 {
-    ops->getattr = op_getattr;
-    ops->readdir = op_readdir;
-    ops->opendir = op_opendir;
-    ops->open = op_open;
-    ops->release = op_release;
-    ops->read = op_read;
-    ops->read_buf = op_read_buf;
-    ops->getxattr = op_getxattr;
-    ops->listxattr = op_listxattr;
-    ops->statfs = op_statfs;
-    ops->access = op_access;
+    if (!bv)
+        return;
+    for (size_t i = 0; i < bv->count; i++)
+        if (!(bv->buf[i].flags & FUSE_BUF_IS_FD))
+            free(bv->buf[i].mem);
+    free(bv);
 }
+
+const fs_path_ops fs_read_ops = {
+    .getattr = op_getattr,
+    .readdir = op_readdir,
+    .opendir = op_opendir,
+    .open = op_open,
+    .release = op_release,
+    .read_buf = op_read_buf,
+    .getxattr = op_getxattr,
+    .listxattr = op_listxattr,
+    .statfs = op_statfs,
+    .access = op_access,
+};

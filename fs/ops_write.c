@@ -43,14 +43,6 @@ typedef struct {
     bool writable;
 } wr_handle;
 
-static struct fuse_operations read_half(void)
-{
-    struct fuse_operations r;
-    memset(&r, 0, sizeof r);
-    fs_ops_fill_read(&r);
-    return r;
-}
-
 static bool has_npy_suffix(const char *name)
 {
     size_t n = strlen(name);
@@ -236,9 +228,9 @@ static void stat_dir(fs_mount *m, struct stat *st)
     pthread_rwlock_unlock(&m->lock);
 }
 
-static int wr_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+static int wr_getattr(fs_root *r, const char *path, struct stat *st, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     wr_handle *wh = wr_of(fi);
     if (wh) {
         stat_file(m, atomic_load(&wh->wf->size), st);
@@ -246,7 +238,6 @@ static int wr_getattr(const char *path, struct stat *st, struct fuse_file_info *
     }
     if (!path)
         return -ENOENT;
-    struct fuse_operations r = read_half();
     path_info pi;
     int rc = classify(m, path, &pi);
     if (rc)
@@ -259,7 +250,7 @@ static int wr_getattr(const char *path, struct stat *st, struct fuse_file_info *
         stat_dir(m, st);
         break;
     case P_FILE: {
-        rc = r.getattr(path, st, NULL);
+        rc = fs_read_ops.getattr(r, path, st, NULL);
         pthread_mutex_lock(&m->ws->lock);
         fs_wfile *wf = fs_ws_find_key(m->ws, pi.fqn);
         if (!rc && wf) {
@@ -271,7 +262,7 @@ static int wr_getattr(const char *path, struct stat *st, struct fuse_file_info *
         break;
     }
     default:
-        rc = r.getattr(path, st, NULL);
+        rc = fs_read_ops.getattr(r, path, st, NULL);
         if (rc == 0 && pi.kind == P_VIEW)
             st->st_mode = (st->st_mode & ~0777u) | 0444;
     }
@@ -305,10 +296,9 @@ static void names_add(name_list *l, const char *name)
         l->n++;
 }
 
-static int collect_name(void *buf, const char *name, const struct stat *st, off_t off,
-                        enum fuse_fill_dir_flags flags)
+static int collect_name(void *ctx, const char *name, const struct stat *st)
 {
-    names_add(buf, name);
+    names_add(ctx, name);
     return 0;
 }
 
@@ -337,15 +327,13 @@ static bool child_name(const char *path, const char *dir, char *out, size_t cap)
     return true;
 }
 
-static int wr_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
-                      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+static int wr_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     if (!path)
         return -ENOENT;
-    struct fuse_operations r = read_half();
     name_list l = { 0 };
-    int rc = r.readdir(path, &l, collect_name, 0, fi, flags);
+    int rc = fs_read_ops.readdir(r, path, collect_name, &l, false);
     bool known = rc == 0;
     fs_wstate *ws = m->ws;
     char name[1024];
@@ -368,10 +356,8 @@ static int wr_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     if (!rc) {
         if (l.n > 1)
             qsort(l.v, l.n, sizeof *l.v, cmp_name);
-        filler(buf, ".", NULL, 0, 0);
-        filler(buf, "..", NULL, 0, 0);
         for (size_t i = 0; i < l.n; i++)
-            if ((i == 0 || strcmp(l.v[i], l.v[i - 1]) != 0) && filler(buf, l.v[i], NULL, 0, 0))
+            if ((i == 0 || strcmp(l.v[i], l.v[i - 1]) != 0) && fill(ctx, l.v[i], NULL))
                 break;
     }
     for (size_t i = 0; i < l.n; i++)
@@ -380,21 +366,21 @@ static int wr_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t
     return rc;
 }
 
-static int wr_opendir(const char *path, struct fuse_file_info *fi)
+static int wr_opendir(fs_root *r, const char *path)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     path_info pi;
     int rc = classify(m, path, &pi);
     if (!rc && !is_dir_kind(pi.kind))
-        rc = pi.kind == P_NONE ? -ENOENT : pi.kind == P_VIEW ? read_half().opendir(path, fi)
+        rc = pi.kind == P_NONE ? -ENOENT : pi.kind == P_VIEW ? fs_read_ops.opendir(r, path)
                                                              : -ENOTDIR;
     info_clear(m->ws, &pi);
     return rc;
 }
 
-static int wr_access(const char *path, int mask)
+static int wr_access(fs_root *r, const char *path, int mask)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     path_info pi;
     int rc = classify(m, path, &pi);
     if (!rc && pi.kind == P_NONE)
@@ -459,9 +445,9 @@ static int make_new_file(fs_mount *m, const char *path, mode_t mode, fs_wfile **
     return rc;
 }
 
-static int wr_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+static int wr_create(fs_root *r, const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     if (!path)
         return -EINVAL;
     fs_wfile *wf;
@@ -481,9 +467,9 @@ static int wr_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     return rc;
 }
 
-static int wr_mknod(const char *path, mode_t mode, dev_t rdev)
+static int wr_mknod(fs_root *r, const char *path, mode_t mode, dev_t rdev)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     if (!path)
         return -EINVAL;
     fs_wfile *wf;
@@ -521,9 +507,9 @@ static int open_npy_replacement(fs_mount *m, const char *path, const char *fqn,
     return rc;
 }
 
-static int wr_open(const char *path, struct fuse_file_info *fi)
+static int wr_open(fs_root *r, const char *path, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     fs_wstate *ws = m->ws;
     bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
     bool trunc = writable && (fi->flags & O_TRUNC);
@@ -568,7 +554,7 @@ static int wr_open(const char *path, struct fuse_file_info *fi)
             free(fqn);
             return rc;
         }
-        rc = read_half().open(path, fi);
+        rc = fs_read_ops.open(r, path, fi);
         fi->keep_cache = 0; /* views change at commits too */
         return rc;
     }
@@ -626,13 +612,13 @@ static int read_pending(fs_mount *m, fs_wfile *wf, uint64_t off, size_t size,
     return 0;
 }
 
-static int wr_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
+static int wr_read_buf(fs_root *r, const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
                        struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     wr_handle *wh = wr_of(fi);
     if (!wh)
-        return read_half().read_buf(path, bufp, size, off, fi); /* a view */
+        return fs_read_ops.read_buf(r, path, bufp, size, off, fi); /* a view */
     if (off < 0)
         return -EINVAL;
     fs_wfile *wf = wh->wf;
@@ -670,35 +656,16 @@ static int wr_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
         fs_handle h = { .node = &node };
         struct fuse_file_info tfi = *fi;
         tfi.fh = (uint64_t)(uintptr_t)&h;
-        rc = read_half().read_buf(path, bufp, size, off, &tfi);
+        rc = fs_read_ops.read_buf(r, path, bufp, size, off, &tfi);
     }
     pthread_rwlock_unlock(&m->lock);
     return rc;
 }
 
-static int wr_read(const char *path, char *buf, size_t size, off_t off, struct fuse_file_info *fi)
-{
-    fs_mount *m = fs_current_mount();
-    wr_handle *wh = wr_of(fi);
-    if (!wh)
-        return read_half().read(path, buf, size, off, fi);
-    if (off < 0)
-        return -EINVAL;
-    fs_wfile *wf = wh->wf;
-    pthread_mutex_lock(&wf->lock);
-    pthread_rwlock_rdlock(&m->lock);
-    uint64_t fsize = atomic_load(&wf->size);
-    size_t n = (uint64_t)off >= fsize ? 0 : (fsize - (uint64_t)off < size ? (size_t)(fsize - (uint64_t)off) : size);
-    int rc = n ? fs_wfile_read(m, wf, (uint64_t)off, buf, n) : 0;
-    pthread_rwlock_unlock(&m->lock);
-    pthread_mutex_unlock(&wf->lock);
-    return rc ? (rc == -ENOMEM ? rc : -EIO) : (int)n;
-}
-
-static int wr_write(const char *path, const char *buf, size_t size, off_t off,
+static int wr_write(fs_root *r, const char *path, const char *buf, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     wr_handle *wh = wr_of(fi);
     if (!wh || !wh->writable)
         return -EBADF;
@@ -752,9 +719,9 @@ static void discard_failed(fs_mount *m, fs_wfile *wf)
     pthread_mutex_unlock(&wf->lock);
 }
 
-static int wr_flush(const char *path, struct fuse_file_info *fi)
+static int wr_flush(fs_root *r, const char *path, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     wr_handle *wh = wr_of(fi);
     if (!wh || !wh->writable)
         return 0;
@@ -769,16 +736,16 @@ static int wr_flush(const char *path, struct fuse_file_info *fi)
     return rc;
 }
 
-static int wr_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+static int wr_fsync(fs_root *r, const char *path, int datasync, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     wr_handle *wh = wr_of(fi);
     return wh ? commit_file(m, wh->wf, true) : 0;
 }
 
-static int wr_release(const char *path, struct fuse_file_info *fi)
+static int wr_release(fs_root *r, const char *path, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     fs_handle *h = handle_of(fi);
     if (!h)
         return 0;
@@ -809,9 +776,9 @@ static int wr_release(const char *path, struct fuse_file_info *fi)
     return 0;
 }
 
-static int wr_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+static int wr_truncate(fs_root *r, const char *path, off_t size, struct fuse_file_info *fi)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     fs_wstate *ws = m->ws;
     if (size < 0)
         return -EINVAL;
@@ -866,9 +833,9 @@ static int wr_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 
 /* ---- namespace ---- */
 
-static int wr_mkdir(const char *path, mode_t mode)
+static int wr_mkdir(fs_root *r, const char *path, mode_t mode)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     if (!path)
         return -EINVAL;
     if (m->opts.flat)
@@ -891,9 +858,9 @@ static int wr_mkdir(const char *path, mode_t mode)
     return rc;
 }
 
-static int wr_rmdir(const char *path)
+static int wr_rmdir(fs_root *r, const char *path)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     if (!path)
         return -EINVAL;
     if (strcmp(path, "/") == 0)
@@ -942,9 +909,9 @@ static void drop_new(fs_mount *m, fs_wfile *wf)
     pthread_mutex_unlock(&m->ws->lock);
 }
 
-static int wr_unlink(const char *path)
+static int wr_unlink(fs_root *r, const char *path)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     fs_wstate *ws = m->ws;
     if (!path)
         return -EINVAL;
@@ -1135,9 +1102,9 @@ static int rename_dir(fs_mount *m, path_info *dst, const char *from, const char 
     return rc;
 }
 
-static int wr_rename(const char *from, const char *to, unsigned int flags)
+static int wr_rename(fs_root *r, const char *from, const char *to, unsigned int flags)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     fs_wstate *ws = m->ws;
     if (!from || !to)
         return -EINVAL;
@@ -1231,10 +1198,10 @@ static int apply_declaration(fs_wfile *wf)
     return 0;
 }
 
-static int wr_setxattr(const char *path, const char *name, const char *value, size_t size,
+static int wr_setxattr(fs_root *r, const char *path, const char *name, const char *value, size_t size,
                        int flags)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     bool is_dtype = strcmp(name, XA_DTYPE) == 0, is_shape = strcmp(name, XA_SHAPE) == 0;
     if (!is_dtype && !is_shape)
         return strncmp(name, "user.ckpt.", 10) == 0 ? -EPERM : -ENOTSUP;
@@ -1324,13 +1291,13 @@ static int classify_new(fs_mount *m, const char *path, path_info *pi)
     return 0;
 }
 
-static int wr_getxattr(const char *path, const char *name, char *value, size_t size)
+static int wr_getxattr(fs_root *r, const char *path, const char *name, char *value, size_t size)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     path_info pi;
     int rc = classify_new(m, path, &pi);
     if (rc <= 0)
-        return rc < 0 ? rc : read_half().getxattr(path, name, value, size);
+        return rc < 0 ? rc : fs_read_ops.getxattr(r, path, name, value, size);
     fs_wfile *wf = pi.wf;
     char buf[CK_SHAPE_STR_MAX];
     pthread_mutex_lock(&wf->lock);
@@ -1352,13 +1319,13 @@ static int wr_getxattr(const char *path, const char *name, char *value, size_t s
     return rc;
 }
 
-static int wr_listxattr(const char *path, char *list, size_t size)
+static int wr_listxattr(fs_root *r, const char *path, char *list, size_t size)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     path_info pi;
     int rc = classify_new(m, path, &pi);
     if (rc <= 0)
-        return rc < 0 ? rc : read_half().listxattr(path, list, size);
+        return rc < 0 ? rc : fs_read_ops.listxattr(r, path, list, size);
     char names[128];
     size_t n = 0;
     pthread_mutex_lock(&pi.wf->lock);
@@ -1375,9 +1342,9 @@ static int wr_listxattr(const char *path, char *list, size_t size)
     return fs_xattr_reply(names, n, list, size);
 }
 
-static int wr_removexattr(const char *path, const char *name)
+static int wr_removexattr(fs_root *r, const char *path, const char *name)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     path_info pi;
     int rc = classify(m, path, &pi);
     if (rc)
@@ -1402,9 +1369,9 @@ static int wr_removexattr(const char *path, const char *name)
 
 /* ---- metadata a checkpoint has no place for: accepted so cp -p works ---- */
 
-static int exists(const char *path)
+static int exists(fs_root *r, const char *path)
 {
-    fs_mount *m = fs_current_mount();
+    fs_mount *m = r->rw;
     path_info pi;
     int rc = classify(m, path, &pi);
     if (!rc && pi.kind == P_NONE)
@@ -1413,51 +1380,55 @@ static int exists(const char *path)
     return rc;
 }
 
-static int wr_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+static int wr_chmod(fs_root *r, const char *path, mode_t mode, struct fuse_file_info *fi)
 {
-    return wr_of(fi) ? 0 : exists(path);
+    return wr_of(fi) ? 0 : exists(r, path);
 }
 
-static int wr_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+static int wr_chown(fs_root *r, const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
-    return wr_of(fi) ? 0 : exists(path);
+    return wr_of(fi) ? 0 : exists(r, path);
 }
 
-static int wr_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+static int wr_utimens(fs_root *r, const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
-    return wr_of(fi) ? 0 : exists(path);
+    return wr_of(fi) ? 0 : exists(r, path);
+}
+
+static int wr_statfs(fs_root *r, const char *path, struct statvfs *sv)
+{
+    return fs_read_ops.statfs(r, path, sv); /* pending files are not counted */
 }
 
 /* ---- wiring ---- */
 
-void fs_ops_fill_write(struct fuse_operations *ops)
-{
-    ops->getattr = wr_getattr;
-    ops->readdir = wr_readdir;
-    ops->opendir = wr_opendir;
-    ops->access = wr_access;
-    ops->open = wr_open;
-    ops->create = wr_create;
-    ops->mknod = wr_mknod;
-    ops->read = wr_read;
-    ops->read_buf = wr_read_buf;
-    ops->write = wr_write;
-    ops->flush = wr_flush;
-    ops->fsync = wr_fsync;
-    ops->release = wr_release;
-    ops->truncate = wr_truncate;
-    ops->mkdir = wr_mkdir;
-    ops->rmdir = wr_rmdir;
-    ops->unlink = wr_unlink;
-    ops->rename = wr_rename;
-    ops->setxattr = wr_setxattr;
-    ops->getxattr = wr_getxattr;
-    ops->listxattr = wr_listxattr;
-    ops->removexattr = wr_removexattr;
-    ops->chmod = wr_chmod;
-    ops->chown = wr_chown;
-    ops->utimens = wr_utimens;
-}
+const fs_path_ops fs_write_ops = {
+    .getattr = wr_getattr,
+    .readdir = wr_readdir,
+    .opendir = wr_opendir,
+    .access = wr_access,
+    .open = wr_open,
+    .create = wr_create,
+    .mknod = wr_mknod,
+    .read_buf = wr_read_buf,
+    .write = wr_write,
+    .flush = wr_flush,
+    .fsync = wr_fsync,
+    .release = wr_release,
+    .truncate = wr_truncate,
+    .mkdir = wr_mkdir,
+    .rmdir = wr_rmdir,
+    .unlink = wr_unlink,
+    .rename = wr_rename,
+    .setxattr = wr_setxattr,
+    .getxattr = wr_getxattr,
+    .listxattr = wr_listxattr,
+    .removexattr = wr_removexattr,
+    .chmod = wr_chmod,
+    .chown = wr_chown,
+    .utimens = wr_utimens,
+    .statfs = wr_statfs,
+};
 
 int fs_write_init(fs_mount *m, char *err, size_t errlen)
 {

@@ -2,7 +2,7 @@
 #ifndef CKPTFS_OPTIONS_H
 #define CKPTFS_OPTIONS_H
 
-#include <fuse.h>
+#include <fuse_opt.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include "dtype.h"

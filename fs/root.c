@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "inode_table.h"
 #include "live.h"
 #include "notify.h"
 #include "page_cache.h"
@@ -66,6 +67,8 @@ void fs_root_free(fs_root *r)
     fs_source_free(r->single);
     fs_snapshot_unref(r->rw);
     fs_pcache_free(r->pcache);
+    fs_itable_free(r->itable);
+    r->itable = NULL;
     free(r->abs_source);
     r->run = NULL;
     r->single = NULL;
