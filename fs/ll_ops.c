@@ -109,7 +109,8 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
      * cache to the kernel without a copy in between; replies assembled in
      * memory are sent without it (ll_read), so each reply takes the cheaper
      * path. */
-    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+    r->splice = (conn->capable & FUSE_CAP_SPLICE_WRITE) && !getenv("CKPTFS_NO_SPLICE");
+    if (r->splice)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
     conn->want &= ~(FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);
     if (conn->capable & FUSE_CAP_ASYNC_READ)

@@ -84,7 +84,14 @@ static int mount_prepare(fs_root *r)
         fprintf(stderr, "ckptfs: %s\n", strerror(-rc));
         return rc;
     }
-    /* libfuse leaves the working directory: reloads use an absolute path */
+    /* libfuse leaves the working directory: reloads use absolute paths */
+    if (r->opts.hf_dir) {
+        char *abs = realpath(r->opts.hf_dir, NULL);
+        if (abs) {
+            free(r->opts.hf_dir);
+            r->opts.hf_dir = abs;
+        }
+    }
     r->abs_source = realpath(r->opts.source, NULL);
     if (!r->abs_source && !(r->abs_source = strdup(r->opts.source)))
         return -ENOMEM;
@@ -110,9 +117,14 @@ static int mount_prepare(fs_root *r)
         return rc;
     }
     if (r->opts.rw) {
-        r->rw = m;
-        if ((rc = fs_write_init(m, err, sizeof err)) != 0)
+        if ((rc = fs_rw_mount_new(m, &r->rw)) != 0) {
+            fs_snapshot_unref(m);
+            fprintf(stderr, "ckptfs: %s\n", strerror(-rc));
+            return rc;
+        }
+        if ((rc = fs_write_init(r->rw, err, sizeof err)) != 0)
             fprintf(stderr, "ckptfs: %s\n", err[0] ? err : strerror(-rc));
+        m->ws = r->rw->ws;
         return rc;
     }
     rc = fs_source_new(r, r->abs_source, "", m, &sig, &r->single);

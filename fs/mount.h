@@ -16,16 +16,17 @@ typedef struct fs_mount {
     fs_tree *tree;
     fs_options opts;
     fs_views *views;
-    /* Held shared by every operation that reads ck/tree, exclusively by a
-     * commit that replaces them (rw mounts). */
-    pthread_rwlock_t lock;
-    fs_wstate *ws; /* rw mounts only */
-    /* A snapshot (snapshot.h): read-only mounts give every state of a
-     * checkpoint its own fs_mount, never changed once published and freed
-     * when the last pin (request, open file) goes.  An rw mount has one,
-     * changed in place by its commits under lock. */
+    fs_wstate *ws; /* rw mounts only: shared by the mount and its snapshots */
+    /* A snapshot (snapshot.h): one state of a checkpoint, never changed
+     * once published and freed when the last pin (request, open file)
+     * goes.  Read-only mounts have one per state of each checkpoint.  An
+     * rw mount (fs_root.rw) is not a snapshot itself: its ck/tree/views
+     * are NULL and cur is the state it serves, which each commit replaces
+     * by a new snapshot (fs_rw_pin, fs_rw_publish). */
     _Atomic unsigned long refs;
     uint64_t gen;       /* unique per snapshot in this daemon (page_cache.h) */
+    pthread_mutex_t cur_lock; /* rw mount: cur, for a pin or a swap only */
+    struct fs_mount *cur;
 } fs_mount;
 
 typedef struct fs_source fs_source;     /* live.h */
@@ -48,6 +49,7 @@ typedef struct fs_root {
     fs_notifier *notify;
     fs_itable *itable;
     struct fuse_session *se; /* while mounted */
+    bool splice;             /* replies of shard-file bytes may be spliced (ll_ops.c) */
     _Atomic uint64_t next_gen;
 } fs_root;
 

@@ -18,9 +18,10 @@ typedef struct fs_handle {
     struct fs_node *node;
     struct fs_view *view;
     void *wbuf;          /* ops_write.c: dirty data of a writable handle */
-    /* read-only mounts: the snapshot the file was opened on, pinned until
-     * release, so a new state never changes what it reads */
+    /* the snapshot the file was opened on, pinned until release, so a new
+     * state never changes what it reads */
     fs_mount *m;
+    bool reply_pinned;   /* m stays pinned until replies are sent: fd buffers may go */
     char *pc_path;       /* the path it was opened by */
     size_t inner_off;    /* where the path inside m starts in pc_path */
     bool pc_registered;  /* counted in the page-cache table (page_cache.h) */

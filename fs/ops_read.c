@@ -70,7 +70,6 @@ static int op_getattr(fs_root *r, const char *path, struct stat *st, struct fuse
     }
     fs_mount *m = q.m;
     path = q.path;
-    pthread_rwlock_rdlock(&m->lock);
     rc = 0;
     fs_node *n = fs_tree_lookup(m->tree, path);
     if (n) {
@@ -94,7 +93,6 @@ static int op_getattr(fs_root *r, const char *path, struct stat *st, struct fuse
             fs_view_release(m, v);
         }
     }
-    pthread_rwlock_unlock(&m->lock);
     fs_req_end(&q);
     return rc;
 }
@@ -129,7 +127,6 @@ static int op_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx,
     }
     fs_mount *m = q.m;
     path = q.path;
-    pthread_rwlock_rdlock(&m->lock);
     fs_node *n = fs_tree_lookup(m->tree, path);
     if (n && n->is_dir) {
         char name[1100];
@@ -162,7 +159,6 @@ static int op_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx,
             fs_view_release(m, v);
         }
     }
-    pthread_rwlock_unlock(&m->lock);
     fs_req_end(&q);
     return rc;
 }
@@ -181,7 +177,6 @@ static int op_open(fs_root *r, const char *path, struct fuse_file_info *fi)
         return -EISDIR; /* the run's root */
     fs_mount *m = q.m;
     const char *inner = q.path;
-    pthread_rwlock_rdlock(&m->lock);
     fs_handle *h = calloc(1, sizeof *h);
     if (!h) {
         rc = -ENOMEM;
@@ -195,7 +190,6 @@ static int op_open(fs_root *r, const char *path, struct fuse_file_info *fi)
         if (!rc && (fi->flags & O_ACCMODE) != O_RDONLY)
             rc = -EACCES; /* views are read-only even on rw mounts */
     }
-    pthread_rwlock_unlock(&m->lock);
     if (!rc && !r->rw && !(h->pc_path = strdup(path)))
         rc = -ENOMEM;
     if (rc) {
@@ -206,16 +200,14 @@ static int op_open(fs_root *r, const char *path, struct fuse_file_info *fi)
         return rc;
     }
     fi->fh = (uint64_t)(uintptr_t)h;
+    h->m = q.m; /* the request's pin becomes the file's */
+    h->reply_pinned = true;
     if (r->rw) {
-        /* a view of the rw mount (ops_write.c frees its handles): that
-         * mount lives as long as the daemon, and commits drop pages */
-        fs_req_end(&q);
-        fi->keep_cache = 1;
+        fi->keep_cache = 0; /* a view of the rw mount: commits change it */
         return 0;
     }
     /* A snapshot's contents never change: the kernel keeps its pages
      * across opens, as long as they are this snapshot's (page_cache.h). */
-    h->m = q.m; /* the request's pin becomes the file's */
     h->inner_off = q.path_off;
     fs_pc_mode mode = q.src && !fs_source_settled(q.src, m)
                           ? FS_PC_DIRECT /* the kernel may hold the old state's sizes */
@@ -259,10 +251,8 @@ static struct fuse_bufvec *bv_new(size_t cap)
     return bv;
 }
 
-/* Every reply is assembled in memory: ck_key_read carries out the load plan
- * with one pread per chunk span.  With splice off (see main.c) fd buffers
- * would cost the same copy inside libfuse, and libfuse would read our shard
- * fds after this returns, outside m->lock, where a commit may close them. */
+/* A reply assembled in memory: ck_key_read carries out the load plan with
+ * one pread per chunk span, decoded chunks from the cache. */
 static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size,
                             struct fuse_bufvec **bufp)
 {
@@ -287,16 +277,54 @@ static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size
     return 0;
 }
 
+/* Runs of shard-file bytes a reply may take as they are (fd buffers,
+ * spliced by ll_ops.c); more runs than this and the reply is assembled. */
+#define FD_SPANS_MAX 16
+/* Below this, a copy costs less than splicing pages. */
+#define FD_REPLY_MIN (64u << 10)
+
+/* A reply of shard-file buffers, when the bytes lie as they are in local
+ * files: -EAGAIN otherwise.  Only for snapshots the handle pins: the fds
+ * are read after this returns, when the reply is sent. */
+static int read_into_fd_buffers(fs_mount *m, fs_handle *h, uint64_t off, size_t size,
+                                struct fuse_bufvec **bufp)
+{
+    if (h->view || !h->reply_pinned || size < FD_REPLY_MIN)
+        return -EAGAIN;
+    ck_fd_span spans[FD_SPANS_MAX];
+    size_t n = 0, got = 0;
+    int rc = ck_key_fd_spans(m->ck, h->node->key, off, size, spans, FD_SPANS_MAX, &n, &got);
+    if (rc)
+        return rc;
+    struct fuse_bufvec *bv = bv_new(n ? n : 1);
+    if (!bv)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        bv->buf[i] = (struct fuse_buf){ .size = spans[i].len, .fd = spans[i].fd,
+                                        .pos = (off_t)spans[i].off,
+                                        .flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK |
+                                                 FUSE_BUF_FD_RETRY };
+    bv->count = n;
+    if (n == 0) { /* at or past the end */
+        bv->count = 1;
+        bv->buf[0] = (struct fuse_buf){ .size = 0, .mem = NULL };
+    }
+    *bufp = bv;
+    return 0;
+}
+
 static int op_read_buf(fs_root *r, const char *path, struct fuse_bufvec **bufp, size_t size,
                        off_t off, struct fuse_file_info *fi)
 {
     fs_handle *h = (fs_handle *)(uintptr_t)fi->fh;
-    fs_mount *m = h->m ? h->m : r->rw; /* NULL: the rw mount's */
+    fs_mount *m = h->m;
     if (off < 0)
         return -EINVAL;
-    pthread_rwlock_rdlock(&m->lock);
-    int rc = h->node && !h->node->key ? -EIO : read_into_memory(m, h, (uint64_t)off, size, bufp);
-    pthread_rwlock_unlock(&m->lock);
+    int rc = h->node && !h->node->key ? -EIO : -EAGAIN;
+    if (rc == -EAGAIN && r->splice)
+        rc = read_into_fd_buffers(m, h, (uint64_t)off, size, bufp);
+    if (rc == -EAGAIN)
+        rc = read_into_memory(m, h, (uint64_t)off, size, bufp);
     return rc == -ENOMEM ? rc : (rc ? -EIO : 0);
 }
 
@@ -391,7 +419,6 @@ static int op_getxattr(fs_root *r, const char *path, const char *name, char *val
         return -ENODATA; /* a run's directories */
     fs_mount *m = q.m;
     path = q.path;
-    pthread_rwlock_rdlock(&m->lock);
     fs_view *v;
     rc = -ENODATA;
     const ck_key *key = key_at(m, path, &v);
@@ -413,7 +440,6 @@ static int op_getxattr(fs_root *r, const char *path, const char *name, char *val
     }
     if (v)
         fs_view_release(m, v);
-    pthread_rwlock_unlock(&m->lock);
     fs_req_end(&q);
     return rc;
 }
@@ -431,13 +457,11 @@ static int op_listxattr(fs_root *r, const char *path, char *list, size_t size)
         return 0;
     fs_mount *m = q.m;
     path = q.path;
-    pthread_rwlock_rdlock(&m->lock);
     fs_view *v;
     const ck_key *key = key_at(m, path, &v);
     int exists = key || v || fs_tree_lookup(m->tree, path);
     if (v)
         fs_view_release(m, v);
-    pthread_rwlock_unlock(&m->lock);
     /* key belongs to q.m, pinned until the reply is built */
     if (!exists)
         rc = -ENOENT;
@@ -461,7 +485,6 @@ static int op_statfs(fs_root *r, const char *path, struct statvfs *sv)
     if (rc || !q.m)
         return 0; /* a run as a whole: no one checkpoint to count */
     fs_mount *m = q.m;
-    pthread_rwlock_rdlock(&m->lock);
     uint64_t total = 0;
     for (size_t i = 0; i < m->ck->nkeys; i++)
         total += m->ck->keys[i].kind == CK_KEY_TENSOR ? m->ck->keys[i].nbytes
@@ -472,7 +495,6 @@ static int op_statfs(fs_root *r, const char *path, struct statvfs *sv)
     sv->f_blocks = (total + 4095) / 4096;
     sv->f_files = m->ck->nkeys;
     sv->f_namemax = fs_tree_name_max(m->tree);
-    pthread_rwlock_unlock(&m->lock);
     fs_req_end(&q);
     return 0;
 }

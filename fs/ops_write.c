@@ -31,6 +31,7 @@
 
 #include "chunk_reader.h"
 #include "geometry.h"
+#include "snapshot.h"
 #include "views.h"
 #include "write_state.h"
 
@@ -74,15 +75,15 @@ static void info_clear(fs_wstate *ws, path_info *pi)
     memset(pi, 0, sizeof *pi);
 }
 
-/* Caller holds m->lock shared. */
-static int classify_locked(fs_mount *m, const char *path, path_info *pi)
+/* What path is in state cur and the table of pending files.  Caller holds
+ * ws->lock and pinned cur while holding it: commits publish their state
+ * under ws->lock, so the two agree.  Views are not looked at. */
+static int classify_in(fs_mount *cur, fs_wstate *ws, const char *path, path_info *pi)
 {
     memset(pi, 0, sizeof *pi);
     if (!path)
         return -ENOENT;
-    fs_wstate *ws = m->ws;
-    fs_node *n = fs_tree_lookup(m->tree, path);
-    pthread_mutex_lock(&ws->lock);
+    fs_node *n = fs_tree_lookup(cur->tree, path);
     fs_wfile *wf = n ? NULL : fs_ws_find_new(ws, path);
     if (wf) {
         wf->refs++;
@@ -97,25 +98,40 @@ static int classify_locked(fs_mount *m, const char *path, path_info *pi)
     } else if (fs_ws_is_dir(ws, path)) {
         pi->kind = P_XDIR;
     }
+    return pi->kind == P_FILE && !pi->fqn ? -ENOMEM : 0;
+}
+
+/* Whether path names a view of cur. */
+static bool is_view(fs_mount *cur, const char *path)
+{
+    fs_view *v;
+    if (fs_tree_lookup(cur->tree, path) || fs_view_lookup(cur, path, &v) != 0)
+        return false;
+    fs_view_release(cur, v);
+    return true;
+}
+
+/* What path is now.  *curp (if given) receives the state it was judged
+ * in, pinned. */
+static int classify_pinned(fs_mount *m, const char *path, path_info *pi, fs_mount **curp)
+{
+    fs_wstate *ws = m->ws;
+    pthread_mutex_lock(&ws->lock);
+    fs_mount *cur = fs_rw_pin(m);
+    int rc = classify_in(cur, ws, path, pi);
     pthread_mutex_unlock(&ws->lock);
-    if (pi->kind == P_FILE && !pi->fqn)
-        return -ENOMEM;
-    if (pi->kind == P_NONE && !n) {
-        fs_view *v;
-        if (fs_view_lookup(m, path, &v) == 0) {
-            pi->kind = P_VIEW;
-            fs_view_release(m, v);
-        }
-    }
-    return 0;
+    if (!rc && pi->kind == P_NONE && path && is_view(cur, path))
+        pi->kind = P_VIEW;
+    if (curp)
+        *curp = cur;
+    else
+        fs_snapshot_unref(cur);
+    return rc;
 }
 
 static int classify(fs_mount *m, const char *path, path_info *pi)
 {
-    pthread_rwlock_rdlock(&m->lock);
-    int rc = classify_locked(m, path, pi);
-    pthread_rwlock_unlock(&m->lock);
-    return rc;
+    return classify_pinned(m, path, pi, NULL);
 }
 
 static bool is_dir_kind(path_kind k)
@@ -141,21 +157,34 @@ static int check_parent(fs_mount *m, const char *path)
     return rc;
 }
 
-/* The wfile of a committed key, created on first use; returns it held. */
+/* The wfile of a committed key, created on first use; returns it held.
+ * The key's size is learnt outside the locks (a bytes key may need its
+ * item decoded); if a commit published a new state meanwhile, it is
+ * learnt again. */
 static int attach_key(fs_mount *m, const char *path, fs_wfile **out)
 {
     fs_wstate *ws = m->ws;
-    pthread_rwlock_rdlock(&m->lock);
-    fs_node *n = fs_tree_lookup(m->tree, path);
-    int rc = 0;
-    if (!n || n->is_dir || !n->key) {
-        rc = !n ? -ENOENT : -EISDIR;
-    } else {
+    for (;;) {
+        fs_mount *cur = fs_rw_pin(m);
+        fs_node *n = fs_tree_lookup(cur->tree, path);
+        if (!n || n->is_dir || !n->key) {
+            fs_snapshot_unref(cur);
+            return !n ? -ENOENT : -EISDIR;
+        }
         const ck_key *k = n->key;
         uint64_t size = 0;
-        if (ck_key_size(m->ck, k, &size))
+        if (ck_key_size(cur->ck, k, &size))
             size = 0; /* unreadable: reads fail, writes still patch */
         pthread_mutex_lock(&ws->lock);
+        pthread_mutex_lock(&m->cur_lock);
+        bool stale = m->cur != cur;
+        pthread_mutex_unlock(&m->cur_lock);
+        if (stale) {
+            pthread_mutex_unlock(&ws->lock);
+            fs_snapshot_unref(cur);
+            continue;
+        }
+        int rc = 0;
         fs_wfile *wf = fs_ws_find_key(ws, k->fqn);
         if (!wf) {
             wf = fs_wfile_new(ws, k->fqn, NULL);
@@ -174,10 +203,10 @@ static int attach_key(fs_mount *m, const char *path, fs_wfile **out)
         else
             rc = -ENOMEM;
         pthread_mutex_unlock(&ws->lock);
+        fs_snapshot_unref(cur);
         *out = wf;
+        return rc;
     }
-    pthread_rwlock_unlock(&m->lock);
-    return rc;
 }
 
 /* ---- handles ---- */
@@ -215,17 +244,17 @@ static wr_handle *wr_of(struct fuse_file_info *fi)
 static void stat_file(fs_mount *m, uint64_t size, struct stat *st)
 {
     fs_node f = { .is_dir = false };
-    pthread_rwlock_rdlock(&m->lock);
-    fs_fill_stat(m, &f, size, st);
-    pthread_rwlock_unlock(&m->lock);
+    fs_mount *cur = fs_rw_pin(m);
+    fs_fill_stat(cur, &f, size, st);
+    fs_snapshot_unref(cur);
 }
 
 static void stat_dir(fs_mount *m, struct stat *st)
 {
     fs_node d = { .is_dir = true };
-    pthread_rwlock_rdlock(&m->lock);
-    fs_fill_stat(m, &d, 0, st);
-    pthread_rwlock_unlock(&m->lock);
+    fs_mount *cur = fs_rw_pin(m);
+    fs_fill_stat(cur, &d, 0, st);
+    fs_snapshot_unref(cur);
 }
 
 static int wr_getattr(fs_root *r, const char *path, struct stat *st, struct fuse_file_info *fi)
@@ -411,16 +440,19 @@ static int make_new_file(fs_mount *m, const char *path, mode_t mode, fs_wfile **
     free(trimmed);
     if (!fqn)
         return -ENOMEM;
-    pthread_rwlock_rdlock(&m->lock);
     path_info pi;
-    rc = classify_locked(m, path, &pi);
-    if (!rc && pi.kind != P_NONE)
+    fs_mount *cur = fs_rw_pin(m);
+    bool view = is_view(cur, path); /* not under ws->lock: views may read */
+    fs_snapshot_unref(cur);
+    pthread_mutex_lock(&ws->lock);
+    cur = fs_rw_pin(m);
+    rc = classify_in(cur, ws, path, &pi);
+    if (!rc && (pi.kind != P_NONE || view))
         rc = -EEXIST;
-    if (!rc && ck_find_key(m->ck, fqn))
+    if (!rc && ck_find_key(cur->ck, fqn))
         rc = -EEXIST; /* another path names the same key */
     fs_wfile *wf = NULL;
     if (!rc) {
-        pthread_mutex_lock(&ws->lock);
         for (size_t i = 0; i < ws->nfiles && !rc; i++)
             if (ws->files[i]->is_new && !ws->files[i]->unlinked &&
                 strcmp(ws->files[i]->fqn, fqn) == 0)
@@ -436,9 +468,9 @@ static int make_new_file(fs_mount *m, const char *path, mode_t mode, fs_wfile **
                 wf = NULL;
             }
         }
-        pthread_mutex_unlock(&ws->lock);
     }
-    pthread_rwlock_unlock(&m->lock);
+    pthread_mutex_unlock(&ws->lock);
+    fs_snapshot_unref(cur);
     info_clear(ws, &pi);
     free(fqn);
     *out = wf;
@@ -540,13 +572,13 @@ static int wr_open(fs_root *r, const char *path, struct fuse_file_info *fi)
         char *fqn = NULL;
         if (trunc && has_npy_suffix(base_name(path))) {
             fs_view *v;
-            pthread_rwlock_rdlock(&m->lock);
-            if (fs_view_lookup(m, path, &v) == 0) {
+            fs_mount *cur = fs_rw_pin(m);
+            if (fs_view_lookup(cur, path, &v) == 0) {
                 k = fs_view_key(v);
                 fqn = k && k->kind == CK_KEY_TENSOR ? strdup(k->fqn) : NULL;
-                fs_view_release(m, v);
+                fs_view_release(cur, v);
             }
-            pthread_rwlock_unlock(&m->lock);
+            fs_snapshot_unref(cur);
         }
         info_clear(ws, &pi);
         if (fqn) {
@@ -629,36 +661,33 @@ static int wr_read_buf(fs_root *r, const char *path, struct fuse_bufvec **bufp, 
     pthread_mutex_unlock(&m->ws->lock);
     if (pending || gone) {
         int rc;
-        if (gone && !pending) {
+        if (gone && !pending)
             rc = -ESTALE; /* its key is gone */
-        } else {
-            pthread_rwlock_rdlock(&m->lock);
+        else
             rc = read_pending(m, wf, (uint64_t)off, size, bufp);
-            pthread_rwlock_unlock(&m->lock);
-        }
         pthread_mutex_unlock(&wf->lock);
         return rc;
     }
     pthread_mutex_unlock(&wf->lock);
-    /* Nothing pending: the read half's zero-copy path, on a stand-in node
-     * for the key as it is now.  It takes m->lock shared again inside;
-     * glibc's default rwlock prefers readers, so the nested hold cannot
-     * wait behind a commit that waits for us. */
-    pthread_rwlock_rdlock(&m->lock);
+    /* Nothing pending: the read half's path, on a stand-in node for the
+     * key as it is now (the name under ws->lock, as commits change it).
+     * The state is pinned only for this call, so the reply is made in
+     * memory. */
     pthread_mutex_lock(&m->ws->lock);
-    const ck_key *k = ck_find_key(m->ck, wf->fqn);
+    fs_mount *cur = fs_rw_pin(m);
+    const ck_key *k = ck_find_key(cur->ck, wf->fqn);
     pthread_mutex_unlock(&m->ws->lock);
     int rc;
     if (!k) {
         rc = -ESTALE;
     } else {
         fs_node node = { .key = k };
-        fs_handle h = { .node = &node };
+        fs_handle h = { .node = &node, .m = cur };
         struct fuse_file_info tfi = *fi;
         tfi.fh = (uint64_t)(uintptr_t)&h;
         rc = fs_read_ops.read_buf(r, path, bufp, size, off, &tfi);
     }
-    pthread_rwlock_unlock(&m->lock);
+    fs_snapshot_unref(cur);
     return rc;
 }
 
@@ -749,11 +778,8 @@ static int wr_release(fs_root *r, const char *path, struct fuse_file_info *fi)
     fs_handle *h = handle_of(fi);
     if (!h)
         return 0;
-    if (h->view) {
-        fs_view_release(m, h->view);
-        free(h);
-        return 0;
-    }
+    if (h->view)
+        return fs_read_ops.release(r, path, fi);
     wr_handle *wh = h->wbuf;
     fs_wfile *wf = wh->wf;
     fs_wstate *ws = m->ws;
@@ -844,16 +870,18 @@ static int wr_mkdir(fs_root *r, const char *path, mode_t mode)
     if (rc)
         return rc;
     path_info pi;
-    pthread_rwlock_rdlock(&m->lock);
-    rc = classify_locked(m, path, &pi);
-    if (!rc && pi.kind != P_NONE)
+    fs_mount *cur = fs_rw_pin(m);
+    bool view = is_view(cur, path); /* not under ws->lock: views may read */
+    fs_snapshot_unref(cur);
+    pthread_mutex_lock(&m->ws->lock);
+    cur = fs_rw_pin(m);
+    rc = classify_in(cur, m->ws, path, &pi);
+    if (!rc && (pi.kind != P_NONE || view))
         rc = -EEXIST;
-    if (!rc) {
-        pthread_mutex_lock(&m->ws->lock);
+    if (!rc)
         rc = fs_ws_add_dir(m->ws, path);
-        pthread_mutex_unlock(&m->ws->lock);
-    }
-    pthread_rwlock_unlock(&m->lock);
+    pthread_mutex_unlock(&m->ws->lock);
+    fs_snapshot_unref(cur);
     info_clear(m->ws, &pi);
     return rc;
 }
@@ -866,26 +894,29 @@ static int wr_rmdir(fs_root *r, const char *path)
     if (strcmp(path, "/") == 0)
         return -EBUSY;
     path_info pi;
-    pthread_rwlock_rdlock(&m->lock);
-    int rc = classify_locked(m, path, &pi);
+    fs_mount *cur = fs_rw_pin(m);
+    bool view = is_view(cur, path); /* not under ws->lock: views may read */
+    fs_snapshot_unref(cur);
+    pthread_mutex_lock(&m->ws->lock);
+    cur = fs_rw_pin(m);
+    int rc = classify_in(cur, m->ws, path, &pi);
     if (!rc) {
         switch (pi.kind) {
         case P_DIR:
             rc = pi.dir_has_children ? -ENOTEMPTY : 0;
             break;
         case P_XDIR:
-            pthread_mutex_lock(&m->ws->lock);
             if (fs_ws_has_children(m->ws, path))
                 rc = -ENOTEMPTY;
             else
                 fs_ws_remove_dir(m->ws, path);
-            pthread_mutex_unlock(&m->ws->lock);
             break;
-        case P_NONE: rc = -ENOENT; break;
+        case P_NONE: rc = view ? -ENOTDIR : -ENOENT; break;
         default: rc = -ENOTDIR;
         }
     }
-    pthread_rwlock_unlock(&m->lock);
+    pthread_mutex_unlock(&m->ws->lock);
+    fs_snapshot_unref(cur);
     info_clear(m->ws, &pi);
     return rc;
 }
@@ -954,15 +985,15 @@ static char *target_fqn(const char *to, bool strip_npy)
  * pending file (other than self) has it. */
 static bool fqn_free(fs_mount *m, const char *fqn, const char *except, const fs_wfile *self)
 {
-    pthread_rwlock_rdlock(&m->lock);
-    bool taken = ck_find_key(m->ck, fqn) && !(except && strcmp(fqn, except) == 0);
     pthread_mutex_lock(&m->ws->lock);
+    fs_mount *cur = fs_rw_pin(m);
+    bool taken = ck_find_key(cur->ck, fqn) && !(except && strcmp(fqn, except) == 0);
     for (size_t i = 0; !taken && i < m->ws->nfiles; i++) {
         const fs_wfile *wf = m->ws->files[i];
         taken = wf != self && wf->is_new && !wf->unlinked && strcmp(wf->fqn, fqn) == 0;
     }
     pthread_mutex_unlock(&m->ws->lock);
-    pthread_rwlock_unlock(&m->lock);
+    fs_snapshot_unref(cur);
     return !taken;
 }
 
@@ -980,12 +1011,12 @@ static char *with_dot(const char *fqn)
 
 static bool has_keys_under(fs_mount *m, const char *prefix)
 {
-    pthread_rwlock_rdlock(&m->lock);
+    fs_mount *cur = fs_rw_pin(m);
     size_t n = strlen(prefix);
     bool any = false;
-    for (size_t i = 0; !any && i < m->ck->nkeys; i++)
-        any = strncmp(m->ck->keys[i].fqn, prefix, n) == 0;
-    pthread_rwlock_unlock(&m->lock);
+    for (size_t i = 0; !any && i < cur->ck->nkeys; i++)
+        any = strncmp(cur->ck->keys[i].fqn, prefix, n) == 0;
+    fs_snapshot_unref(cur);
     return any;
 }
 
@@ -1259,15 +1290,15 @@ static int wr_setxattr(fs_root *r, const char *path, const char *name, const cha
     case P_FILE: {
         /* a committed key keeps its type: the same value is accepted (cp -a,
          * rsync -X), another is refused */
-        pthread_rwlock_rdlock(&m->lock);
-        const ck_key *k = ck_find_key(m->ck, pi.fqn);
+        fs_mount *cur = fs_rw_pin(m);
+        const ck_key *k = ck_find_key(cur->ck, pi.fqn);
         if (!k || k->kind != CK_KEY_TENSOR)
             rc = -EPERM;
         else if (is_dtype)
             rc = dt == k->dtype ? 0 : -EPERM;
         else
             rc = ndim == k->ndim && memcmp(dims, k->shape, ndim * sizeof *dims) == 0 ? 0 : -EPERM;
-        pthread_rwlock_unlock(&m->lock);
+        fs_snapshot_unref(cur);
         break;
     }
     case P_NONE: rc = -ENOENT; break;

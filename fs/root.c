@@ -18,7 +18,7 @@ int fs_req_begin(fs_root *r, const char *path, int flags, fs_req *q)
     q->path = path;
     bool force = flags & FS_REQ_FORCE;
     if (r->rw) {
-        q->m = fs_snapshot_ref(r->rw);
+        q->m = fs_rw_pin(r->rw);
         return 0;
     }
     if (r->single) {

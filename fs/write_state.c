@@ -6,6 +6,7 @@
  * a little later: read replies may still be splicing from its file
  * descriptors after the read operation returned. */
 #include "write_state.h"
+#include "snapshot.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -294,8 +295,12 @@ static const ck_key *committed_key(fs_mount *m, fs_wfile *wf)
 
 int fs_wfile_read(fs_mount *m, fs_wfile *wf, uint64_t off, void *dst, size_t len)
 {
-    content_ctx c = { m, wf, committed_key(m, wf), 0 };
-    return fs_wbuf_read(wf->buf, off, dst, len, fill_base, &c);
+    /* wf->lock held: a commit of wf publishes its new state holding it */
+    fs_mount *cur = fs_rw_pin(m);
+    content_ctx c = { cur, wf, committed_key(cur, wf), 0 };
+    int rc = fs_wbuf_read(wf->buf, off, dst, len, fill_base, &c);
+    fs_snapshot_unref(cur);
+    return rc;
 }
 
 int fs_wfile_write(fs_mount *m, fs_wfile *wf, uint64_t off, const void *src, size_t len)
@@ -312,10 +317,10 @@ int fs_wfile_write(fs_mount *m, fs_wfile *wf, uint64_t off, const void *src, siz
         len = (size_t)(wf->limit - off);
         end = wf->limit;
     }
-    pthread_rwlock_rdlock(&m->lock);
-    content_ctx c = { m, wf, committed_key(m, wf), 0 };
+    fs_mount *cur = fs_rw_pin(m);
+    content_ctx c = { cur, wf, committed_key(cur, wf), 0 };
     int rc = fs_wbuf_write(wf->buf, off, src, len, fill_base, &c);
-    pthread_rwlock_unlock(&m->lock);
+    fs_snapshot_unref(cur);
     if (rc)
         return rc;
     if (end > atomic_load(&wf->size))
@@ -527,6 +532,8 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
         return -EIO;
     for (size_t i = 0; i < nfiles; i++)
         pthread_mutex_lock(&files[i]->lock);
+    /* the state to commit over: the latest, as commits are serialized */
+    fs_mount *cur = fs_rw_pin(m);
 
     /* which files take part, with their names as they are now */
     part *parts = calloc(nfiles ? nfiles : 1, sizeof *parts);
@@ -548,7 +555,7 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
         p->fqn = strdup(wf->fqn);
         p->is_new = wf->is_new;
         p->replaces = wf->replaces;
-        p->ctx = (content_ctx){ m, wf, NULL, 0 };
+        p->ctx = (content_ctx){ cur, wf, NULL, 0 };
         if (!p->fqn)
             rc = -ENOMEM;
     }
@@ -560,7 +567,7 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
     if (np == 0 && !ns)
         goto out; /* nothing to do */
 
-    ck_checkpoint *ck = m->ck; /* only commits replace it, and we hold commit_lock */
+    ck_checkpoint *ck = cur->ck;
     size_t cap = ck->nkeys + np;
     ck_save_key *ks = calloc(cap ? cap : 1, sizeof *ks);
     char **names = calloc(cap ? cap : 1, sizeof *names);
@@ -596,7 +603,7 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
     }
     for (size_t j = 0; !rc && j < np; j++)
         if (parts[j].is_new)
-            rc = new_tensor_shape(m, &parts[j], &ks[nk++], err, sizeof err);
+            rc = new_tensor_shape(cur, &parts[j], &ks[nk++], err, sizeof err);
 
     ck_commit_stats stats;
     if (!rc) {
@@ -611,6 +618,7 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
     }
     ck_checkpoint *nck = NULL;
     fs_tree *ntree = NULL;
+    fs_mount *next = NULL;
     if (!rc) {
         ck_storage_opts so = { .endpoint = m->opts.endpoint, .region = m->opts.region,
                                .profile = m->opts.profile, .addressing = m->opts.addressing };
@@ -619,6 +627,13 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
         int orc = ck_open(ws->source, &oo, &nck, oerr, sizeof oerr);
         if (!orc)
             orc = fs_tree_build(nck, m->opts.flat, &ntree);
+        if (!orc) {
+            orc = fs_snapshot_wrap(cur, nck, ntree, &next); /* owns nck and ntree now */
+            nck = NULL;
+            ntree = NULL;
+            if (!orc)
+                nck = next->ck;
+        }
         if (orc) {
             /* the disk holds the new state but we cannot serve it */
             ws->broken = true;
@@ -630,13 +645,10 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
         }
     }
     if (!rc) {
-        pthread_rwlock_wrlock(&m->lock);
-        ck_checkpoint *old = m->ck;
-        fs_tree *old_tree = m->tree;
-        m->ck = nck;
-        m->tree = ntree;
-        fs_views_invalidate(m->views);
+        /* The new state and the names of pending files change together:
+         * requests pin the state under ws->lock to judge a path in both. */
         pthread_mutex_lock(&ws->lock);
+        fs_rw_publish(m, next);
         if (ns)
             fs_ws_apply_ns(ws, ns);
         for (size_t j = 0; j < np; j++) {
@@ -646,7 +658,6 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
             wf->path = NULL;
         }
         pthread_mutex_unlock(&ws->lock);
-        pthread_rwlock_unlock(&m->lock);
 
         for (size_t j = 0; j < np; j++) {
             fs_wfile *wf = parts[j].wf;
@@ -663,11 +674,7 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
             wf->base_size = wf->committed_size = size;
             wf->limit = k && k->kind == CK_KEY_TENSOR ? k->nbytes : UINT64_MAX;
         }
-        /* Every read holds m->lock while it touches the checkpoint and no
-         * reply refers to its fds after that (ops_read.c), so the old state
-         * is unreachable once swapped out. */
-        fs_tree_free(old_tree);
-        ck_close(old);
+        /* the old state goes with its last pin (requests and open views) */
     } else {
         for (size_t j = 0; j < np; j++)
             parts[j].wf->failed = rc;
@@ -690,6 +697,7 @@ out:
     free(parts);
     for (size_t i = nfiles; i-- > 0;)
         pthread_mutex_unlock(&files[i]->lock);
+    fs_snapshot_unref(cur);
     return rc;
 }
 

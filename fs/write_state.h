@@ -5,11 +5,18 @@
  * so all handles see the same pending bytes.  Handles point at wfiles, never
  * at tree nodes, so a commit can replace the tree under open files.
  *
- * Locks, always taken in this order:
+ * The committed state is the rw mount's current snapshot (snapshot.h):
+ * requests pin it, a commit publishes the next one; no lock is held while
+ * a state is read, written or synced.
+ *
+ * Locks, always taken in this order, none across I/O but a commit's own
+ * (commit_lock, and the locks of the files it commits):
  *   ws->commit_lock  one commit (or namespace change) at a time
  *   wf->lock         a wfile's content and size (several only by a commit)
- *   m->lock          shared by readers of m->ck/m->tree, exclusive for the swap
- *   ws->lock         the table of wfiles, names (fqn/path) and extra dirs */
+ *   ws->lock         the table of wfiles, names (fqn/path) and extra dirs;
+ *                    a commit publishes its state under it, so a state
+ *                    pinned under it agrees with the table
+ *   m->cur_lock      the current snapshot, for a pin or the swap */
 #ifndef CKPTFS_WRITE_STATE_H
 #define CKPTFS_WRITE_STATE_H
 
@@ -88,7 +95,7 @@ void fs_ws_remove_dir(fs_wstate *ws, const char *path);
 bool fs_ws_has_children(fs_wstate *ws, const char *dir);
 
 /* Names of wfiles and extra dirs follow ns (a rename, a dropped key).
- * Caller holds ws->lock, and m->lock exclusively when ns was committed. */
+ * Caller holds ws->lock (and publishes the state ns was committed in). */
 typedef struct fs_ns_change fs_ns_change;
 void fs_ws_apply_ns(fs_wstate *ws, const fs_ns_change *ns);
 
@@ -101,10 +108,10 @@ void fs_ws_put(fs_wstate *ws, fs_wfile *wf);
 /* ---- content ---- */
 
 /* Bytes [off, off+len) of wf as it is now (pending bytes over the
- * committed ones, zeros past base_size).  Caller holds wf->lock and, unless
- * it holds commit_lock, m->lock shared. */
+ * committed ones, zeros past base_size), over the current state.  Caller
+ * holds wf->lock. */
 int fs_wfile_read(fs_mount *m, fs_wfile *wf, uint64_t off, void *dst, size_t len);
-/* Records a write; caller holds wf->lock (takes m->lock shared itself). */
+/* Records a write; caller holds wf->lock. */
 int fs_wfile_write(fs_mount *m, fs_wfile *wf, uint64_t off, const void *src, size_t len);
 /* Sets the size (truncate/extend); caller holds wf->lock. */
 int fs_wfile_truncate(fs_wfile *wf, uint64_t size);

@@ -786,3 +786,66 @@ int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, s
     }
     return rc;
 }
+
+int ck_key_fd_spans(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t len,
+                    ck_fd_span *spans, size_t max, size_t *nspans, size_t *got)
+{
+    *nspans = 0;
+    *got = 0;
+    if (key->error)
+        return key->error;
+    if (key->kind != CK_KEY_TENSOR || max == 0)
+        return -EAGAIN;
+    uint64_t size;
+    int rc = ck_key_size(ck, key, &size);
+    if (rc)
+        return rc;
+    if (off >= size || len == 0)
+        return 0;
+    uint64_t n = size - off < len ? size - off : len;
+    ck_read_vec plan = { 0 };
+    rc = ck_load_plan_for_range(key, off, n, &plan);
+    size_t k = 0;
+    uint64_t at = off;
+    for (size_t i = 0; !rc && i < plan.n; i++) {
+        const ck_read *r = &plan.v[i];
+        ck_chunk *c = &key->chunks[r->chunk];
+        int fd;
+        if (r->dst_off != at) {
+            rc = -EAGAIN; /* not in order: the memory path sorts it out */
+            break;
+        }
+        rc = ck_chunk_resolve(ck, key, c);
+        if (!rc && (!c->layout.direct || r->src_off + r->len > c->layout.nbytes))
+            rc = -EAGAIN;
+        if (!rc && ck_file_fd(ck, c->file, &fd) != 0)
+            rc = -EAGAIN;
+        if (rc)
+            break;
+        uint64_t foff = c->layout.file_offset + r->src_off;
+        if (k && spans[k - 1].fd == fd && spans[k - 1].off + spans[k - 1].len == foff) {
+            spans[k - 1].len += (size_t)r->len;
+        } else if (k == max) {
+            rc = -EAGAIN;
+        } else {
+            spans[k++] = (ck_fd_span){ .fd = fd, .file = c->file, .off = foff,
+                                       .len = (size_t)r->len };
+        }
+        at += r->len;
+    }
+    ck_read_vec_free(&plan);
+    /* the files must still be the ones this state pinned; after the reply
+     * went, a rewrite in place is the reader's race, as with any file */
+    for (size_t i = 0; !rc && i < k; i++) {
+        uint64_t fsize;
+        if (ck_file_check(ck, spans[i].file) != 0 || ck_file_size(ck, spans[i].file, &fsize) != 0 ||
+            spans[i].off + spans[i].len > fsize)
+            rc = -EAGAIN; /* the memory path reports it as it does */
+    }
+    if (rc)
+        return rc == -EAGAIN || rc == -ENOMEM ? rc : -EAGAIN;
+    *nspans = k;
+    *got = (size_t)n;
+    ck_readahead(ck, key, off, n);
+    return 0;
+}
