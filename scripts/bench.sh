@@ -834,7 +834,9 @@ done
 } | tee "$OUT/results.md"
 
 # object storage: its own table (a throwaway local Ceph RGW), see scripts/bench_s3.sh
-if [ "${BENCH_S3:-1}" = 1 ]; then
+# (a BENCH_ONLY run leaves it out unless BENCH_S3=1 says otherwise)
+BENCH_S3=${BENCH_S3:-$([ -z "${BENCH_ONLY:-}" ] && echo 1 || echo 0)}
+if [ "$BENCH_S3" = 1 ]; then
     echo
     RUNS=$RUNS CKPTFS=$CKPTFS BENCH_DATA=$DATA scripts/bench_s3.sh || log "object-storage rows failed"
 fi
