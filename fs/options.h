@@ -2,7 +2,7 @@
 #ifndef CKPTFS_OPTIONS_H
 #define CKPTFS_OPTIONS_H
 
-#include <fuse.h>
+#include <fuse_opt.h> /* struct fuse_args only: fs/ files linked into libckptfs_fs.a include no <fuse.h> */
 #include <stdbool.h>
 #include <stdint.h>
 #include "dtype.h"
