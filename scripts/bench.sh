@@ -617,7 +617,7 @@ bench_keys() {
         "$(verdict_lt "$m" 0.5)"
     row "find MNT \\| wc -l, $KEYS keys" "keys$KEYS (100 per directory)" "$(printf '%.3f s (%d entries)' "$f" "$n")" "-" "-" "-" "-"
     local mb
-    mb=$(awk -v k="$r" 'BEGIN { printf "%.1f", k / 1000 }')
+    mb=$(awk -v k="$r" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }')
     row "daemon peak RSS (VmHWM, after find), $KEYS keys" "keys$KEYS (100 per directory)" "$mb MB" "-" "-" \
         "<= 150 MB" "$(verdict_max "$mb" 150)"
 }
@@ -681,13 +681,13 @@ bench_deep() {
     local mnt_t peak
     mnt_t=$(min_of "${tm[@]}")
     row "mount, $KEYS keys" "$data" "$(printf '%.3f s' "$mnt_t")" "-" "-" "< 0.5 s" "$(verdict_lt "$mnt_t" 0.5)"
-    peak=$(awk -v k="$(max_of "${rss[@]}")" 'BEGIN { printf "%.1f", k / 1000 }')
+    peak=$(awk -v k="$(max_of "${rss[@]}")" 'BEGIN { printf "%.1f", k * 1024 / 1e6 }')
     row "daemon peak RSS (VmHWM, after ls -lR), $KEYS keys" "$data" "$peak MB" "-" "-" "<= 150 MB" "$(verdict_max "$peak" 150)"
 }
 
 # bench_fsdp: FSDP_TENSORS tensors x 512 chunks in 512 files (1,024,000 chunk entries by
 # default): mount time (.metadata cached) and the daemon's peak RSS per chunk entry, all of
-# VmHWM divided by the entries.
+# VmHWM divided by the entries (MB here: 10^6 bytes).
 bench_fsdp() {
     data_fsdp
     local ckpt="$DATA/fsdp512-$FSDP_TENSORS" entries=$((FSDP_TENSORS * 512)) tm=() rss=() i t0
@@ -712,7 +712,7 @@ bench_fsdp() {
     per=$(awk -v k="$kb" -v n="$entries" 'BEGIN { printf "%.0f", k * 1024 / n }')
     row "mount, $entries chunk entries" "$data" "$(printf '%.3f s' "$m")" "-" "-" "< 3 s" "$(verdict_lt "$m" 3)"
     row "daemon peak RSS per chunk entry" "$data" \
-        "$per B/entry ($(awk -v k="$kb" 'BEGIN { printf "%.1f MB", k / 1000 }') VmHWM)" "-" "-" "< 500 B" \
+        "$per B/entry ($(awk -v k="$kb" 'BEGIN { printf "%.1f MB", k * 1024 / 1e6 }') VmHWM)" "-" "-" "< 500 B" \
         "$(verdict_lt "$per" 500)"
 }
 
