@@ -1,4 +1,4 @@
-# ckptfs build.  `make` builds build/ckptfs and build/libckptplanner.a;
+# ckptfs build.  `make` builds build/ckptfs, build/libckptplanner.a and build/libckptfs_fs.a;
 # `make test` builds ASan/UBSan variants and runs every test.
 CC      ?= cc
 PREFIX  ?= /usr/local
@@ -20,17 +20,27 @@ SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-san
 
 PLANNER_SRC := $(sort $(wildcard planner/*.c))
 FS_SRC      := $(sort $(wildcard fs/*.c))
+# The fs/ files that include <fuse.h> or <fuse_lowlevel.h> (directly or through notify.h/ops.h):
+# only the daemon links them.  Every other fs/*.c goes into libckptfs_fs.a, which unit tests
+# link without a mount, so a new FUSE-free file lands there with no edit here.  A library file
+# that starts including a FUSE header fails its compile (FUSE_FREE_CHECK) until it is listed.
+FS_FUSE_SRC := fs/main.c fs/notify.c fs/ll_ops.c fs/ll_readdir.c fs/ops_read.c fs/ops_write.c fs/live.c \
+               fs/root.c fs/run.c
+FS_LIB_SRC  := $(filter-out $(FS_FUSE_SRC),$(FS_SRC))
+FS_EXE_SRC  := $(filter $(FS_FUSE_SRC),$(FS_SRC))
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
 HEADERS     := $(wildcard planner/*.h fs/*.h tests/unit/*.h)
 
 REL_PLANNER_OBJ := $(PLANNER_SRC:%.c=build/rel/%.o)
-REL_FS_OBJ      := $(FS_SRC:%.c=build/rel/%.o)
+REL_FSLIB_OBJ   := $(FS_LIB_SRC:%.c=build/rel/%.o)
+REL_FSEXE_OBJ   := $(FS_EXE_SRC:%.c=build/rel/%.o)
 SAN_PLANNER_OBJ := $(PLANNER_SRC:%.c=build/san/%.o)
-SAN_FS_OBJ      := $(FS_SRC:%.c=build/san/%.o)
+SAN_FSLIB_OBJ   := $(FS_LIB_SRC:%.c=build/san/%.o)
+SAN_FSEXE_OBJ   := $(FS_EXE_SRC:%.c=build/san/%.o)
 UNIT_BIN        := $(UNIT_SRC:tests/unit/%.c=build/san/tests/%)
 
 .PHONY: all deps deps-check test unit demo clean install bench fuzz
-all: build/ckptfs build/libckptplanner.a
+all: build/ckptfs build/libckptplanner.a build/libckptfs_fs.a
 
 deps:
 	@scripts/install-deps.sh
@@ -48,6 +58,21 @@ build/san/%.o: %.c $(HEADERS) | deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -c $< -o $@
 
+# Library objects: the compiler's list of every header read (-MD, a by-product of the compile)
+# must name no FUSE header, so the library stays linkable without a FUSE session.
+FUSE_FREE_CHECK = if grep -qE '/fuse(_lowlevel)?\.h' $(@:.o=.d); then \
+	echo "$<: includes <fuse.h>/<fuse_lowlevel.h>; list it in FS_FUSE_SRC" >&2; rm -f $@; exit 1; fi
+
+$(REL_FSLIB_OBJ): build/rel/%.o: %.c $(HEADERS) | deps-check
+	@mkdir -p $(dir $@)
+	$(CC) $(OPT) $(CFLAGS_ALL) -MD -c $< -o $@
+	@$(FUSE_FREE_CHECK)
+
+$(SAN_FSLIB_OBJ): build/san/%.o: %.c $(HEADERS) | deps-check
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -MD -c $< -o $@
+	@$(FUSE_FREE_CHECK)
+
 build/libckptplanner.a: $(REL_PLANNER_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
@@ -56,15 +81,29 @@ build/san/libckptplanner.a: $(SAN_PLANNER_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
 
-build/ckptfs: $(REL_FS_OBJ) build/libckptplanner.a
-	$(CC) $(OPT) -o $@ $(REL_FS_OBJ) build/libckptplanner.a $(PKG_LIBS) $(LDFLAGS)
+build/libckptfs_fs.a: $(REL_FSLIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
 
-build/san/ckptfs: $(SAN_FS_OBJ) build/san/libckptplanner.a
-	$(CC) $(SANFLAGS) -o $@ $(SAN_FS_OBJ) build/san/libckptplanner.a $(PKG_LIBS) $(LDFLAGS)
+build/san/libckptfs_fs.a: $(SAN_FSLIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+# The fs library before the planner: its objects call into the planner.
+build/ckptfs: $(REL_FSEXE_OBJ) build/libckptfs_fs.a build/libckptplanner.a
+	$(CC) $(OPT) -o $@ $(REL_FSEXE_OBJ) build/libckptfs_fs.a build/libckptplanner.a $(PKG_LIBS) $(LDFLAGS)
+
+build/san/ckptfs: $(SAN_FSEXE_OBJ) build/san/libckptfs_fs.a build/san/libckptplanner.a
+	$(CC) $(SANFLAGS) -o $@ $(SAN_FSEXE_OBJ) build/san/libckptfs_fs.a build/san/libckptplanner.a $(PKG_LIBS) $(LDFLAGS)
 
 build/san/tests/%: tests/unit/%.c build/san/libckptplanner.a $(HEADERS) | deps-check
 	@mkdir -p $(dir $@)
 	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -Itests/unit -o $@ $< build/san/libckptplanner.a $(PKG_LIBS)
+
+# Tests of fs/ code (test_fs_*.c) also link the fs library (the more specific pattern wins).
+build/san/tests/test_fs_%: tests/unit/test_fs_%.c build/san/libckptfs_fs.a build/san/libckptplanner.a $(HEADERS) | deps-check
+	@mkdir -p $(dir $@)
+	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -Itests/unit -o $@ $< build/san/libckptfs_fs.a build/san/libckptplanner.a $(PKG_LIBS)
 
 unit: $(UNIT_BIN)
 
