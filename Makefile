@@ -24,8 +24,8 @@ FS_SRC      := $(sort $(wildcard fs/*.c))
 # only the daemon links them.  Every other fs/*.c goes into libckptfs_fs.a, which unit tests
 # link without a mount, so a new FUSE-free file lands there with no edit here.  A library file
 # that starts including a FUSE header fails its compile (FUSE_FREE_CHECK) until it is listed.
-FS_FUSE_SRC := fs/main.c fs/notify.c fs/ll_ops.c fs/ll_readdir.c fs/ops_read.c fs/ops_write.c fs/live.c \
-               fs/root.c fs/run.c
+FS_FUSE_SRC := fs/main.c fs/notify.c fs/ll_ops.c fs/ll_readdir.c fs/ops_read.c fs/ops_write.c \
+               $(wildcard fs/wr_*.c) fs/live.c fs/root.c fs/run.c
 FS_LIB_SRC  := $(filter-out $(FS_FUSE_SRC),$(FS_SRC))
 FS_EXE_SRC  := $(filter $(FS_FUSE_SRC),$(FS_SRC))
 UNIT_SRC    := $(sort $(wildcard tests/unit/test_*.c))
