@@ -10,6 +10,8 @@
  * exponential sharing ([x, x] of [x, x] of ...) are refused while parsing. */
 #include "pickle.h"
 
+#include "arena.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,67 +66,8 @@ static const char *const op_names[256] = {
     [OP_NEXT_BUFFER] = "NEXT_BUFFER", [OP_READONLY_BUFFER] = "READONLY_BUFFER",
 };
 
-/* ---- arena ------------------------------------------------------------ */
-
-#define ARENA_ALIGN _Alignof(max_align_t)
-#define ARENA_CHUNK (64u * 1024u)
-
-typedef struct arena_chunk {
-    struct arena_chunk *next;
-    size_t cap, used;
-    max_align_t data[];
-} arena_chunk;
-
-typedef struct {
-    arena_chunk *head; /* the chunk small allocations are cut from */
-} arena;
-
-static void arena_release(arena *a)
-{
-    arena_chunk *c = a->head;
-    while (c) {
-        arena_chunk *next = c->next;
-        free(c);
-        c = next;
-    }
-    a->head = NULL;
-}
-
-static void *arena_alloc(arena *a, size_t size)
-{
-    size_t rounded;
-    if (__builtin_add_overflow(size, ARENA_ALIGN - 1, &rounded))
-        return NULL;
-    rounded &= ~(size_t)(ARENA_ALIGN - 1);
-    if (rounded == 0)
-        rounded = ARENA_ALIGN;
-    arena_chunk *c = a->head;
-    if (c && c->cap - c->used >= rounded) {
-        void *p = (unsigned char *)c->data + c->used;
-        c->used += rounded;
-        return p;
-    }
-    /* Big blocks get a chunk of their own behind the current one, so the
-     * space left in the current chunk stays usable. */
-    bool own = rounded > ARENA_CHUNK / 4;
-    size_t cap = own ? rounded : ARENA_CHUNK;
-    size_t total;
-    if (__builtin_add_overflow(sizeof(arena_chunk), cap, &total))
-        return NULL;
-    arena_chunk *n = malloc(total);
-    if (!n)
-        return NULL;
-    n->cap = cap;
-    n->used = rounded;
-    if (own && c) {
-        n->next = c->next;
-        c->next = n;
-    } else {
-        n->next = c;
-        a->head = n;
-    }
-    return n->data;
-}
+/* All values of a document live in one ck_arena (arena.h): they are
+ * freed together by pk_free, so memo sharing needs no reference counts. */
 
 /* ---- values ----------------------------------------------------------- */
 
@@ -149,7 +92,7 @@ typedef struct {
 } node;
 
 struct pk_doc {
-    arena a;
+    ck_arena *a;
     node *root;
 };
 
@@ -159,7 +102,7 @@ typedef struct {
     size_t len, pos;
     size_t op_pos; /* offset of the opcode being run, for messages */
     uint8_t op;
-    arena *a;
+    ck_arena *a;
     node **stack;
     size_t sp, stack_cap;
     size_t marks[PK_MAX_DEPTH];
@@ -204,10 +147,9 @@ static int new_node(parser *p, pk_kind kind, node **out)
 {
     if (p->nvalues >= PK_MAX_ELEMENTS)
         return fail(p, -E2BIG, "more than %u values", (unsigned)PK_MAX_ELEMENTS);
-    node *n = arena_alloc(p->a, sizeof *n);
+    node *n = ck_arena_alloc(p->a, sizeof *n);
     if (!n)
         return oom(p);
-    memset(n, 0, sizeof *n);
     n->v.kind = kind;
     n->weight = 1;
     p->nvalues++;
@@ -256,7 +198,7 @@ static int regrow(parser *p, pk_value ***arr, size_t len, size_t ncap)
     size_t bytes;
     if (__builtin_mul_overflow(ncap, sizeof(pk_value *), &bytes))
         return oom(p);
-    pk_value **n = arena_alloc(p->a, bytes);
+    pk_value **n = ck_arena_alloc(p->a, bytes);
     if (!n)
         return oom(p);
     if (len)
@@ -316,7 +258,7 @@ static int make_seq(parser *p, pk_kind kind, node *const *items, size_t n, node 
         size_t bytes;
         if (__builtin_mul_overflow(n, sizeof(pk_value *), &bytes))
             return oom(p);
-        t->v.u.seq.items = arena_alloc(p->a, bytes);
+        t->v.u.seq.items = ck_arena_alloc(p->a, bytes);
         if (!t->v.u.seq.items)
             return oom(p);
         t->v.u.seq.cap = n;
@@ -651,7 +593,7 @@ static int make_blob(parser *p, pk_kind kind, const void *s, size_t n, node **ou
     int rc = new_node(p, kind, &v);
     if (rc)
         return rc;
-    char *data = arena_alloc(p->a, n + 1); /* n < input length: no overflow */
+    char *data = ck_arena_alloc(p->a, n + 1); /* n < input length: no overflow */
     if (!data)
         return oom(p);
     if (n)
@@ -740,7 +682,7 @@ static int load_string_text(parser *p)
         return fail(p, -EINVAL, "STRING argument is not quoted");
     s++;
     n -= 2;
-    uint8_t *out = arena_alloc(p->a, n + 1);
+    uint8_t *out = ck_arena_alloc(p->a, n + 1);
     if (!out)
         return oom(p);
     size_t o = 0;
@@ -796,7 +738,7 @@ static int load_unicode_text(parser *p)
     size_t cap;
     if (__builtin_mul_overflow(n, 2, &cap))
         return oom(p);
-    uint8_t *out = arena_alloc(p->a, cap + 1);
+    uint8_t *out = ck_arena_alloc(p->a, cap + 1);
     if (!out)
         return oom(p);
     size_t o = 0;
@@ -842,7 +784,7 @@ static int make_global(parser *p, const void *mod, size_t modlen, const void *na
     int rc = new_node(p, PK_GLOBAL, &g);
     if (rc)
         return rc;
-    char *m = arena_alloc(p->a, modlen + 1), *nm = arena_alloc(p->a, namelen + 1);
+    char *m = ck_arena_alloc(p->a, modlen + 1), *nm = ck_arena_alloc(p->a, namelen + 1);
     if (!m || !nm)
         return oom(p);
     memcpy(m, mod, modlen);
@@ -1404,7 +1346,14 @@ int pk_parse(const uint8_t *buf, size_t len, pk_doc **out, char *err, size_t err
             snprintf(err, errlen, "pickle: out of memory");
         return -ENOMEM;
     }
-    parser p = { .buf = buf, .len = buf ? len : 0, .a = &doc->a, .err = err, .errlen = errlen };
+    doc->a = ck_arena_new();
+    if (!doc->a) {
+        free(doc);
+        if (err && errlen)
+            snprintf(err, errlen, "pickle: out of memory");
+        return -ENOMEM;
+    }
+    parser p = { .buf = buf, .len = buf ? len : 0, .a = doc->a, .err = err, .errlen = errlen };
     bool stop = false;
     int rc = 0;
     /* Allocated up front: opcodes take `p->stack + mark` even when nothing
@@ -1441,7 +1390,7 @@ void pk_free(pk_doc *doc)
 {
     if (!doc)
         return;
-    arena_release(&doc->a);
+    ck_arena_free(doc->a);
     free(doc);
 }
 
