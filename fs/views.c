@@ -54,10 +54,7 @@ struct fs_view {
         fs_npy_view npy;
         fs_st_view st;
         fs_pt_view pt;
-        struct {
-            char *text;
-            size_t len;
-        } json;
+        fs_metadata_stream json;
         fs_hf_view hf;
         struct {
             fs_view *dir; /* the VIEW_HF it belongs to (referenced) */
@@ -114,7 +111,7 @@ static void view_unref(fs_view *v)
     switch (v->kind) {
     case VIEW_NPY: fs_npy_view_clear(&v->u.npy); break;
     case VIEW_ST: fs_st_view_clear(&v->u.st); break;
-    case VIEW_JSON: free(v->u.json.text); break;
+    case VIEW_JSON: fs_metadata_stream_clear(&v->u.json); break;
     case VIEW_CKPTFS_DIR: break;
     case VIEW_HF: fs_hf_view_clear(&v->u.hf); break;
     case VIEW_HF_FILE: view_unref(v->u.hf_file.dir); break;
@@ -139,7 +136,7 @@ uint64_t fs_view_size(const fs_view *v)
     switch (v->kind) {
     case VIEW_NPY: return v->u.npy.size;
     case VIEW_ST: return v->u.st.size;
-    case VIEW_JSON: return v->u.json.len;
+    case VIEW_JSON: return v->u.json.size;
     case VIEW_CKPTFS_DIR: return 0;
     case VIEW_HF: return 0;
     case VIEW_HF_FILE: return v->u.hf_file.file->size;
@@ -184,8 +181,10 @@ int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, s
     case VIEW_NPY: return fs_npy_view_read(m->ck, &v->u.npy, current, off, dst, len, got);
     case VIEW_ST: return fs_st_view_read(m->ck, &v->u.st, current, off, dst, len, got);
     case VIEW_JSON:
-        *got = fs_view_read_head(v->u.json.text, v->u.json.len, v->u.json.len, off, dst, &len);
-        return 0;
+        /* generated from the state it describes: gone once stale */
+        if (!current)
+            return -ESTALE;
+        return fs_metadata_stream_read(&v->u.json, m->ck, off, dst, len, got);
     case VIEW_CKPTFS_DIR: return -EISDIR;
     case VIEW_HF: return -EISDIR;
     case VIEW_HF_FILE: return hf_file_read(m, v, current, off, dst, len, got);
@@ -450,7 +449,7 @@ static int lookup_metadata(fs_mount *m, fs_view **out)
     v = view_new(vs, VIEW_JSON);
     if (!v)
         return -ENOMEM;
-    int rc = fs_metadata_json(m->ck, &v->u.json.text, &v->u.json.len);
+    int rc = fs_metadata_stream_init(&v->u.json, m->ck);
     if (rc) {
         free(v);
         return rc;

@@ -5,7 +5,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,10 +16,8 @@
 #include "chunk_index.h"
 #include "ckpt_build.h"
 #include "dcp_safetensors.h"
-#include "geometry.h"
 #include "decode_ahead.h"
 #include "fd_io.h"
-#include "hash.h"
 
 #define DEFAULT_CACHE_BYTES (256ull << 20)
 /* Files kept open from mount on; beyond this they are opened on first read. */
@@ -29,103 +26,6 @@
  * planner tries the chunk of the previous run first, so small keys need no
  * index. */
 #define CHUNK_INDEX_MIN_CHUNKS 2
-
-/* ---- path -> file index while building (open addressing on FNV-1a) ---- */
-
-typedef struct {
-    size_t cap;      /* power of two */
-    uint32_t *slots; /* file index + 1, 0 = empty */
-    size_t files_cap;
-} file_index;
-
-static uint64_t fnv1a(const char *s)
-{
-    return ck_fnv1a_str(s);
-}
-
-static int file_index_grow(ck_checkpoint *ck, file_index *fi)
-{
-    size_t cap = fi->cap ? fi->cap * 2 : 64;
-    uint32_t *slots = calloc(cap, sizeof *slots);
-    if (!slots)
-        return -ENOMEM;
-    for (size_t i = 0; i < ck->nfiles; i++) {
-        size_t s = fnv1a(ck->files[i].path) & (cap - 1);
-        while (slots[s])
-            s = (s + 1) & (cap - 1);
-        slots[s] = (uint32_t)i + 1;
-    }
-    free(fi->slots);
-    fi->slots = slots;
-    fi->cap = cap;
-    return 0;
-}
-
-static int relpath_is_safe(const char *p)
-{
-    if (!*p || *p == '/')
-        return 0;
-    /* every component must be a plain name */
-    const char *c = p;
-    while (*c) {
-        const char *e = strchr(c, '/');
-        size_t n = e ? (size_t)(e - c) : strlen(c);
-        if (n == 0 || (n == 1 && c[0] == '.') || (n == 2 && c[0] == '.' && c[1] == '.'))
-            return 0;
-        c += n;
-        if (*c == '/')
-            c++;
-    }
-    return 1;
-}
-
-int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index)
-{
-    if (!relpath_is_safe(relpath) || strlen(relpath) >= PATH_MAX)
-        return -EINVAL;
-    file_index *fi = ck->file_index;
-    if (!fi) {
-        fi = calloc(1, sizeof *fi);
-        if (!fi)
-            return -ENOMEM;
-        ck->file_index = fi;
-    }
-    if ((ck->nfiles + 1) * 2 > fi->cap) {
-        int rc = file_index_grow(ck, fi);
-        if (rc)
-            return rc;
-    }
-    size_t s = fnv1a(relpath) & (fi->cap - 1);
-    while (fi->slots[s]) {
-        uint32_t i = fi->slots[s] - 1;
-        if (strcmp(ck->files[i].path, relpath) == 0) {
-            *index = i;
-            return 0;
-        }
-        s = (s + 1) & (fi->cap - 1);
-    }
-    if (ck->nfiles >= UINT32_MAX - 1)
-        return -E2BIG;
-    if (ck->nfiles == fi->files_cap) {
-        size_t cap = fi->files_cap ? fi->files_cap * 2 : 16;
-        ck_file *files = realloc(ck->files, cap * sizeof *files);
-        if (!files)
-            return -ENOMEM;
-        ck->files = files;
-        fi->files_cap = cap;
-    }
-    char *copy = ck_arena_strdup(ck->arena, relpath);
-    if (!copy)
-        return -ENOMEM;
-    memset(&ck->files[ck->nfiles], 0, sizeof ck->files[ck->nfiles]);
-    ck->files[ck->nfiles].path = copy;
-    atomic_init(&ck->files[ck->nfiles].fd, -1);
-    atomic_init(&ck->files[ck->nfiles].changed, 0);
-    atomic_init(&ck->files[ck->nfiles].obj, NULL);
-    fi->slots[s] = (uint32_t)ck->nfiles + 1;
-    *index = (uint32_t)ck->nfiles++;
-    return 0;
-}
 
 /* Marks file i changed and says so, once per file and state. */
 static int file_changed(ck_checkpoint *ck, uint32_t i, const char *how)
@@ -302,44 +202,6 @@ int ck_file_size(ck_checkpoint *ck, uint32_t i, uint64_t *size)
     return rc;
 }
 
-static int key_cmp(const void *a, const void *b)
-{
-    return strcmp(((const ck_key *)a)->fqn, ((const ck_key *)b)->fqn);
-}
-
-void ck_sort_keys(ck_checkpoint *ck)
-{
-    if (ck->nkeys > 1)
-        qsort(ck->keys, ck->nkeys, sizeof *ck->keys, key_cmp);
-}
-
-int ck_key_compute_size(ck_key *k)
-{
-    const ck_dtype_info *dt = ck_dtype_get(k->dtype);
-    if (!dt)
-        return -EINVAL;
-    if (ck_shape_numel(k->ndim, k->shape, &k->numel) ||
-        __builtin_mul_overflow(k->numel, (uint64_t)dt->size, &k->nbytes))
-        return -EOVERFLOW;
-    return 0;
-}
-
-const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn)
-{
-    size_t lo = 0, hi = ck->nkeys;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(ck->keys[mid].fqn, fqn);
-        if (c == 0)
-            return &ck->keys[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
-}
-
 static int is_safetensors_name(void *ctx, const char *name, const ck_object_info *info)
 {
     size_t n = strlen(name);
@@ -489,11 +351,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
         rc = ck_cache_new(opts && opts->cache_bytes ? opts->cache_bytes : DEFAULT_CACHE_BYTES,
                           &ck->cache);
     free(file);
-    if (ck->file_index) {
-        free(((file_index *)ck->file_index)->slots);
-        free(ck->file_index);
-        ck->file_index = NULL;
-    }
+    ck_build_done(ck);
     if (rc) {
         if (!err[0])
             snprintf(err, errlen, "%s: %s", source, strerror(-rc));

@@ -1,4 +1,5 @@
-/* Internal to planner/: the source-specific builders ck_open() calls.
+/* Internal to planner/: the source-specific builders ck_open() calls, and
+ * the helpers they share (ckpt_build.c, which knows nothing of ckpt.c).
  * Each fills ck->keys/nkeys and ck->files/nfiles (allocated from
  * ck->arena; keys in any order, ck_open sorts and checks them) and sets
  * ck->kind.  ck->storage is already open on the root (storage.h). */
@@ -19,6 +20,9 @@ int ck_build_safetensors(ck_checkpoint *ck, const char *file, char *err, size_t 
  * index; the same path twice gives the same index.  -EINVAL for paths that
  * are absolute, contain "..", or are empty. */
 int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index);
+
+/* Frees what building needed beyond the model (the path -> file table). */
+void ck_build_done(ck_checkpoint *ck);
 
 /* Sorts ck->keys by fqn so ck_find_key works (ck_open sorts again). */
 void ck_sort_keys(ck_checkpoint *ck);

@@ -10,6 +10,8 @@
  * exponential sharing ([x, x] of [x, x] of ...) are refused while parsing. */
 #include "pickle.h"
 
+#include "arena.h"
+
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -64,67 +66,8 @@ static const char *const op_names[256] = {
     [OP_NEXT_BUFFER] = "NEXT_BUFFER", [OP_READONLY_BUFFER] = "READONLY_BUFFER",
 };
 
-/* ---- arena ------------------------------------------------------------ */
-
-#define ARENA_ALIGN _Alignof(max_align_t)
-#define ARENA_CHUNK (64u * 1024u)
-
-typedef struct arena_chunk {
-    struct arena_chunk *next;
-    size_t cap, used;
-    max_align_t data[];
-} arena_chunk;
-
-typedef struct {
-    arena_chunk *head; /* the chunk small allocations are cut from */
-} arena;
-
-static void arena_release(arena *a)
-{
-    arena_chunk *c = a->head;
-    while (c) {
-        arena_chunk *next = c->next;
-        free(c);
-        c = next;
-    }
-    a->head = NULL;
-}
-
-static void *arena_alloc(arena *a, size_t size)
-{
-    size_t rounded;
-    if (__builtin_add_overflow(size, ARENA_ALIGN - 1, &rounded))
-        return NULL;
-    rounded &= ~(size_t)(ARENA_ALIGN - 1);
-    if (rounded == 0)
-        rounded = ARENA_ALIGN;
-    arena_chunk *c = a->head;
-    if (c && c->cap - c->used >= rounded) {
-        void *p = (unsigned char *)c->data + c->used;
-        c->used += rounded;
-        return p;
-    }
-    /* Big blocks get a chunk of their own behind the current one, so the
-     * space left in the current chunk stays usable. */
-    bool own = rounded > ARENA_CHUNK / 4;
-    size_t cap = own ? rounded : ARENA_CHUNK;
-    size_t total;
-    if (__builtin_add_overflow(sizeof(arena_chunk), cap, &total))
-        return NULL;
-    arena_chunk *n = malloc(total);
-    if (!n)
-        return NULL;
-    n->cap = cap;
-    n->used = rounded;
-    if (own && c) {
-        n->next = c->next;
-        c->next = n;
-    } else {
-        n->next = c;
-        a->head = n;
-    }
-    return n->data;
-}
+/* All values of a document live in one ck_arena (arena.h): they are
+ * freed together by pk_free, so memo sharing needs no reference counts. */
 
 /* ---- values ----------------------------------------------------------- */
 
@@ -149,7 +92,7 @@ typedef struct {
 } node;
 
 struct pk_doc {
-    arena a;
+    ck_arena *a;
     node *root;
 };
 
@@ -159,15 +102,25 @@ typedef struct {
     size_t len, pos;
     size_t op_pos; /* offset of the opcode being run, for messages */
     uint8_t op;
-    arena *a;
+    ck_arena *a;
     node **stack;
     size_t sp, stack_cap;
     size_t marks[PK_MAX_DEPTH];
     size_t nmarks;
-    node **memo;             /* memo key -> value, NULL where never stored */
+    /* memo key -> value, only for keys some GET fetches (a prepass over
+     * the opcodes finds them, see memo_scan): Python's pickler memoizes
+     * nearly every value, and a dense array of all of them was 8 bytes per
+     * value of a million-chunk .metadata.  memo[rank of key among the
+     * needed keys]; NULL where not stored yet. */
+    node **memo;
+    uint64_t *needed;        /* bit per key: fetched by some GET */
+    uint32_t *needed_rank;   /* per 64-bit word of needed: needed keys before it */
+    size_t needed_words;
+    uint64_t *assigned;      /* bit per key: PUT so far (len(memo) counts these) */
+    size_t assigned_words;
     node *small_ints[SMALL_INTS];
     node *bools[2];
-    size_t memo_cap, memo_len;
+    size_t memo_len;         /* distinct keys PUT: the key MEMOIZE uses */
     uint64_t nvalues;
     char *err;
     size_t errlen;
@@ -204,10 +157,9 @@ static int new_node(parser *p, pk_kind kind, node **out)
 {
     if (p->nvalues >= PK_MAX_ELEMENTS)
         return fail(p, -E2BIG, "more than %u values", (unsigned)PK_MAX_ELEMENTS);
-    node *n = arena_alloc(p->a, sizeof *n);
+    node *n = ck_arena_alloc(p->a, sizeof *n);
     if (!n)
         return oom(p);
-    memset(n, 0, sizeof *n);
     n->v.kind = kind;
     n->weight = 1;
     p->nvalues++;
@@ -256,7 +208,7 @@ static int regrow(parser *p, pk_value ***arr, size_t len, size_t ncap)
     size_t bytes;
     if (__builtin_mul_overflow(ncap, sizeof(pk_value *), &bytes))
         return oom(p);
-    pk_value **n = arena_alloc(p->a, bytes);
+    pk_value **n = ck_arena_alloc(p->a, bytes);
     if (!n)
         return oom(p);
     if (len)
@@ -316,7 +268,7 @@ static int make_seq(parser *p, pk_kind kind, node *const *items, size_t n, node 
         size_t bytes;
         if (__builtin_mul_overflow(n, sizeof(pk_value *), &bytes))
             return oom(p);
-        t->v.u.seq.items = arena_alloc(p->a, bytes);
+        t->v.u.seq.items = ck_arena_alloc(p->a, bytes);
         if (!t->v.u.seq.items)
             return oom(p);
         t->v.u.seq.cap = n;
@@ -557,39 +509,193 @@ static int pop_mark_target(parser *p, size_t *mark, node **target)
 
 /* ---- memo ------------------------------------------------------------- */
 
-/* The memo is a dense array indexed by memo key: picklers number their
- * memo entries 0, 1, 2... so a hash table only adds cache misses (a
- * 100,000-key .metadata stores millions).  A key far beyond the entries
- * stored so far would make the array huge and is refused instead. */
+/* Picklers number their memo entries 0, 1, 2...  A key far beyond the
+ * entries stored so far would make the bitmaps huge and is refused
+ * instead. */
 #define MEMO_SLACK 65536u
+
+static bool bit_get(const uint64_t *bits, size_t words, uint64_t key)
+{
+    return key / 64 < words && (bits[key / 64] >> (key % 64) & 1);
+}
+
+/* Sets bit key, growing the bitmap; key is bounded by the MEMO_SLACK rule. */
+static int bit_set(uint64_t **bits, size_t *words, uint64_t key)
+{
+    if (key / 64 >= *words) {
+        size_t n = *words ? *words : 16;
+        while (n <= key / 64)
+            n *= 2;
+        uint64_t *nb = realloc(*bits, n * sizeof *nb);
+        if (!nb)
+            return -ENOMEM;
+        memset(nb + *words, 0, (n - *words) * sizeof *nb);
+        *bits = nb;
+        *words = n;
+    }
+    (*bits)[key / 64] |= 1ull << (key % 64);
+    return 0;
+}
+
+static bool memo_key_ok(uint64_t key, size_t len)
+{
+    return key <= 2 * (uint64_t)len + MEMO_SLACK;
+}
+
+/* Skips one line argument; false if there is no newline. */
+static bool scan_line(const uint8_t *buf, size_t len, size_t *pos)
+{
+    const uint8_t *nl = memchr(buf + *pos, '\n', len - *pos);
+    if (!nl)
+        return false;
+    *pos = (size_t)(nl - buf) + 1;
+    return true;
+}
+
+static bool scan_key(const uint8_t *buf, size_t len, size_t *pos, size_t n, uint64_t *key)
+{
+    if (n > len - *pos)
+        return false;
+    *key = le(buf + *pos, n);
+    *pos += n;
+    return true;
+}
+
+/* The prepass: which memo keys some GET fetches.  It walks the opcodes as
+ * step() consumes them, stopping where the input stops making sense (the
+ * real pass refuses it there, so what follows does not matter). */
+static int memo_scan(parser *p)
+{
+    const uint8_t *buf = p->buf;
+    size_t len = p->len, pos = 0, distinct = 0;
+    uint64_t *put = NULL;
+    size_t put_words = 0;
+    int rc = 0;
+    while (pos < len && !rc) {
+        uint8_t op = buf[pos++];
+        uint64_t key = 0, n;
+        size_t at;
+        bool get = false, set = false;
+        switch (op) {
+        case OP_STOP:
+            pos = len;
+            continue;
+        case OP_PROTO: case OP_BININT1: case OP_EXT1:
+            pos += 1; break;
+        case OP_BININT2: case OP_EXT2:
+            pos += 2; break;
+        case OP_BININT: case OP_EXT4:
+            pos += 4; break;
+        case OP_BINFLOAT: case OP_FRAME:
+            pos += 8; break;
+        case OP_BINGET: case OP_LONG_BINGET:
+            get = scan_key(buf, len, &pos, op == OP_BINGET ? 1 : 4, &key);
+            if (!get)
+                pos = len;
+            break;
+        case OP_BINPUT: case OP_LONG_BINPUT:
+            set = scan_key(buf, len, &pos, op == OP_BINPUT ? 1 : 4, &key);
+            if (!set)
+                pos = len;
+            break;
+        case OP_MEMOIZE:
+            key = distinct;
+            set = true;
+            break;
+        case OP_GET: case OP_PUT: {
+            at = pos;
+            int64_t v;
+            if (!scan_line(buf, len, &pos) || parse_decimal(p, buf + at, pos - at - 1, &v) || v < 0 ||
+                v > UINT32_MAX) {
+                pos = len;
+                break;
+            }
+            key = (uint64_t)v;
+            get = op == OP_GET;
+            set = op == OP_PUT;
+            break;
+        }
+        case OP_INT: case OP_LONG: case OP_FLOAT: case OP_STRING: case OP_UNICODE: case OP_PERSID:
+            if (!scan_line(buf, len, &pos))
+                pos = len;
+            break;
+        case OP_GLOBAL: case OP_INST:
+            if (!scan_line(buf, len, &pos) || !scan_line(buf, len, &pos))
+                pos = len;
+            break;
+        case OP_LONG1: case OP_SHORT_BINUNICODE: case OP_SHORT_BINSTRING: case OP_SHORT_BINBYTES:
+        case OP_LONG4: case OP_BINUNICODE: case OP_BINSTRING: case OP_BINBYTES:
+        case OP_BINUNICODE8: case OP_BINBYTES8: case OP_BYTEARRAY8: {
+            size_t lb = op == OP_LONG1 || op == OP_SHORT_BINUNICODE || op == OP_SHORT_BINSTRING ||
+                                op == OP_SHORT_BINBYTES ? 1
+                        : op == OP_BINUNICODE8 || op == OP_BINBYTES8 || op == OP_BYTEARRAY8 ? 8 : 4;
+            if (!scan_key(buf, len, &pos, lb, &n) || n > len - pos)
+                pos = len;
+            else
+                pos += (size_t)n;
+            break;
+        }
+        default:
+            if (!op_names[op])
+                pos = len; /* unknown: the real pass stops here */
+            break;
+        }
+        if (pos > len)
+            pos = len;
+        if (get && memo_key_ok(key, distinct))
+            rc = bit_set(&p->needed, &p->needed_words, key);
+        if (set && memo_key_ok(key, distinct) && !bit_get(put, put_words, key)) {
+            rc = bit_set(&put, &put_words, key);
+            distinct++;
+        }
+    }
+    free(put);
+    if (p->err && p->errlen)
+        p->err[0] = '\0'; /* parse_decimal's complaints belong to the real pass */
+    if (rc)
+        return oom(p);
+    size_t nwords = p->needed_words ? p->needed_words : 1;
+    p->needed_rank = calloc(nwords, sizeof *p->needed_rank);
+    if (!p->needed_rank)
+        return oom(p);
+    uint64_t total = 0;
+    for (size_t w = 0; w < p->needed_words; w++) {
+        p->needed_rank[w] = (uint32_t)total;
+        total += (uint64_t)__builtin_popcountll(p->needed[w]);
+    }
+    /* keys are below 2^32 and each is one bit: total fits */
+    p->memo = calloc(total ? total : 1, sizeof *p->memo);
+    return p->memo ? 0 : oom(p);
+}
+
+static size_t memo_slot(const parser *p, uint32_t key)
+{
+    uint64_t word = p->needed[key / 64] & ((1ull << (key % 64)) - 1);
+    return p->needed_rank[key / 64] + (size_t)__builtin_popcountll(word);
+}
 
 static int memo_put(parser *p, uint32_t key, node *val)
 {
-    if (key >= p->memo_cap) {
-        if ((uint64_t)key > 2 * (uint64_t)p->memo_len + MEMO_SLACK)
-            return fail(p, -EINVAL, "memo index %u far beyond the %zu entries stored", key,
-                        p->memo_len);
-        size_t ncap = p->memo_cap ? p->memo_cap : 64;
-        while (ncap <= key)
-            ncap *= 2;
-        node **nm = realloc(p->memo, ncap * sizeof *nm);
-        if (!nm)
+    if (!memo_key_ok(key, p->memo_len))
+        return fail(p, -EINVAL, "memo index %u far beyond the %zu entries stored", key,
+                    p->memo_len);
+    if (!bit_get(p->assigned, p->assigned_words, key)) {
+        if (bit_set(&p->assigned, &p->assigned_words, key))
             return oom(p);
-        memset(nm + p->memo_cap, 0, (ncap - p->memo_cap) * sizeof *nm);
-        p->memo = nm;
-        p->memo_cap = ncap;
-    }
-    if (!p->memo[key])
         p->memo_len++;
-    p->memo[key] = val; /* Python's memo is a dict: a second PUT replaces */
+    }
+    /* Python's memo is a dict: a second PUT replaces */
+    if (bit_get(p->needed, p->needed_words, key))
+        p->memo[memo_slot(p, key)] = val;
     return 0;
 }
 
 static int memo_get(parser *p, uint32_t key)
 {
-    if (key >= p->memo_cap || !p->memo[key])
+    node *n = bit_get(p->needed, p->needed_words, key) ? p->memo[memo_slot(p, key)] : NULL;
+    if (!n)
         return fail(p, -EINVAL, "%s of memo index %u that was never stored", opname(p->op), key);
-    return push(p, p->memo[key]);
+    return push(p, n);
 }
 
 static int memo_put_top(parser *p, uint32_t key)
@@ -651,7 +757,7 @@ static int make_blob(parser *p, pk_kind kind, const void *s, size_t n, node **ou
     int rc = new_node(p, kind, &v);
     if (rc)
         return rc;
-    char *data = arena_alloc(p->a, n + 1); /* n < input length: no overflow */
+    char *data = ck_arena_alloc(p->a, n + 1); /* n < input length: no overflow */
     if (!data)
         return oom(p);
     if (n)
@@ -740,7 +846,7 @@ static int load_string_text(parser *p)
         return fail(p, -EINVAL, "STRING argument is not quoted");
     s++;
     n -= 2;
-    uint8_t *out = arena_alloc(p->a, n + 1);
+    uint8_t *out = ck_arena_alloc(p->a, n + 1);
     if (!out)
         return oom(p);
     size_t o = 0;
@@ -796,7 +902,7 @@ static int load_unicode_text(parser *p)
     size_t cap;
     if (__builtin_mul_overflow(n, 2, &cap))
         return oom(p);
-    uint8_t *out = arena_alloc(p->a, cap + 1);
+    uint8_t *out = ck_arena_alloc(p->a, cap + 1);
     if (!out)
         return oom(p);
     size_t o = 0;
@@ -842,7 +948,7 @@ static int make_global(parser *p, const void *mod, size_t modlen, const void *na
     int rc = new_node(p, PK_GLOBAL, &g);
     if (rc)
         return rc;
-    char *m = arena_alloc(p->a, modlen + 1), *nm = arena_alloc(p->a, namelen + 1);
+    char *m = ck_arena_alloc(p->a, modlen + 1), *nm = ck_arena_alloc(p->a, namelen + 1);
     if (!m || !nm)
         return oom(p);
     memcpy(m, mod, modlen);
@@ -1404,7 +1510,14 @@ int pk_parse(const uint8_t *buf, size_t len, pk_doc **out, char *err, size_t err
             snprintf(err, errlen, "pickle: out of memory");
         return -ENOMEM;
     }
-    parser p = { .buf = buf, .len = buf ? len : 0, .a = &doc->a, .err = err, .errlen = errlen };
+    doc->a = ck_arena_new();
+    if (!doc->a) {
+        free(doc);
+        if (err && errlen)
+            snprintf(err, errlen, "pickle: out of memory");
+        return -ENOMEM;
+    }
+    parser p = { .buf = buf, .len = buf ? len : 0, .a = doc->a, .err = err, .errlen = errlen };
     bool stop = false;
     int rc = 0;
     /* Allocated up front: opcodes take `p->stack + mark` even when nothing
@@ -1417,13 +1530,17 @@ int pk_parse(const uint8_t *buf, size_t len, pk_doc **out, char *err, size_t err
         return -ENOMEM;
     }
     p.stack_cap = 64;
-    while (!stop && !(rc = step(&p, &stop)))
+    rc = memo_scan(&p);
+    while (!rc && !stop && !(rc = step(&p, &stop)))
         ;
     /* Python ignores what follows STOP and what is left on the stack. */
     if (!rc)
         doc->root = p.stack[p.sp - 1];
     free(p.stack);
     free(p.memo);
+    free(p.needed);
+    free(p.needed_rank);
+    free(p.assigned);
     if (rc) {
         pk_free(doc);
         return rc;
@@ -1441,7 +1558,7 @@ void pk_free(pk_doc *doc)
 {
     if (!doc)
         return;
-    arena_release(&doc->a);
+    ck_arena_free(doc->a);
     free(doc);
 }
 

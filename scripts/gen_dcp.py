@@ -11,6 +11,9 @@ entry's stored payload), the ground truth a mount must reproduce.
                [--layout single|row8|col8|grid4x2|zstd|fsdp512] [--tensors N | --keys N] [--seed S]
                [--plain DIR2]      # also write each key's bytes to DIR2/<fqn as a path>
                [--cols N]          # tensors N columns wide (tall tensors for row10k layouts)
+               [--meta-only]       # .metadata and hole-filled data files only (metadata scale):
+                                   #   --layout fsdp512 --tensors 2000 --meta-only: 1,024,000
+                                   #   chunks in 512 files, as FSDP on 512 ranks writes them
 
 Every tensor is 2-D with both dimensions divisible by 8, so every layout splits it evenly.  A
 tensor's contents depend only on (seed, its index, its shape, dtype): the same arguments with a
@@ -371,7 +374,11 @@ LAYOUTS = {
     # .metadata in row order or shuffled (the load planner must not depend on the order)
     "row10k": (10000, 1),
     "row10k_shuffled": (10000, 1),
+    # FSDP on 512 ranks: every tensor in 512 row shards, shard r in rank r's file (512 files)
+    "fsdp512": (512, 1),
 }
+# layouts with one data file per rank, however many ranks (MAX_FILES does not apply)
+FILE_PER_RANK = {"fsdp512"}
 # at most this many data files; chunks are dealt to them in contiguous runs, as ranks hold them
 MAX_FILES = 8
 LAYER_PARTS = ["attn.wq.weight", "attn.wk.weight", "attn.wv.weight", "attn.wo.weight",
@@ -507,7 +514,9 @@ def generate(args):
     shape = tensor_shape(args.size // count, esize, args.cols)
     mesh_rows, mesh_cols = LAYOUTS[args.layout]
     ranks = min(mesh_rows, shape[0]) * min(mesh_cols, shape[1])
-    nfiles = min(ranks, MAX_FILES)
+    nfiles = ranks if args.layout in FILE_PER_RANK else min(ranks, MAX_FILES)
+    if args.meta_only and (args.layout == "zstd" or args.plain):
+        raise SystemExit("--meta-only writes no contents: no zstd layout nor --plain")
     compress = Zstd(workers=min(os.cpu_count() or 1, 4)) if args.layout == "zstd" else None
     transforms = ["stream.zstd/1"] if compress else None
 
@@ -522,12 +531,17 @@ def generate(args):
     rng = np.random.default_rng([args.seed, 1 << 30])
     items = ItemWriter(rng)
     rel_paths = ["__%d_0.distcp" % r for r in range(nfiles)]
-    files = [open(os.path.join(out, p), "wb", buffering=1 << 20) for p in rel_paths]
+    files = [] if args.meta_only else \
+        [open(os.path.join(out, p), "wb", buffering=1 << 20) for p in rel_paths]
     offsets = [0] * nfiles
 
-    def put(rank, value, data, archive=None):
-        """Appends one item (the archive of value/data, or the given archive bytes) to rank's file."""
-        if compress is None and archive is None:
+    def put(rank, value, data, archive=None, nbytes=0):
+        """Appends one item (the archive of value/data, or the given archive bytes) to rank's file;
+        with --meta-only, only reserves room for an item holding nbytes of elements."""
+        if args.meta_only:
+            # an archive's fixed overhead plus its elements: the files become holes of these sizes
+            length = 1024 + (len(archive) if archive is not None else nbytes)
+        elif compress is None and archive is None:
             length = items.write(files[rank], value, data)
         elif compress is None:
             files[rank].write(archive)
@@ -548,14 +562,21 @@ def generate(args):
     dtype = TORCH_DTYPE[args.dtype]
     row_parts, col_parts = split(shape[0], mesh_rows), split(shape[1], mesh_cols)
     for index, fqn in enumerate(key_names(count, many_keys, args.deep)):
-        tensor = fill_tensor(args.seed, index, shape, args.dtype)
-        sums[fqn] = hashlib.sha256(tensor).hexdigest()
-        if args.plain:
-            write_plain(args.plain, fqn, tensor)
+        if args.meta_only:
+            tensor = None  # no contents: only .metadata and the files' sizes are written
+        else:
+            tensor = fill_tensor(args.seed, index, shape, args.dtype)
+            sums[fqn] = hashlib.sha256(tensor).hexdigest()
+            if args.plain:
+                write_plain(args.plain, fqn, tensor)
         pieces = []
         for i, (r0, nr) in enumerate(row_parts):
             for j, (c0, nc) in enumerate(col_parts):
                 rank = i * len(col_parts) + j
+                if tensor is None:
+                    info = put(rank * nfiles // ranks, None, None, nbytes=nr * nc * esize)
+                    pieces.append(((r0, c0), (nr, nc), info))
+                    continue
                 piece = np.ascontiguousarray(tensor[r0:r0 + nr, c0:c0 + nc])
                 value = _Tensor(_Storage(args.dtype, piece.size), piece.shape)
                 info = put(rank * nfiles // ranks, value, piece.reshape(-1).view(np.uint8))
@@ -585,12 +606,17 @@ def generate(args):
 
     for f in files:
         f.close()
+    if args.meta_only:
+        for rel, size in zip(rel_paths, offsets):
+            with open(os.path.join(out, rel), "wb") as f:
+                f.truncate(size)
     meta = Metadata(state_dict_metadata, planner_data, storage_data,
                     StorageMeta(pathlib.PosixPath(out), str(uuid.UUID(bytes=rng.bytes(16), version=4))))
     with open(os.path.join(out, ".metadata"), "wb") as f:
         pickle.dump(meta, f, protocol=4)
-    with open(out.rstrip("/") + ".sha256.json", "w") as f:
-        json.dump(sums, f, indent=1, sort_keys=True)
+    if not args.meta_only:
+        with open(out.rstrip("/") + ".sha256.json", "w") as f:
+            json.dump(sums, f, indent=1, sort_keys=True)
     return shape, count
 
 
@@ -608,6 +634,9 @@ def main(argv):
     ap.add_argument("--cols", type=int, default=None,
                     help="columns of every tensor (a multiple of 8; default: up to 4096)")
     ap.add_argument("--plain", help="also write each key's bytes as DIR/<fqn with . as />")
+    ap.add_argument("--meta-only", action="store_true",
+                    help="write .metadata and data files of the right sizes (holes), no contents "
+                         "nor DIR.sha256.json: metadata-scale tests (--layout fsdp512)")
     args = ap.parse_args(argv)
     if args.keys is not None and args.keys < 1 or args.tensors < 0:
         ap.error("--keys/--tensors must be positive")
