@@ -146,7 +146,10 @@ data_deep() {
 }
 
 # FSDP_TENSORS tensors x 512 chunks over 512 files (sparse: mount-time and memory figures only)
-data_fsdp() { gen "fsdp512-$FSDP_TENSORS" --layout fsdp512 --tensors "$FSDP_TENSORS"; }
+data_fsdp() {
+    gen "fsdp512-$FSDP_TENSORS" --layout fsdp512 --tensors "$FSDP_TENSORS" --meta-only --cols 1024 \
+        --size "$((FSDP_TENSORS * 4))M"
+}
 
 data_sqfs() {
     if command -v mksquashfs >/dev/null &&

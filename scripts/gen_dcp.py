@@ -19,10 +19,9 @@ Every tensor is 2-D with both dimensions divisible by 8, so every layout splits 
 tensor's contents depend only on (seed, its index, its shape, dtype): the same arguments with a
 different --layout give the same sha256 per key.
 
---layout fsdp512 is for mount-time and memory figures only: --tensors (default 2,000) tensors of
-2048 x 256 float32, each in 512 row chunks, chunk r of every tensor in __r_0.distcp as FSDP ranks
-save them (1,024,000 chunk entries).  Only `.metadata` is real; the 512 data files are sparse files
-of the right sizes (their bytes are zeros, not readable items), and no DIR.sha256.json is written.
+--layout fsdp512 writes every tensor in 512 row chunks, chunk r in rank r's file __r_0.distcp, as
+FSDP on 512 ranks saves them; with --meta-only (for mount-time and memory figures) only
+`.metadata` is real, the data files are holes of the right sizes and no DIR.sha256.json is written.
 """
 import argparse
 import collections
@@ -459,50 +458,7 @@ def write_plain(root, fqn, data):
         f.write(data)
 
 
-FSDP_RANKS = 512
-FSDP_SHAPE = (2048, 256)
-FSDP_ITEM_OVERHEAD = 1024  # about what torch.save adds around a chunk's bytes (zip records, pickle)
-
-
-def generate_fsdp512(args):
-    """Many chunk entries, fast: the data files are only truncated to length.  Every entry gets
-    objects of its own, as torch's pickle has them (no memo back-references a reader could
-    take a short cut on), so .metadata is as long as the real one."""
-    out = os.path.abspath(args.out)
-    count = args.tensors or 2000
-    if args.dtype != "float32":
-        raise SystemExit("--layout fsdp512 writes float32 tensors only")
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
-    rows, cols = FSDP_SHAPE
-    step = rows // FSDP_RANKS
-    item_len = step * cols * 4 + FSDP_ITEM_OVERHEAD
-    rel_paths = ["__%d_0.distcp" % r for r in range(FSDP_RANKS)]
-    state_dict_metadata, planner_data, storage_data = {}, {}, {}
-    for index, fqn in enumerate(key_names(count, False)):
-        chunks = []
-        for r in range(FSDP_RANKS):
-            offs = (r * step, 0)
-            storage_data[MetadataIndex(fqn, offs, r)] = _StorageInfo(rel_paths[r], index * item_len, item_len)
-            chunks.append(ChunkStorageMetadata(Size(offs), Size((step, cols))))
-        state_dict_metadata[fqn] = TensorStorageMetadata(TensorProperties(TORCH_DTYPE["float32"]),
-                                                         Size(FSDP_SHAPE), chunks)
-        planner_data[fqn] = tuple(fqn.split("."))
-    for p in rel_paths:
-        with open(os.path.join(out, p), "wb") as f:
-            f.truncate(count * item_len)
-    rng = np.random.default_rng([args.seed, 1 << 30])
-    meta = Metadata(state_dict_metadata, planner_data, storage_data,
-                    StorageMeta(pathlib.PosixPath(out), str(uuid.UUID(bytes=rng.bytes(16), version=4))))
-    with open(os.path.join(out, ".metadata"), "wb") as f:
-        pickle.dump(meta, f, protocol=4)
-    return FSDP_SHAPE, count
-
-
 def generate(args):
-    if args.layout == "fsdp512":
-        return generate_fsdp512(args)
     out = os.path.abspath(args.out)
     many_keys = args.keys is not None
     count = args.keys if many_keys else args.tensors
