@@ -56,7 +56,7 @@ void fs_npy_view_clear(fs_npy_view *v)
     memset(v, 0, sizeof *v);
 }
 
-int fs_npy_view_read(ck_checkpoint *ck, const fs_npy_view *v, bool current, uint64_t off,
+int fs_npy_view_read(ck_checkpoint *ck, const fs_npy_view *v, uint64_t off,
                      void *dst, size_t len, size_t *got)
 {
     *got = 0;
@@ -66,7 +66,7 @@ int fs_npy_view_read(ck_checkpoint *ck, const fs_npy_view *v, bool current, uint
     uint8_t *out = dst;
     if (done < len) {
         const ck_key *k;
-        int rc = fs_key_ref_get(ck, &v->ref, current, &k);
+        int rc = fs_key_ref_get(&v->ref, &k);
         if (rc)
             return rc;
         size_t n;

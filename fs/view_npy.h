@@ -21,8 +21,7 @@ typedef struct {
  * -o dtype= (CK_DT_INVALID: none), applied to floating tensors. */
 int fs_npy_view_build(const ck_key *k, ck_dtype view_dtype, fs_npy_view *out);
 void fs_npy_view_clear(fs_npy_view *v);
-/* current: false once the checkpoint the view was built from was replaced. */
-int fs_npy_view_read(ck_checkpoint *ck, const fs_npy_view *v, bool current, uint64_t off,
+int fs_npy_view_read(ck_checkpoint *ck, const fs_npy_view *v, uint64_t off,
                      void *dst, size_t len, size_t *got);
 
 #endif

@@ -61,12 +61,12 @@ static ck_dtype pt_out_dtype(const ck_key *k, ck_dtype view_dtype)
  * than the key's dtype, the bytes are those of the converted image
  * (converted_read.h; a range may start or end inside an element).
  * crc_from_items refuses converted records. */
-static int pt_tensor_read(ck_checkpoint *ck, const fs_pt_tensor *t, bool current, uint64_t off,
+static int pt_tensor_read(ck_checkpoint *ck, const fs_pt_tensor *t, uint64_t off,
                           void *dst, size_t len)
 {
     const ck_key *k;
     size_t n;
-    int rc = fs_key_ref_get(ck, &t->ref, current, &k);
+    int rc = fs_key_ref_get(&t->ref, &k);
     /* a storage of a non-tensor value: bytes of that entry's payload, as is
      * (no output dtype: it is not a key's tensor) */
     if (!rc && t->in_payload)
@@ -514,7 +514,7 @@ void fs_pt_view_clear(fs_pt_view *v)
 
 /* Record r's CRC: known (small records, reads in order), else from the
  * checkpoint's items where they hold it, else by reading the tensor once. */
-static int record_crc(ck_checkpoint *ck, fs_pt_view *v, bool current, size_t r, uint32_t *out)
+static int record_crc(ck_checkpoint *ck, fs_pt_view *v, size_t r, uint32_t *out)
 {
     pthread_mutex_lock(&v->lock);
     bool known = v->crc_known[r];
@@ -529,7 +529,7 @@ static int record_crc(ck_checkpoint *ck, fs_pt_view *v, bool current, size_t r, 
     const fs_pt_tensor *ten = &v->tensors[t];
     const ck_key *k;
     uint32_t stored;
-    if (!ten->in_payload && fs_key_ref_get(ck, &ten->ref, current, &k) == 0 &&
+    if (!ten->in_payload && fs_key_ref_get(&ten->ref, &k) == 0 &&
         crc_from_items(ck, k, ten->out_dtype, &stored)) {
         pthread_mutex_lock(&v->lock);
         v->crc[r] = stored;
@@ -545,7 +545,7 @@ static int record_crc(ck_checkpoint *ck, fs_pt_view *v, bool current, size_t r, 
     int rc = 0;
     for (uint64_t off = 0; off < ten->nbytes;) {
         size_t n = ten->nbytes - off < PT_PIECE ? (size_t)(ten->nbytes - off) : PT_PIECE;
-        if ((rc = pt_tensor_read(ck, ten, current, off, buf, n)) != 0)
+        if ((rc = pt_tensor_read(ck, ten, off, buf, n)) != 0)
             break;
         crc = crc32_z(crc, buf, n);
         off += n;
@@ -566,7 +566,7 @@ static int record_crc(ck_checkpoint *ck, fs_pt_view *v, bool current, size_t r, 
     return 0;
 }
 
-static int central_directory(ck_checkpoint *ck, fs_pt_view *v, bool current, const uint8_t **out)
+static int central_directory(ck_checkpoint *ck, fs_pt_view *v, const uint8_t **out)
 {
     pthread_mutex_lock(&v->lock);
     *out = v->central;
@@ -577,7 +577,7 @@ static int central_directory(ck_checkpoint *ck, fs_pt_view *v, bool current, con
     uint8_t *cd = malloc(v->sum.cd_len);
     int rc = crc && cd ? 0 : -ENOMEM;
     for (size_t r = 0; !rc && r < v->nzip; r++)
-        rc = record_crc(ck, v, current, r, &crc[r]);
+        rc = record_crc(ck, v, r, &crc[r]);
     if (!rc)
         rc = ck_zip_central_directory(v->zip, crc, v->nzip, &v->sum, cd, v->sum.cd_len);
     free(crc);
@@ -631,7 +631,7 @@ static size_t first_seg_after(const fs_pt_view *v, uint64_t off)
     return lo;
 }
 
-int fs_pt_view_read(ck_checkpoint *ck, fs_pt_view *v, bool current, uint64_t off, void *dst,
+int fs_pt_view_read(ck_checkpoint *ck, fs_pt_view *v, uint64_t off, void *dst,
                     size_t len, size_t *got)
 {
     *got = 0;
@@ -654,14 +654,14 @@ int fs_pt_view_read(ck_checkpoint *ck, fs_pt_view *v, bool current, uint64_t off
             memcpy(out + done, v->head + s->arg + in, want);
             break;
         case PT_SEG_TENSOR:
-            rc = pt_tensor_read(ck, &v->tensors[s->arg], current, in, out + done, want);
+            rc = pt_tensor_read(ck, &v->tensors[s->arg], in, out + done, want);
             if (!rc)
                 crc_follow(v, &v->tensors[s->arg], in, out + done, want);
             break;
         case PT_SEG_DESCRIPTOR: {
             uint32_t crc;
             uint8_t dd[CK_ZIP_DESCRIPTOR_MAX];
-            rc = record_crc(ck, v, current, s->arg, &crc);
+            rc = record_crc(ck, v, s->arg, &crc);
             if (!rc) {
                 ck_zip_descriptor(&v->zip[s->arg], crc, dd);
                 memcpy(out + done, dd + in, want);
@@ -670,7 +670,7 @@ int fs_pt_view_read(ck_checkpoint *ck, fs_pt_view *v, bool current, uint64_t off
         }
         case PT_SEG_CENTRAL: {
             const uint8_t *cd;
-            rc = central_directory(ck, v, current, &cd);
+            rc = central_directory(ck, v, &cd);
             if (!rc)
                 memcpy(out + done, cd + in, want);
             break;

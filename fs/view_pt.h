@@ -76,8 +76,7 @@ typedef struct {
  * Non-tensor keys are read (their payload's data.pkl parsed) here. */
 int fs_pt_view_build(ck_checkpoint *ck, const fs_node *dir, ck_dtype view_dtype, fs_pt_view *out);
 void fs_pt_view_clear(fs_pt_view *v);
-/* current: false once the checkpoint the view was built from was replaced. */
-int fs_pt_view_read(ck_checkpoint *ck, fs_pt_view *v, bool current, uint64_t off, void *dst,
+int fs_pt_view_read(ck_checkpoint *ck, fs_pt_view *v, uint64_t off, void *dst,
                     size_t len, size_t *got);
 
 #endif

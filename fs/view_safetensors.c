@@ -297,7 +297,7 @@ static size_t first_entry_after(const fs_st_view *v, uint64_t off)
     return lo;
 }
 
-int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, bool current, uint64_t off,
+int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, uint64_t off,
                     void *dst, size_t len, size_t *got)
 {
     *got = 0;
@@ -314,7 +314,7 @@ int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, bool current, uint64
         size_t want = e->end - pos < len - done ? (size_t)(e->end - pos) : len - done;
         const ck_key *k;
         size_t n;
-        int rc = fs_key_ref_get(ck, &e->ref, current, &k);
+        int rc = fs_key_ref_get(&e->ref, &k);
         if (!rc)
             rc = ck_key_read_as(ck, k, e->as, in_e, out + done, want, &n);
         if (rc)

@@ -52,8 +52,7 @@ uint64_t fs_st_member_header_bound(const fs_st_member *m, ck_dtype view_dtype);
  * list, the 8-byte length and padding included. */
 uint64_t fs_st_base_header_bound(const char *skipped_json);
 void fs_st_view_clear(fs_st_view *v);
-/* current: false once the checkpoint the view was built from was replaced. */
-int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, bool current, uint64_t off,
+int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, uint64_t off,
                     void *dst, size_t len, size_t *got);
 
 #endif

@@ -3,9 +3,8 @@
  * the cache of the ones that cost something to build (safetensors headers
  * per directory, metadata.json).
  *
- * A view may outlive the checkpoint it was built from: fs_views_invalidate
- * bumps a generation, and a view of an older generation reads through the
- * keys of the same FQN in the new checkpoint (view_key.h). */
+ * Views belong to one snapshot (snapshot.h), which never changes: an open
+ * view keeps its snapshot pinned and reads its bytes. */
 #include "views.h"
 
 #include <errno.h>
@@ -49,7 +48,6 @@ enum { STATS_COMPUTING, STATS_DONE };
 struct fs_view {
     _Atomic unsigned long refs;
     view_kind kind;
-    uint64_t gen; /* fs_views.gen when built */
     union {
         fs_npy_view npy;
         fs_st_view st;
@@ -77,7 +75,6 @@ typedef struct cache_entry {
 
 struct fs_views {
     pthread_mutex_t lock; /* the cache below */
-    _Atomic uint64_t gen;
     cache_entry **buckets;
     size_t nbuckets, count;
     fs_view *metadata;
@@ -94,7 +91,6 @@ static fs_view *view_new(fs_views *vs, view_kind kind)
     if (v) {
         atomic_init(&v->refs, 1);
         v->kind = kind;
-        v->gen = atomic_load(&vs->gen);
     }
     return v;
 }
@@ -146,20 +142,19 @@ uint64_t fs_view_size(const fs_view *v)
     return 0;
 }
 
-/* Valid while the view's generation is current, which the caller's hold
- * of m->lock guarantees for a view it has just looked up. */
+/* Valid while the view's snapshot is pinned. */
 const ck_key *fs_view_key(const fs_view *v)
 {
     return v->kind == VIEW_NPY ? v->u.npy.ref.key : NULL;
 }
 
-static int hf_file_read(fs_mount *m, fs_view *v, bool current, uint64_t off, void *dst,
+static int hf_file_read(fs_mount *m, fs_view *v, uint64_t off, void *dst,
                         size_t len, size_t *got)
 {
     const fs_hf_file *f = v->u.hf_file.file;
     const fs_hf_view *hf = &v->u.hf_file.dir->u.hf;
     switch (f->kind) {
-    case FS_HF_SHARD: return fs_st_view_read(m->ck, &hf->shards[f->index], current, off, dst, len, got);
+    case FS_HF_SHARD: return fs_st_view_read(m->ck, &hf->shards[f->index], off, dst, len, got);
     case FS_HF_INDEX:
         *got = fs_view_read_head(hf->index_json, hf->index_len, hf->index_len, off, dst, &len);
         return 0;
@@ -175,23 +170,19 @@ ck_dtype fs_view_dtype(const fs_view *v)
 
 int fs_view_read(fs_mount *m, fs_view *v, uint64_t off, void *dst, size_t len, size_t *got)
 {
-    bool current = v->gen == atomic_load(&m->views->gen);
     *got = 0;
     switch (v->kind) {
-    case VIEW_NPY: return fs_npy_view_read(m->ck, &v->u.npy, current, off, dst, len, got);
-    case VIEW_ST: return fs_st_view_read(m->ck, &v->u.st, current, off, dst, len, got);
+    case VIEW_NPY: return fs_npy_view_read(m->ck, &v->u.npy, off, dst, len, got);
+    case VIEW_ST: return fs_st_view_read(m->ck, &v->u.st, off, dst, len, got);
     case VIEW_JSON:
-        /* generated from the state it describes: gone once stale */
-        if (!current)
-            return -ESTALE;
         return fs_metadata_stream_read(&v->u.json, m->ck, off, dst, len, got);
     case VIEW_CKPTFS_DIR: return -EISDIR;
     case VIEW_HF: return -EISDIR;
-    case VIEW_HF_FILE: return hf_file_read(m, v, current, off, dst, len, got);
+    case VIEW_HF_FILE: return hf_file_read(m, v, off, dst, len, got);
     case VIEW_STATS:
         *got = fs_view_read_head(v->u.stats.text, v->u.stats.len, v->u.stats.len, off, dst, &len);
         return 0;
-    case VIEW_PT: return fs_pt_view_read(m->ck, &v->u.pt, current, off, dst, len, got);
+    case VIEW_PT: return fs_pt_view_read(m->ck, &v->u.pt, off, dst, len, got);
     }
     return -EINVAL;
 }
@@ -258,7 +249,6 @@ int fs_views_new(fs_mount *m, fs_views **out)
         free(vs);
         return -rc;
     }
-    atomic_init(&vs->gen, 0);
     *out = vs;
     return 0;
 }
@@ -301,14 +291,6 @@ int fs_views_open_hf_dir(fs_views *vs, const char *path, char *err, size_t errle
     return fs_hf_dir_open(path, &vs->hf_dir, err, errlen);
 }
 
-void fs_views_invalidate(fs_views *vs)
-{
-    pthread_mutex_lock(&vs->lock);
-    atomic_fetch_add(&vs->gen, 1);
-    drop_cached(vs);
-    pthread_mutex_unlock(&vs->lock);
-}
-
 /* Caller holds vs->lock.  Returns a referenced view or NULL. */
 static fs_view *cache_get(fs_views *vs, const char *path)
 {
@@ -343,12 +325,9 @@ static void cache_grow(fs_views *vs)
     vs->nbuckets = nb;
 }
 
-/* Caller holds vs->lock.  Takes a reference for the cache; a view of an
- * older generation (built while a commit raced) is not kept. */
+/* Caller holds vs->lock.  Takes a reference for the cache. */
 static void cache_put(fs_views *vs, const char *path, fs_view *v)
 {
-    if (v->gen != atomic_load(&vs->gen))
-        return;
     cache_entry *e = malloc(sizeof *e);
     char *p = strdup(path);
     if (!e || !p) {
@@ -458,7 +437,7 @@ static int lookup_metadata(fs_mount *m, fs_view **out)
     fs_view *other = vs->metadata;
     if (other) {
         view_ref(other);
-    } else if (v->gen == atomic_load(&vs->gen)) {
+    } else {
         view_ref(v); /* the cache's reference */
         vs->metadata = v;
     }
@@ -500,7 +479,7 @@ static int lookup_hf_dir(fs_mount *m, fs_view **out)
     fs_view *other = vs->hf;
     if (other) {
         view_ref(other);
-    } else if (v->gen == atomic_load(&vs->gen)) {
+    } else {
         view_ref(v); /* the cache's reference */
         vs->hf = v;
     }
@@ -525,7 +504,6 @@ static int lookup_hf_file(fs_mount *m, const char *name, fs_view **out)
         view_unref(dir);
         return f ? -ENOMEM : -ENOENT;
     }
-    v->gen = dir->gen; /* its shards read through the keys of dir's state */
     v->u.hf_file.dir = dir;
     v->u.hf_file.file = f;
     *out = v;

@@ -16,8 +16,6 @@ int fs_views_new(fs_mount *m, fs_views **out);
 void fs_views_free(fs_views *v);
 /* -o hf_dir: opens DIR's files for /.ckptfs/hf (hf_dir.h), at mount. */
 int fs_views_open_hf_dir(fs_views *v, const char *path, char *err, size_t errlen);
-/* Drops every cached view (after a commit changed the checkpoint). */
-void fs_views_invalidate(fs_views *v);
 
 /* If path names a view (or the /.ckptfs directory), returns 0 and a
  * referenced view (release it); -ENOENT otherwise. */
