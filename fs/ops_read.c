@@ -36,8 +36,8 @@ void fs_fill_stat(fs_mount *m, const fs_node *n, uint64_t size, struct stat *st)
         st->st_blocks = (blkcnt_t)((size + 511) / 512);
     }
     st->st_blksize = 1 << 20;
-    st->st_uid = getuid();
-    st->st_gid = getgid();
+    st->st_uid = m->opts.uid;
+    st->st_gid = m->opts.gid;
     st->st_mtim = m->ck->mtime;
     st->st_ctim = m->ck->mtime;
     st->st_atim = m->ck->mtime;

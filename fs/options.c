@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "dtype_convert.h"
 
 enum { KEY_HELP, KEY_VERSION, KEY_RW, KEY_RO, KEY_CACHE, KEY_DTYPE, KEY_HF_SHARD, KEY_HF_PREFIX, KEY_HF_DIR,
@@ -179,6 +180,8 @@ void fs_options_usage(const char *prog)
 int fs_options_parse(struct fuse_args *args, fs_options *opts)
 {
     opts->hf_shard_bytes = 5ull << 30;
+    opts->uid = getuid();
+    opts->gid = getgid();
     if (fuse_opt_parse(args, opts, option_spec, option_proc) != 0)
         return -EINVAL;
     return opts->parse_error ? -EINVAL : 0;

@@ -5,6 +5,7 @@
 #include <fuse_opt.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include "dtype.h"
 
 typedef struct {
@@ -17,6 +18,10 @@ typedef struct {
     int rw, create, flat, npy;
     int show_help, show_version;
     int parse_error;
+    /* who owns every file: the daemon's user, read once (a stat per entry
+     * of a listing would otherwise cost two system calls) */
+    uid_t uid;
+    gid_t gid;
     /* -o dtype=bfloat16|float16|float32: the dtype floating-point tensors
      * take in every view (.npy, .safetensors, /.ckptfs/hf, .pt); the
      * conversion is dtype_convert.h's (ck_dtype_view says which dtype a
