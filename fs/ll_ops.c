@@ -109,7 +109,7 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
      * cache to the kernel without a copy in between; replies assembled in
      * memory are sent without it (ll_read), so each reply takes the cheaper
      * path. */
-    r->splice = (conn->capable & FUSE_CAP_SPLICE_WRITE) && !getenv("CKPTFS_NO_SPLICE");
+    r->splice = (conn->capable & FUSE_CAP_SPLICE_WRITE) && !r->opts.nosplice;
     if (r->splice)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
     conn->want &= ~(FUSE_CAP_SPLICE_MOVE | FUSE_CAP_SPLICE_READ);

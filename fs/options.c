@@ -16,6 +16,7 @@ static const struct fuse_opt option_spec[] = {
     OPT("flat", flat),
     OPT("npy", npy),
     OPT("create", create),
+    OPT("nosplice", nosplice),
     FUSE_OPT_KEY("rw", KEY_RW),
     FUSE_OPT_KEY("ro", KEY_RO),
     FUSE_OPT_KEY("cache=", KEY_CACHE),
@@ -168,6 +169,7 @@ void fs_options_usage(const char *prog)
            "    -o hf_shard=SIZE  shard bound of /.ckptfs/hf (default 5G)\n"
            "    -o hf_prefix=P  /.ckptfs/hf holds the keys under P., without it\n"
            "    -o hf_dir=DIR   files of DIR (config.json, tokenizer...) also in /.ckptfs/hf\n"
+           "    -o nosplice     replies always copied, never spliced from shard files\n"
            "    -o endpoint=URL, region=R, profile=P, addressing=path|virtual\n"
            "                    for SOURCE s3://BUCKET/PREFIX (else the AWS CLI's settings)\n"
            "    -h, --help      this help\n"

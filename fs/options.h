@@ -15,7 +15,7 @@ typedef struct {
     /* object storage (SPEC "Object storage"): NULL = from the environment */
     char *endpoint, *region, *profile, *addressing;
     /* ints, not bools: fuse_opt stores option values through an int pointer */
-    int rw, create, flat, npy;
+    int rw, create, flat, npy, nosplice;
     int show_help, show_version;
     int parse_error;
     /* who owns every file: the daemon's user, read once (a stat per entry
