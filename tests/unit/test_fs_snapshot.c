@@ -1,6 +1,6 @@
 /* Reference-counted snapshots (fs/snapshot.h): readers pin the current
- * snapshot and use it while a publisher swaps new ones in, the way live.c
- * does; a snapshot must stay whole while anyone pins it and be freed by
+ * snapshot of an rw mount (fs_rw_pin) and use it while a publisher swaps
+ * new ones in (fs_rw_publish, as commits do); a snapshot must stay whole while anyone pins it and be freed by
  * whoever drops the last pin.  Built with ASan (make unit): a use after
  * free fails the run, and the allocator's poisoning says whether a
  * snapshot was freed without touching it. */
@@ -34,8 +34,7 @@
 #define PUBLISHES 12
 
 static fs_options opts;
-static pthread_mutex_t cur_lock = PTHREAD_MUTEX_INITIALIZER;
-static fs_mount *cur;
+static fs_mount *rwm; /* the mount: its cur is the published snapshot */
 static _Atomic int stop;
 static uint8_t want[2048]; /* model.embed.weight's bytes */
 
@@ -52,19 +51,12 @@ static fs_mount *open_gen(uint64_t gen)
 
 static fs_mount *pin(void)
 {
-    pthread_mutex_lock(&cur_lock);
-    fs_mount *m = fs_snapshot_ref(cur);
-    pthread_mutex_unlock(&cur_lock);
-    return m;
+    return fs_rw_pin(rwm);
 }
 
 static void publish(fs_mount *m)
 {
-    pthread_mutex_lock(&cur_lock);
-    fs_mount *old = cur;
-    cur = m;
-    pthread_mutex_unlock(&cur_lock);
-    fs_snapshot_unref(old);
+    fs_rw_publish(rwm, m);
 }
 
 /* A pinned snapshot is whole: its tree finds the key, its checkpoint reads its bytes. */
@@ -128,8 +120,8 @@ static void test_readers_during_publishes(void)
     CHECK_EQ_INT(broken, 0);
     CHECK_EQ_INT(backwards, 0);
     /* the publisher's last snapshot is current, held by the publisher alone */
-    CHECK_EQ_INT(cur->gen, 1 + PUBLISHES);
-    CHECK_EQ_INT(atomic_load(&cur->refs), 1);
+    CHECK_EQ_INT(rwm->cur->gen, 1 + PUBLISHES);
+    CHECK_EQ_INT(atomic_load(&rwm->cur->refs), 1);
     printf("# %u pins over %u publishes\n", pins, published);
 }
 
@@ -153,7 +145,7 @@ static void *holder(void *arg)
 
 static void test_last_pin_frees(void)
 {
-    fs_mount *old = cur;
+    fs_mount *old = rwm->cur;
     pthread_t th[READERS];
     pthread_barrier_init(&pinned, NULL, READERS + 1);
     pthread_barrier_init(&go, NULL, READERS + 1);
@@ -223,18 +215,30 @@ int main(void)
     struct fuse_args args = FUSE_ARGS_INIT(3, argv);
     CHECK_EQ_INT(fs_options_parse(&args, &opts), 0);
     fuse_opt_free_args(&args);
-    cur = open_gen(1);
-    CHECK(cur != NULL);
-    if (!cur)
+    fs_mount *first = open_gen(1);
+    CHECK(first != NULL);
+    if (!first)
         return check_done();
     /* the bytes every pinned snapshot must serve, from the first one */
-    const ck_key *k = ck_find_key(cur->ck, KEY);
+    const ck_key *k = ck_find_key(first->ck, KEY);
     size_t len = 0;
-    CHECK(k && ck_key_read(cur->ck, k, 0, want, sizeof want, &len) == 0 && len == sizeof want);
+    CHECK(k && ck_key_read(first->ck, k, 0, want, sizeof want, &len) == 0 && len == sizeof want);
+    /* a snapshot pins itself; the mount pins its current snapshot */
+    fs_mount *self = fs_rw_pin(first);
+    CHECK(self == first);
+    fs_snapshot_unref(self);
+    CHECK_EQ_INT(fs_rw_mount_new(first, &rwm), 0);
+    CHECK(rwm->ck == NULL && rwm->cur == first);
+    fs_mount *p = pin();
+    CHECK(p == first);
+    fs_snapshot_unref(p);
     test_counts();
     test_readers_during_publishes();
     test_last_pin_frees();
-    fs_snapshot_unref(cur);
+    fs_mount *last = rwm->cur;
+    fs_snapshot_unref(rwm); /* the mount drops its snapshot with it */
+    if (HAVE_FREED)
+        CHECK(FREED(last));
     fs_options_free(&opts);
     return check_done();
 }
