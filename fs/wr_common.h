@@ -40,6 +40,11 @@ void fs_wr_info_clear(fs_wstate *ws, path_info *pi);
 int fs_wr_classify_in(fs_mount *cur, fs_wstate *ws, const char *path, path_info *pi);
 /* Whether path names a view of cur (may read: not under ws->lock). */
 bool fs_wr_is_view(fs_mount *cur, const char *path);
+/* fs_wr_classify_in with ws->lock taken (the caller releases it) and the
+ * state pinned in *curp (the caller unpins it); *view: whether path is a
+ * view, looked at before the lock. */
+int fs_wr_classify_lock(fs_mount *m, const char *path, path_info *pi, bool *view,
+                        fs_mount **curp);
 /* What path is now, views included.  *curp (if given) receives the state
  * it was judged in, pinned. */
 int fs_wr_classify_pinned(fs_mount *m, const char *path, path_info *pi, fs_mount **curp);

@@ -22,12 +22,9 @@ int fs_wr_mkdir(fs_root *r, const char *path, mode_t mode)
     if (rc)
         return rc;
     path_info pi;
-    fs_mount *cur = fs_rw_pin(m);
-    bool view = fs_wr_is_view(cur, path); /* not under ws->lock: views may read */
-    fs_snapshot_unref(cur);
-    pthread_mutex_lock(&m->ws->lock);
-    cur = fs_rw_pin(m);
-    rc = fs_wr_classify_in(cur, m->ws, path, &pi);
+    fs_mount *cur;
+    bool view;
+    rc = fs_wr_classify_lock(m, path, &pi, &view, &cur);
     if (!rc && (pi.kind != P_NONE || view))
         rc = -EEXIST;
     if (!rc)
@@ -46,12 +43,9 @@ int fs_wr_rmdir(fs_root *r, const char *path)
     if (strcmp(path, "/") == 0)
         return -EBUSY;
     path_info pi;
-    fs_mount *cur = fs_rw_pin(m);
-    bool view = fs_wr_is_view(cur, path); /* not under ws->lock: views may read */
-    fs_snapshot_unref(cur);
-    pthread_mutex_lock(&m->ws->lock);
-    cur = fs_rw_pin(m);
-    int rc = fs_wr_classify_in(cur, m->ws, path, &pi);
+    fs_mount *cur;
+    bool view;
+    int rc = fs_wr_classify_lock(m, path, &pi, &view, &cur);
     if (!rc) {
         switch (pi.kind) {
         case P_DIR:

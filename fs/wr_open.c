@@ -29,12 +29,9 @@ static int make_new_file(fs_mount *m, const char *path, mode_t mode, fs_wfile **
     if (!fqn)
         return -ENOMEM;
     path_info pi;
-    fs_mount *cur = fs_rw_pin(m);
-    bool view = fs_wr_is_view(cur, path); /* not under ws->lock: views may read */
-    fs_snapshot_unref(cur);
-    pthread_mutex_lock(&ws->lock);
-    cur = fs_rw_pin(m);
-    rc = fs_wr_classify_in(cur, ws, path, &pi);
+    fs_mount *cur;
+    bool view;
+    rc = fs_wr_classify_lock(m, path, &pi, &view, &cur);
     if (!rc && (pi.kind != P_NONE || view))
         rc = -EEXIST;
     if (!rc && ck_find_key(cur->ck, fqn))

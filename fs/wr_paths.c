@@ -68,6 +68,17 @@ bool fs_wr_is_view(fs_mount *cur, const char *path)
     return true;
 }
 
+int fs_wr_classify_lock(fs_mount *m, const char *path, path_info *pi, bool *view,
+                        fs_mount **curp)
+{
+    fs_mount *cur = fs_rw_pin(m);
+    *view = path && fs_wr_is_view(cur, path); /* not under ws->lock: views may read */
+    fs_snapshot_unref(cur);
+    pthread_mutex_lock(&m->ws->lock);
+    *curp = fs_rw_pin(m);
+    return fs_wr_classify_in(*curp, m->ws, path, pi);
+}
+
 /* What path is now.  *curp (if given) receives the state it was judged
  * in, pinned. */
 int fs_wr_classify_pinned(fs_mount *m, const char *path, path_info *pi, fs_mount **curp)

@@ -754,19 +754,30 @@ int ck_execute_plan(ck_checkpoint *ck, const ck_key *key, const ck_read_vec *pla
     return rc;
 }
 
-int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
-                size_t *got)
+/* How many bytes of key's content [off, off+len) holds, clipped at its
+ * size, in *n (0: nothing to read).  0 or -errno. */
+static int key_range(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t len, uint64_t *n)
 {
     uint64_t size;
-    *got = 0;
+    *n = 0;
     if (key->error)
         return key->error;
     int rc = ck_key_size(ck, key, &size);
     if (rc)
         return rc;
-    if (off >= size || len == 0)
-        return 0;
-    uint64_t n = size - off < len ? size - off : len;
+    if (off < size && len)
+        *n = size - off < len ? size - off : len;
+    return 0;
+}
+
+int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
+                size_t *got)
+{
+    uint64_t n;
+    *got = 0;
+    int rc = key_range(ck, key, off, len, &n);
+    if (rc || n == 0)
+        return rc;
     if (key->kind == CK_KEY_BYTES) {
         rc = ck_chunk_read(ck, key, &key->chunks[0], off, dst, (size_t)n);
         if (!rc)
@@ -792,17 +803,12 @@ int ck_key_fd_spans(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t l
 {
     *nspans = 0;
     *got = 0;
-    if (key->error)
-        return key->error;
     if (key->kind != CK_KEY_TENSOR || max == 0)
-        return -EAGAIN;
-    uint64_t size;
-    int rc = ck_key_size(ck, key, &size);
-    if (rc)
+        return key->error ? key->error : -EAGAIN;
+    uint64_t n;
+    int rc = key_range(ck, key, off, len, &n);
+    if (rc || n == 0)
         return rc;
-    if (off >= size || len == 0)
-        return 0;
-    uint64_t n = size - off < len ? size - off : len;
     ck_read_vec plan = { 0 };
     rc = ck_load_plan_for_range(key, off, n, &plan);
     size_t k = 0;
