@@ -1,7 +1,7 @@
 /* The filesystem's operations by path, below the low-level FUSE front end
  * (ll_ops.c), which turns inode numbers into paths (inode_table.h) and
  * answers the kernel.  ops_read.c: lookup, attributes, listings, reads and
- * xattrs of every mount; ops_write.c (rw mounts): creation, writes, renames,
+ * xattrs of every mount; ops_write.c and wr_*.c (rw mounts): creation, writes, renames,
  * commits, answering what it does not change with the read half.
  *
  * Every operation returns 0 (or a count) or -errno. */
@@ -17,7 +17,7 @@
 typedef struct fs_handle {
     struct fs_node *node;
     struct fs_view *view;
-    void *wbuf;          /* ops_write.c: dirty data of a writable handle */
+    void *wbuf;          /* wr_common.h: the writer side of an rw file */
     /* the snapshot the file was opened on, pinned until release, so a new
      * state never changes what it reads */
     fs_mount *m;
