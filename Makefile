@@ -62,9 +62,14 @@ build/ckptfs: $(REL_FS_OBJ) build/libckptplanner.a
 build/san/ckptfs: $(SAN_FS_OBJ) build/san/libckptplanner.a
 	$(CC) $(SANFLAGS) -o $@ $(SAN_FS_OBJ) build/san/libckptplanner.a $(PKG_LIBS) $(LDFLAGS)
 
+# FUSE-free fs/ objects a unit test links besides the planner: UNIT_FS_<test> (and the same
+# objects as its prerequisites).
+UNIT_FS_test_write_stream := build/san/fs/write_stream.o
+build/san/tests/test_write_stream: $(UNIT_FS_test_write_stream)
+
 build/san/tests/%: tests/unit/%.c build/san/libckptplanner.a $(HEADERS) | deps-check
 	@mkdir -p $(dir $@)
-	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -Itests/unit -o $@ $< build/san/libckptplanner.a $(PKG_LIBS)
+	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(UNIT_FS_$*) build/san/libckptplanner.a $(PKG_LIBS)
 
 unit: $(UNIT_BIN)
 
