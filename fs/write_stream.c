@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include "commit.h"
+#include "crc32.h"
 #include "fd_io.h"
 #include "geometry.h"
 #include "torch_save_writer.h"
@@ -120,7 +120,7 @@ int fs_wstream_open(int dirfd, ck_dtype dt, uint32_t ndim, const uint64_t *shape
     s->hdr_len = hdr_len;
     s->data_off = data_off;
     s->end = s->crc_hi = s->wb_from = hdr_len;
-    s->crc = (uint32_t)crc32(0L, Z_NULL, 0);
+    s->crc = 0; /* the CRC of nothing */
     /* no worker (no memory, no thread): every write is written at once */
     bool bufs = true;
     for (size_t i = 0; i < QSLOTS && bufs; i++)
@@ -176,11 +176,11 @@ static int apply_write(fs_wstream *s, uint64_t off, const uint8_t *p, size_t len
     if (hi > s->end)
         s->end = hi;
     if (off == s->crc_hi) {
-        s->crc = (uint32_t)crc32_z(s->crc, p, len);
+        s->crc = (uint32_t)ck_crc32(s->crc, p, len);
         s->crc_hi = hi;
     } else if (off < s->crc_hi) {
         /* bytes the CRC covered changed: the commit takes it again */
-        s->crc = (uint32_t)crc32(0L, Z_NULL, 0);
+        s->crc = 0; /* the CRC of nothing */
         s->crc_hi = s->wb_from = s->hdr_len;
     }
     if (s->crc_hi > s->wb_from && s->crc_hi - s->wb_from >= WRITEBACK_STEP) {
@@ -334,7 +334,7 @@ int fs_wstream_truncate(fs_wstream *s, uint64_t size)
         s->end = p;
     }
     if (p < s->crc_hi) {
-        s->crc = (uint32_t)crc32(0L, Z_NULL, 0);
+        s->crc = 0; /* the CRC of nothing */
         s->crc_hi = s->hdr_len;
     }
     if (p < s->wb_from)
@@ -353,7 +353,7 @@ int fs_wstream_placed(fs_wstream *s, ck_dtype dt, uint32_t ndim, const uint64_t 
         return 1;
     uint64_t pend = s->hdr_len + s->nbytes;
     if (s->crc_hi > pend) { /* covers bytes past the payload: take it again */
-        s->crc = (uint32_t)crc32(0L, Z_NULL, 0);
+        s->crc = 0; /* the CRC of nothing */
         s->crc_hi = s->hdr_len;
     }
     if (s->crc_hi < pend) {
@@ -366,7 +366,7 @@ int fs_wstream_placed(fs_wstream *s, ck_dtype dt, uint32_t ndim, const uint64_t 
             size_t n = pend - s->crc_hi < CRC_PIECE ? (size_t)(pend - s->crc_hi) : CRC_PIECE;
             rc = fs_wstream_read(s, s->crc_hi, buf, n);
             if (!rc) {
-                s->crc = (uint32_t)crc32_z(s->crc, buf, n);
+                s->crc = (uint32_t)ck_crc32(s->crc, buf, n);
                 s->crc_hi += n;
             }
         }

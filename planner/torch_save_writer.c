@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "crc32.h"
 #include "pickle_write.h"
 #include "torch_item.h"
 
@@ -265,7 +266,7 @@ static int data_record(zwriter *z, uint64_t size, ck_tensor_read_fn read_data, v
                         (unsigned long long)off, strerror(-rc));
         if (off == 0)
             observe_torch_write(z, z->buf, size); /* torch writes data/0 in one call */
-        crc = crc32_z(crc, z->buf, n);
+        crc = ck_crc32((uint32_t)crc, z->buf, n);
         rc = emit(z, z->buf, n);
         if (rc < 0)
             return rc;
