@@ -398,7 +398,12 @@ int fs_wfile_truncate(fs_wfile *wf, uint64_t size)
     if (size == cur)
         return 0;
     if (size < cur) {
-        if (wf->stream) {
+        if (wf->stream && size == 0) {
+            /* written anew from scratch (O_TRUNC): the next first write may
+             * start a stream for what it is then */
+            fs_wstream_free(wf->stream);
+            wf->stream = NULL;
+        } else if (wf->stream) {
             int rc = fs_wstream_truncate(wf->stream, size);
             if (rc)
                 return rc;
