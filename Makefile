@@ -96,9 +96,14 @@ build/ckptfs: $(REL_FSEXE_OBJ) build/libckptfs_fs.a build/libckptplanner.a
 build/san/ckptfs: $(SAN_FSEXE_OBJ) build/san/libckptfs_fs.a build/san/libckptplanner.a
 	$(CC) $(SANFLAGS) -o $@ $(SAN_FSEXE_OBJ) build/san/libckptfs_fs.a build/san/libckptplanner.a $(PKG_LIBS) $(LDFLAGS)
 
+# FUSE-free fs/ objects a unit test links besides the planner: UNIT_FS_<test> (and the same
+# objects as its prerequisites).
+UNIT_FS_test_write_stream := build/san/fs/write_stream.o
+build/san/tests/test_write_stream: $(UNIT_FS_test_write_stream)
+
 build/san/tests/%: tests/unit/%.c build/san/libckptplanner.a $(HEADERS) | deps-check
 	@mkdir -p $(dir $@)
-	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -Itests/unit -o $@ $< build/san/libckptplanner.a $(PKG_LIBS)
+	$(CC) $(SANFLAGS) $(CFLAGS_ALL) -Itests/unit -o $@ $< $(UNIT_FS_$*) build/san/libckptplanner.a $(PKG_LIBS)
 
 # Tests of fs/ code (test_fs_*.c) also link the fs library (the more specific pattern wins).
 build/san/tests/test_fs_%: tests/unit/test_fs_%.c build/san/libckptfs_fs.a build/san/libckptplanner.a $(HEADERS) | deps-check

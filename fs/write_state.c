@@ -130,6 +130,7 @@ void fs_wfile_free(fs_wfile *wf)
     if (!wf)
         return;
     fs_wbuf_free(wf->buf);
+    fs_wstream_free(wf->stream);
     free(wf->fqn);
     free(wf->path);
     pthread_mutex_destroy(&wf->lock);
@@ -273,6 +274,8 @@ typedef struct {
 static int fill_base(void *ctx, uint64_t off, void *dst, size_t len)
 {
     content_ctx *c = ctx;
+    if (c->wf->stream) /* a new file: nothing committed below */
+        return fs_wstream_read(c->wf->stream, off, dst, len);
     uint64_t base = c->key ? c->wf->base_size : 0;
     size_t n = off < base ? (size_t)(base - off < len ? base - off : len) : 0;
     size_t got = 0;
@@ -303,6 +306,60 @@ int fs_wfile_read(fs_mount *m, fs_wfile *wf, uint64_t off, void *dst, size_t len
     return rc;
 }
 
+/* Streams below this many payload bytes are not worth a data file of their
+ * own: small new files keep sharing the commit's one data file. */
+#define STREAM_MIN (1ull << 20)
+
+/* A new file's first write, at offset 0: if the file's dtype and shape are
+ * known now (an npy header whole in this write, or declared xattrs), its
+ * bytes go to a stream file from here on (write_stream.h).  Otherwise, or
+ * when the stream cannot be had, the buffer takes them as before. */
+static void try_stream(fs_mount *m, fs_wfile *wf, const void *src, size_t len)
+{
+    fs_wstate *ws = m->ws;
+    if (atomic_load(&ws->no_stream) || ck_storage_is_remote(ws->source))
+        return; /* object stores: the commit uploads from the buffer */
+    ck_dtype dt;
+    uint32_t ndim;
+    uint64_t shape[CK_MAX_DIMS];
+    size_t hdr = 0;
+    if (wf->npy) {
+        ck_npy_info info;
+        char why[160];
+        /* incomplete or bad: the buffer keeps it, the commit says what is wrong */
+        if (ck_npy_parse(src, len, &info, why, sizeof why) || info.fortran_order)
+            return;
+        dt = info.dtype;
+        ndim = info.ndim;
+        memcpy(shape, info.shape, ndim * sizeof *shape);
+        hdr = (size_t)info.header_len;
+    } else if (wf->has_shape) {
+        dt = wf->has_dtype ? wf->dtype : CK_DT_UINT8;
+        ndim = wf->ndim;
+        memcpy(shape, wf->shape, ndim * sizeof *shape);
+    } else {
+        return; /* a plain file's shape is its final size */
+    }
+    const ck_dtype_info *info = ck_dtype_get(dt);
+    uint64_t numel, nbytes;
+    if (!info || ck_shape_numel(ndim, shape, &numel) ||
+        __builtin_mul_overflow(numel, (uint64_t)info->size, &nbytes) || nbytes < STREAM_MIN)
+        return;
+    /* a compressed checkpoint gets compressed new items: nothing to place */
+    fs_mount *cur = fs_rw_pin(m);
+    uint32_t tf = ck_default_transforms(cur->ck);
+    fs_snapshot_unref(cur);
+    if (tf)
+        return;
+    int rc = fs_wstream_open(ws->dirfd, dt, ndim, shape, hdr, &wf->stream);
+    if (rc == -EOPNOTSUPP && !atomic_exchange(&ws->no_stream, true))
+        fprintf(stderr, "ckptfs: %s: no unnamed files (O_TMPFILE) or no /proc here: new files "
+                "are buffered, then copied at their commit\n", ws->source);
+    else if (rc && rc != -EOPNOTSUPP)
+        fprintf(stderr, "ckptfs: %s: cannot stream its writes (%s): buffered instead\n",
+                wf->path ? wf->path : wf->fqn, strerror(-rc));
+}
+
 int fs_wfile_write(fs_mount *m, fs_wfile *wf, uint64_t off, const void *src, size_t len)
 {
     uint64_t end;
@@ -317,10 +374,18 @@ int fs_wfile_write(fs_mount *m, fs_wfile *wf, uint64_t off, const void *src, siz
         len = (size_t)(wf->limit - off);
         end = wf->limit;
     }
-    fs_mount *cur = fs_rw_pin(m);
-    content_ctx c = { cur, wf, committed_key(cur, wf), 0 };
-    int rc = fs_wbuf_write(wf->buf, off, src, len, fill_base, &c);
-    fs_snapshot_unref(cur);
+    if (!wf->stream && off == 0 && len && wf->is_new && fs_wbuf_empty(wf->buf))
+        try_stream(m, wf, src, len);
+    int rc;
+    if (wf->stream) {
+        /* the stream is the file's alone: nothing committed is read */
+        rc = fs_wstream_write(wf->stream, off, src, len);
+    } else {
+        fs_mount *cur = fs_rw_pin(m);
+        content_ctx c = { cur, wf, committed_key(cur, wf), 0 };
+        rc = fs_wbuf_write(wf->buf, off, src, len, fill_base, &c);
+        fs_snapshot_unref(cur);
+    }
     if (rc)
         return rc;
     if (end > atomic_load(&wf->size))
@@ -338,6 +403,16 @@ int fs_wfile_truncate(fs_wfile *wf, uint64_t size)
     if (size == cur)
         return 0;
     if (size < cur) {
+        if (wf->stream && size == 0) {
+            /* written anew from scratch (O_TRUNC): the next first write may
+             * start a stream for what it is then */
+            fs_wstream_free(wf->stream);
+            wf->stream = NULL;
+        } else if (wf->stream) {
+            int rc = fs_wstream_truncate(wf->stream, size);
+            if (rc)
+                return rc;
+        }
         fs_wbuf_truncate(wf->buf, size);
         if (size < wf->base_size)
             wf->base_size = size;
@@ -362,6 +437,8 @@ typedef struct {
     content_ctx ctx;
     ck_byte_range *ranges;
     uint64_t shape[CK_MAX_DIMS];
+    ck_placed_item placed; /* its stream, when the commit takes it in place */
+    bool in_place;
 } part;
 
 static int read_content(void *ctx, uint64_t off, void *dst, size_t len)
@@ -435,6 +512,27 @@ static int new_tensor_shape(fs_mount *m, part *p, ck_save_key *sk, char *err, si
     }
     sk->ndim = 1;
     p->shape[0] = size / es;
+    return 0;
+}
+
+/* A streamed new file whose content is the tensor sk describes becomes its
+ * item where it lies; otherwise (another shape by now, a compressed
+ * checkpoint, an object store) the commit copies it like buffered content. */
+static int place_stream(part *p, ck_save_key *sk, bool remote, char *err, size_t errlen)
+{
+    fs_wstream *s = p->wf->stream;
+    if (!s || remote || sk->transforms)
+        return 0;
+    int rc = fs_wstream_placed(s, sk->dtype, sk->ndim, sk->shape, p->ctx.shift, &p->placed);
+    if (rc < 0) {
+        snprintf(err, errlen, "%s: cannot read back its streamed bytes: %s", p->fqn,
+                 strerror(-rc));
+        return rc;
+    }
+    if (rc == 0) {
+        sk->placed = &p->placed;
+        p->in_place = true;
+    }
     return 0;
 }
 
@@ -601,21 +699,27 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
         }
         nk++;
     }
+    /* a remote checkpoint is written through its storage; ws->dirfd is
+     * then only where writes spill */
+    int remote = ck_storage_is_remote(ws->source);
     for (size_t j = 0; !rc && j < np; j++)
-        if (parts[j].is_new)
-            rc = new_tensor_shape(cur, &parts[j], &ks[nk++], err, sizeof err);
+        if (parts[j].is_new) {
+            ck_save_key *sk = &ks[nk++];
+            rc = new_tensor_shape(cur, &parts[j], sk, err, sizeof err);
+            if (!rc)
+                rc = place_stream(&parts[j], sk, remote, err, sizeof err);
+        }
 
     ck_commit_stats stats;
     if (!rc) {
-        /* a remote checkpoint is written through its storage; ws->dirfd
-         * is then only where writes spill */
-        int remote = ck_storage_is_remote(ws->source);
         ck_commit_opts opts = { .dirfd = remote ? -1 : ws->dirfd, .storage = ck->storage,
                                 .checkpoint_id = ws->source,
                                 .crash_after = ws->crash_after, .fail_after = ws->fail_after,
                                 .fail_errno = ENOSPC };
         rc = ck_commit(ck, ks, nk, &opts, &stats, err, sizeof err);
     }
+    /* past here the disk holds the new state even if it cannot be served */
+    bool landed = !rc;
     ck_checkpoint *nck = NULL;
     fs_tree *ntree = NULL;
     fs_mount *next = NULL;
@@ -666,6 +770,10 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
             if (k)
                 ck_key_size(nck, k, &size);
             fs_wbuf_clear(wf->buf);
+            /* a stream in place is the committed data file now (it keeps its
+             * name); one that was copied is garbage: both close */
+            fs_wstream_free(wf->stream);
+            wf->stream = NULL;
             wf->dirty = false;
             wf->failed = 0;
             wf->overflowed = false;
@@ -676,8 +784,12 @@ int fs_commit_locked(fs_mount *m, fs_wfile **files, size_t nfiles, const fs_ns_c
         }
         /* the old state goes with its last pin (requests and open views) */
     } else {
-        for (size_t j = 0; j < np; j++)
+        for (size_t j = 0; j < np; j++) {
             parts[j].wf->failed = rc;
+            /* a stream the landed state names is not to be touched again */
+            if (parts[j].in_place && !landed)
+                fs_wstream_commit_failed(parts[j].wf->stream, &parts[j].placed);
+        }
         if (rc == -ESTALE)
             fprintf(stderr, "ckptfs: commit refused: %s; pending changes are kept (readable "
                     "here) until unmount, and every later commit of this mount is refused "

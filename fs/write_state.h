@@ -28,6 +28,7 @@
 
 #include "mount.h"
 #include "write_buffer.h"
+#include "write_stream.h"
 
 typedef struct fs_wfile {
     pthread_mutex_t lock;
@@ -54,6 +55,9 @@ typedef struct fs_wfile {
     bool overflowed;   /* a write past the limit was refused: the content is not
                         * what the writer meant, so it is not committed */
     fs_wbuf *buf;
+    /* a new tensor file streamed to its future data file (write_stream.h)
+     * instead of buf, from its first write on; NULL otherwise */
+    fs_wstream *stream;
 } fs_wfile;
 
 typedef struct fs_wstate {
@@ -68,6 +72,7 @@ typedef struct fs_wstate {
     char *source;      /* its absolute path: where commits reopen it */
     uint64_t crash_after, fail_after; /* test hooks, see planner/commit.h */
     bool broken;       /* a commit landed but could not be reopened: refuse writes */
+    _Atomic bool no_stream; /* the directory cannot hold stream files: buffer every write */
 } fs_wstate;
 
 /* ---- names ---- */

@@ -23,7 +23,7 @@
 #include "torch_save_writer.h"
 #include "zstd_stream.h"
 
-#define ARCHIVE_NAME "archive" /* what torch.save names an archive written to a buffer */
+#define ARCHIVE_NAME CK_ITEM_ARCHIVE_NAME
 #define SINK_BUF (1u << 20)
 #define DATA_PREFIX "__ckptfs_"
 #define TMP_PREFIX ".metadata.ckptfs-tmp-"
@@ -101,6 +101,23 @@ static int step_unlink(step_ctx *s, int dirfd, const char *name)
     if (rc)
         return rc;
     rc = unlinkat(dirfd, name, 0) ? -errno : 0;
+    step_done(s);
+    return rc;
+}
+
+/* Gives the unnamed file fd a name in dirfd.  /proc/self/fd needs no
+ * privilege; AT_EMPTY_PATH (CAP_DAC_READ_SEARCH) serves where /proc is
+ * missing. */
+static int step_link(step_ctx *s, int fd, int dirfd, const char *name)
+{
+    int rc = step_injected(s);
+    if (rc)
+        return rc;
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+    rc = linkat(AT_FDCWD, proc, dirfd, name, AT_SYMLINK_FOLLOW) ? -errno : 0;
+    if (rc == -ENOENT || rc == -EACCES || rc == -EPERM)
+        rc = linkat(fd, "", dirfd, name, AT_EMPTY_PATH) ? -errno : rc;
     step_done(s);
     return rc;
 }
@@ -265,6 +282,72 @@ static int write_item(data_sink *d, const ck_save_key *sk, ck_dtype dt, uint32_t
     return 0;
 }
 
+static uint64_t now_ns(void);
+
+/* A streamed item (save_plan.h, ck_placed_item): the archive around the
+ * payload already in place, fsynced, then linked under a name of our own
+ * (its directory entry is made durable with the others').  The same naming
+ * as create_unique, so leftovers of a commit that dies after the link are
+ * removed by the next one like any unreferenced data file. */
+static int finish_placed(step_ctx *s, int dirfd, const ck_save_key *k, ck_md_storage *out,
+                         char *err, size_t errlen)
+{
+    ck_placed_item *pi = k->placed;
+    ck_item_frame f;
+    int rc = ck_torch_save_tensor_frame(ARCHIVE_NAME, k->dtype, k->ndim, k->shape, pi->crc,
+                                        pi->first, sizeof pi->first, &f, err, errlen);
+    if (rc)
+        return rc;
+    uint64_t nbytes = f.item_len - f.head_len - f.tail_len;
+    if (f.head_len != pi->data_off) {
+        snprintf(err, errlen, "key %s: its streamed bytes are at %" PRIu64
+                 " in their file, its archive wants them at %zu", k->fqn, pi->data_off,
+                 f.head_len);
+        ck_item_frame_free(&f);
+        return -EINVAL;
+    }
+    rc = step_pwrite(s, pi->fd, f.buf, f.head_len, 0);
+    if (!rc)
+        rc = step_pwrite(s, pi->fd, f.tail, f.tail_len, pi->data_off + nbytes);
+    if (!rc)
+        rc = step_fsync(s, pi->fd);
+    uint64_t t = now_ns();
+    for (unsigned n = 0; !rc && n < 1000; n++) {
+        snprintf(pi->name, sizeof pi->name, DATA_PREFIX "%" PRIu64 "_p%u.distcp", t, n);
+        rc = step_link(s, pi->fd, dirfd, pi->name);
+        if (!rc)
+            pi->linked = 1;
+        if (rc != -EEXIST)
+            break;
+    }
+    if (rc) {
+        pi->name[0] = '\0';
+        if (!err[0])
+            snprintf(err, errlen, "key %s: cannot finish its streamed item: %s", k->fqn,
+                     strerror(-rc));
+    } else {
+        out->relative_path = pi->name;
+        out->offset = 0;
+        out->length = f.item_len;
+        out->transforms = 0;
+    }
+    ck_item_frame_free(&f);
+    return rc;
+}
+
+/* After a failed commit: the names given to streamed items go again (the
+ * files stay open, unnamed, for a later try). */
+static void unlink_placed(const ck_save_key *keys, size_t n, int dirfd)
+{
+    for (size_t i = 0; i < n; i++) {
+        ck_placed_item *pi = keys[i].placed;
+        if (!keys[i].old && pi && pi->name[0]) {
+            unlinkat(dirfd, pi->name, 0);
+            pi->name[0] = '\0';
+        }
+    }
+}
+
 /* ---- the plan ---- */
 
 typedef struct {
@@ -319,6 +402,12 @@ static int check_keys(const ck_save_key *keys, size_t n, char *err, size_t errle
     for (size_t i = 0; i < n && !rc; i++) {
         const ck_save_key *k = &keys[i];
         const ck_key *o = k->old;
+        if (!o && k->placed && (k->transforms || k->placed->fd < 0)) {
+            snprintf(err, errlen, "key %s: a streamed item can be neither compressed nor remote",
+                     k->fqn);
+            rc = -EINVAL;
+            continue;
+        }
         if (!o) {
             const ck_dtype_info *dt = ck_dtype_get(k->dtype);
             uint64_t numel, bytes;
@@ -713,7 +802,7 @@ static uint64_t remove_unreferenced_objects(step_ctx *s, ck_checkpoint *old, ck_
 
 /* ---- the commit ---- */
 
-static int write_items(const ck_save_key *keys, size_t n, plan *p, data_sink *d,
+static int write_items(const ck_save_key *keys, size_t n, plan *p, data_sink *d, int dirfd,
                        char *data_name, ck_commit_stats *st, char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
@@ -724,6 +813,14 @@ static int write_items(const ck_save_key *keys, size_t n, plan *p, data_sink *d,
                 continue;
             ck_md_chunk *mc = &p->chunks[i][j];
             int rc;
+            if (!k->old && k->placed) {
+                rc = finish_placed(d->steps, dirfd, k, &mc->storage, err, errlen);
+                if (rc)
+                    return rc;
+                st->items++;
+                st->item_bytes += mc->storage.length;
+                continue;
+            }
             if (!k->old) {
                 rc = write_item(d, k, k->dtype, k->ndim, k->shape, k->read, k->read_ctx,
                                 k->transforms, &mc->storage, err, errlen);
@@ -786,11 +883,25 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
         memset(&p, 0, sizeof p);
     int data_fd = -1;
     data_sink d = { &steps, -1, 0, NULL, 0, NULL };
+    /* streamed items are in files of their own; the others share one */
+    uint64_t nshared = nitems;
+    for (size_t i = 0; !rc && i < nkeys; i++)
+        if (!keys[i].old && keys[i].placed) {
+            if (opts->dirfd < 0) {
+                snprintf(err, errlen, "key %s: streamed items need a local checkpoint",
+                         keys[i].fqn);
+                rc = -EINVAL;
+            }
+            nshared--;
+        }
     if (!rc && nitems) {
-        d.buf = malloc(SINK_BUF);
-        if (!d.buf)
+        if (nshared)
+            d.buf = malloc(SINK_BUF);
+        if (nshared && !d.buf)
             rc = -ENOMEM;
-        if (!rc && opts->dirfd < 0) {
+        if (!rc && !nshared) {
+            /* only streamed items */
+        } else if (!rc && opts->dirfd < 0) {
             rc = create_unique_object(opts->storage, st->data_file, sizeof st->data_file, &d.w);
             if (rc) {
                 st->data_file[0] = '\0';
@@ -807,8 +918,12 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
         }
         d.fd = data_fd;
         if (!rc)
-            rc = write_items(keys, nkeys, &p, &d, st->data_file, st, err, errlen);
-        if (d.w) {
+            rc = write_items(keys, nkeys, &p, &d, opts->dirfd, st->data_file, st, err, errlen);
+        if (!nshared) {
+            /* the streamed items' names must be durable before a metadata names them */
+            if (!rc)
+                rc = step_fsync(&steps, opts->dirfd);
+        } else if (d.w) {
             /* visible and durable once finished; nothing names it yet */
             if (!rc)
                 rc = step_finish(&steps, d.w);
@@ -849,6 +964,8 @@ int ck_commit(ck_checkpoint *ck, const ck_save_key *keys, size_t nkeys, const ck
         rc = replace_metadata(&steps, opts->dirfd, mbuf, mlen, err, errlen);
     free(mbuf);
     if (rc) {
+        if (opts->dirfd >= 0)
+            unlink_placed(keys, nkeys, opts->dirfd);
         if (st->data_file[0] && opts->dirfd < 0)
             ck_storage_remove(opts->storage, st->data_file);
         else if (st->data_file[0])

@@ -25,6 +25,10 @@
 #include "ckpt.h"
 #include "save_plan.h"
 
+/* The archive name of every item a commit writes (what torch.save names an
+ * archive written to a buffer); streamed items (save_plan.h) must use it. */
+#define CK_ITEM_ARCHIVE_NAME "archive"
+
 typedef struct {
     int dirfd;                 /* the checkpoint directory, O_RDONLY|O_DIRECTORY; -1 when remote */
     /* dirfd < 0: a checkpoint in an object store, written through its

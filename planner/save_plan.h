@@ -15,6 +15,24 @@ typedef struct {
     uint64_t lo, hi;
 } ck_byte_range;
 
+/* A new tensor's item already in place: streamed writes put its payload at
+ * data_off of an unnamed file in the checkpoint directory (O_TMPFILE), so
+ * the commit writes only the archive around it (torch_save_writer.h's
+ * frame), fsyncs it and gives it a name (linkat), instead of copying the
+ * bytes into its own data file.  Until that name is linked nothing refers
+ * to the file, and an unnamed file vanishes with its last descriptor, so a
+ * crash before the commit leaves nothing behind. */
+typedef struct {
+    int fd;            /* the unnamed file, open for writing */
+    uint64_t data_off; /* where the payload starts: ck_torch_save_tensor_data_offset */
+    uint32_t crc;      /* CRC-32 of the payload (all numel x element size bytes) */
+    uint8_t first[8];  /* its first bytes (zeros past the payload's end) */
+    char name[96];     /* out: the name ck_commit linked it under ("" if none) */
+    int linked;        /* out: 1 once a commit linked it, even if that commit failed and
+                        * removed the name again: an unnamed file can be linked only once
+                        * (the kernel clears I_LINKABLE), so a later commit copies it */
+} ck_placed_item;
+
 /* One key of the state a commit writes. */
 typedef struct {
     const char *fqn;        /* its name in the new .metadata */
@@ -25,6 +43,8 @@ typedef struct {
     uint32_t ndim;
     const uint64_t *shape;
     uint32_t transforms;    /* new tensors: CK_TF_ZSTD to compress their item */
+    ck_placed_item *placed; /* new tensors: the item is in place already (transforms 0,
+                             * local checkpoints only), or NULL */
     /* changed bytes of an old tensor's image: every chunk they touch is
      * written again; an old key with no ranges keeps all its storage */
     const ck_byte_range *dirty;

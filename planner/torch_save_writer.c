@@ -11,6 +11,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "crc32.h"
 #include "pickle_write.h"
 #include "torch_item.h"
 
@@ -98,6 +99,13 @@ typedef struct {
     int nrec;
     uint64_t crc_chain;  /* torch's combined_uncomp_crc32_ */
     uint8_t *buf;        /* one piece of tensor data */
+    /* frame mode (ck_torch_save_tensor_frame): data/0's bytes are placed by
+     * someone else; only their CRC and first bytes are given */
+    bool frame;
+    uint32_t frame_crc;
+    const uint8_t *frame_first;
+    size_t frame_first_len;
+    uint64_t frame_split; /* sink position where the payload would be */
     char *err;
     size_t errlen;
 } zwriter;
@@ -236,6 +244,15 @@ static int data_record(zwriter *z, uint64_t size, ck_tensor_read_fn read_data, v
     if (rc < 0)
         return rc;
     record *r = &z->rec[z->nrec - 1];
+    if (z->frame) { /* the payload is elsewhere: account for it, emit nothing */
+        z->frame_split = z->pos;
+        if (size >= 8) /* only the first 8 bytes matter (see observe_torch_write) */
+            observe_torch_write(z, z->frame_first, size);
+        if (__builtin_add_overflow(z->pos, size, &z->pos))
+            return ck_fail(z->err, z->errlen, -EOVERFLOW, "torch.save: archive too large");
+        r->crc = z->frame_crc;
+        return end_record(z);
+    }
     if (!z->sink) { /* counting only */
         z->pos += size;
         return end_record(z);
@@ -249,7 +266,7 @@ static int data_record(zwriter *z, uint64_t size, ck_tensor_read_fn read_data, v
                         (unsigned long long)off, strerror(-rc));
         if (off == 0)
             observe_torch_write(z, z->buf, size); /* torch writes data/0 in one call */
-        crc = crc32_z(crc, z->buf, n);
+        crc = ck_crc32((uint32_t)crc, z->buf, n);
         rc = emit(z, z->buf, n);
         if (rc < 0)
             return rc;
@@ -417,9 +434,11 @@ static int check_args(const char *archive_name, ck_dtype dt, uint32_t ndim, cons
     return 0;
 }
 
+/* frame: NULL, or the zwriter fields of frame mode (CRC and first bytes). */
 static int write_archive(ck_sink_fn sink, void *sink_ctx, const char *archive_name, ck_dtype dt,
                          uint32_t ndim, const uint64_t *shape, ck_tensor_read_fn read_data,
-                         void *read_ctx, uint64_t *item_len, char *err, size_t errlen)
+                         void *read_ctx, const zwriter *frame, uint64_t *item_len,
+                         uint64_t *frame_split, char *err, size_t errlen)
 {
     const ck_dtype_info *info = NULL;
     uint64_t numel = 0, nbytes = 0;
@@ -434,7 +453,17 @@ static int write_archive(ck_sink_fn sink, void *sink_ctx, const char *archive_na
 
     zwriter z = { .sink = sink, .sink_ctx = sink_ctx, .archive = archive_name,
                   .archive_len = strlen(archive_name), .err = err, .errlen = errlen };
-    if (sink && nbytes > 0) {
+    if (frame) {
+        z.frame = true;
+        z.frame_crc = frame->frame_crc;
+        z.frame_first = frame->frame_first;
+        z.frame_first_len = frame->frame_first_len;
+        if (nbytes >= 8 && z.frame_first_len < 8) {
+            free(pkl);
+            return ck_fail(err, errlen, -EINVAL, "torch.save: the payload's first bytes are missing");
+        }
+    }
+    if (sink && nbytes > 0 && !frame) {
         z.buf = malloc(nbytes < CK_TSW_PIECE ? (size_t)nbytes : CK_TSW_PIECE);
         if (!z.buf) {
             free(pkl);
@@ -469,6 +498,8 @@ static int write_archive(ck_sink_fn sink, void *sink_ctx, const char *archive_na
     free(pkl);
     if (rc == 0 && item_len)
         *item_len = z.pos;
+    if (rc == 0 && frame_split)
+        *frame_split = z.frame_split;
     return rc;
 }
 
@@ -487,7 +518,8 @@ int ck_torch_pickle_tensor(pkw *w, ck_dtype dt, uint32_t ndim, const uint64_t *s
 int ck_torch_save_tensor_len(const char *archive_name, ck_dtype dt, uint32_t ndim,
                              const uint64_t *shape, uint64_t *item_len, char *err, size_t errlen)
 {
-    return write_archive(NULL, NULL, archive_name, dt, ndim, shape, NULL, NULL, item_len, err, errlen);
+    return write_archive(NULL, NULL, archive_name, dt, ndim, shape, NULL, NULL, NULL, item_len, NULL,
+                         err, errlen);
 }
 
 int ck_torch_save_tensor_to_sink(ck_sink_fn sink, void *sink_ctx, const char *archive_name,
@@ -497,8 +529,75 @@ int ck_torch_save_tensor_to_sink(ck_sink_fn sink, void *sink_ctx, const char *ar
 {
     if (!sink || !read_data)
         return ck_fail(err, errlen, -EINVAL, "torch.save: no sink or no data source");
-    return write_archive(sink, sink_ctx, archive_name, dt, ndim, shape, read_data, read_ctx,
-                         item_len, err, errlen);
+    return write_archive(sink, sink_ctx, archive_name, dt, ndim, shape, read_data, read_ctx, NULL,
+                         item_len, NULL, err, errlen);
+}
+
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} grow_out;
+
+static int grow_out_write(void *ctx, const void *buf, size_t len)
+{
+    grow_out *g = ctx;
+    if (len > g->cap - g->len) {
+        size_t cap = g->cap ? g->cap : 1024;
+        while (cap - g->len < len) {
+            if (cap > SIZE_MAX / 2)
+                return -ENOMEM;
+            cap *= 2;
+        }
+        uint8_t *v = realloc(g->data, cap);
+        if (!v)
+            return -ENOMEM;
+        g->data = v;
+        g->cap = cap;
+    }
+    memcpy(g->data + g->len, buf, len);
+    g->len += len;
+    return 0;
+}
+
+int ck_torch_save_tensor_data_offset(const char *archive_name, ck_dtype dt, uint32_t ndim,
+                                     const uint64_t *shape, uint64_t *data_off, char *err,
+                                     size_t errlen)
+{
+    /* the count-only pass with frame mode on: nothing is emitted, the split
+     * is where data/0's bytes start (no CRC or first bytes needed yet) */
+    static const uint8_t zeros[8];
+    zwriter f = { .frame_first = zeros, .frame_first_len = sizeof zeros };
+    return write_archive(NULL, NULL, archive_name, dt, ndim, shape, NULL, NULL, &f, NULL, data_off,
+                         err, errlen);
+}
+
+int ck_torch_save_tensor_frame(const char *archive_name, ck_dtype dt, uint32_t ndim,
+                               const uint64_t *shape, uint32_t crc, const uint8_t *first,
+                               size_t first_len, ck_item_frame *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    zwriter f = { .frame_crc = crc, .frame_first = first, .frame_first_len = first_len };
+    grow_out g = { 0 };
+    uint64_t item_len = 0, split = 0;
+    int rc = write_archive(grow_out_write, &g, archive_name, dt, ndim, shape, NULL, NULL, &f,
+                           &item_len, &split, err, errlen);
+    if (rc < 0) {
+        free(g.data);
+        return rc;
+    }
+    /* what was emitted is head + tail; the payload sits between them */
+    out->buf = g.data;
+    out->head_len = (size_t)split;
+    out->tail = g.data + split;
+    out->tail_len = g.len - (size_t)split;
+    out->item_len = item_len;
+    return 0;
+}
+
+void ck_item_frame_free(ck_item_frame *f)
+{
+    free(f->buf);
+    memset(f, 0, sizeof *f);
 }
 
 int ck_fd_sink_write(void *ctx, const void *buf, size_t len)

@@ -70,6 +70,33 @@ int ck_torch_save_write_tensor(int fd, uint64_t file_off, const char *archive_na
                                uint32_t ndim, const uint64_t *shape, ck_tensor_read_fn read_data,
                                void *read_ctx, uint64_t *item_len, char *err, size_t errlen);
 
+/* An item whose data/0 bytes are written by the caller (streamed writes put
+ * a tensor's bytes straight at their place in a new data file): the archive
+ * is the same as the one above, byte for byte, split around the payload.
+ *
+ * ck_torch_save_tensor_data_offset gives where the payload starts in the
+ * item (a multiple of 64, known from the dtype and shape alone), so the
+ * caller can place bytes before it knows anything else.  Once the payload is
+ * complete, ck_torch_save_tensor_frame builds the rest: head = item bytes
+ * [0, head_len) (head_len == the data offset), tail = the bytes after the
+ * payload up to item_len.  crc is the payload's CRC-32 (zlib's crc32), first
+ * its first min(8, nbytes) bytes (torch's serialization id looks at them). */
+typedef struct {
+    uint8_t *buf;        /* head, then tail: one allocation */
+    size_t head_len;
+    const uint8_t *tail;
+    size_t tail_len;
+    uint64_t item_len;
+} ck_item_frame;
+
+int ck_torch_save_tensor_data_offset(const char *archive_name, ck_dtype dt, uint32_t ndim,
+                                     const uint64_t *shape, uint64_t *data_off, char *err,
+                                     size_t errlen);
+int ck_torch_save_tensor_frame(const char *archive_name, ck_dtype dt, uint32_t ndim,
+                               const uint64_t *shape, uint32_t crc, const uint8_t *first,
+                               size_t first_len, ck_item_frame *out, char *err, size_t errlen);
+void ck_item_frame_free(ck_item_frame *f);
+
 /* Emits into w (a protocol 2 pickle_write.h writer) the value torch.save
  * pickles for a contiguous CPU tensor whose storage is the archive record
  * data/<storage_key>, as in the items above; *nbytes receives the record's

@@ -173,3 +173,35 @@ print("old" if old and not new else "new" if new and not old else "torn")' <<<"$
     [ "$(ls "$src" | grep -c __ckptfs_)" = 1 ]
     [ -z "$(ls -A "$src" | grep ckptfs-tmp || true)" ]
 }
+
+@test "crash: cp of a large new .npy (streamed in place), killed after every step" {
+    local n src seen="" state
+    "$PY" -c 'import numpy as np, sys
+np.save(sys.argv[1], np.random.default_rng(5).random((600, 1000), dtype=np.float32))' \
+        "$BATS_TEST_TMPDIR/big.npy"
+    tail -c +129 "$BATS_TEST_TMPDIR/big.npy" >"$BATS_TEST_TMPDIR/big.raw"
+    for ((n = 1; n <= 40; n++)); do
+        src=$(copy_fixture dcp_single)
+        CKPTFS_CRASH_AFTER_WRITES=$n mount_ckpt "$src" -o rw
+        cp "$BATS_TEST_TMPDIR/big.npy" "$MNT/big.npy" 2>/dev/null || true
+        local died=0
+        daemon_died && died=1
+        [ "$died" = 1 ] || unmount_ckpt
+        run "$PY" "$RM" --check "$src"
+        [ "$status" -eq 0 ]
+        others_unchanged "$src" dcp_single
+        if "$PY" "$RM" --json "$src" | grep -q '"big"'; then
+            [ "$("$PY" "$RM" --tensor big "$src" | sha256sum)" = "$(sha256sum <"$BATS_TEST_TMPDIR/big.raw")" ]
+            state=new
+        else
+            state=old
+        fi
+        seen="$seen $state"
+        [ "$died" = 1 ] || break
+    done
+    echo "states by N:$seen" >&3
+    [[ "$seen" =~ ^(\ old)+(\ new)+$ ]]
+    # the surviving commit left only what its metadata names
+    [ "$(ls "$src" | grep -c '^__ckptfs_')" = 1 ]
+    [ -z "$(ls -A "$src" | grep ckptfs-tmp || true)" ]
+}

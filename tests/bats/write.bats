@@ -539,3 +539,65 @@ EOF2
     check_ckpt "$dir/ck"
     same_except "$dir/ck" dcp_single model.u8
 }
+
+@test "write: large new files stream to data files of their own; any write order commits exact bytes" {
+    src=$(copy_fixture dcp_single)
+    mount_ckpt "$src" -o rw,cache=256K
+    "$PY" - "$MNT" "$BATS_TEST_TMPDIR" <<'EOF2'
+import os, sys
+import numpy as np
+mnt, tmp = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(3)
+a = rng.random((700, 1000), dtype=np.float32)            # 2.8 MB: streamed
+np.save(tmp + "/a.npy", a)
+open(tmp + "/a.raw", "wb").write(a.tobytes())
+# np.save: the header is its own write, then the payload
+np.save(mnt + "/model/saved.npy", a * 2)
+# the header and a little payload first, then the rest backwards
+data = open(tmp + "/a.npy", "rb").read()
+fd = os.open(mnt + "/back.npy", os.O_WRONLY | os.O_CREAT, 0o644)
+os.pwrite(fd, data[:4096], 0)
+step = 300000
+for o in reversed(range(4096, len(data), step)):
+    os.pwrite(fd, data[o:o + step], o)
+# overwrite a stretch already written, with the same bytes then the final ones
+os.pwrite(fd, b"\0" * 5000, 200000)
+os.pwrite(fd, data[200000:205000], 200000)
+os.close(fd)
+# the header rewritten to another shape after the payload: committed by copying
+b = a.reshape(1000, 700)
+fd = os.open(mnt + "/reshaped.npy", os.O_WRONLY | os.O_CREAT, 0o644)
+os.pwrite(fd, data, 0)
+hdr = np.lib.format.header_data_from_array_1_0(b)
+import io
+h = io.BytesIO(); np.lib.format.write_array_header_1_0(h, hdr)
+assert len(h.getvalue()) == 128
+os.pwrite(fd, h.getvalue(), 0)
+os.close(fd)
+# renamed to a plain name while open: a 1-D uint8 key of the whole file
+fd = os.open(mnt + "/plain.npy", os.O_WRONLY | os.O_CREAT, 0o644)
+os.pwrite(fd, data, 0)
+os.rename(mnt + "/plain.npy", mnt + "/plain")
+os.close(fd)
+EOF2
+    cp "$BATS_TEST_TMPDIR/a.npy" "$MNT/copied.npy"
+    cmp "$MNT/copied" "$BATS_TEST_TMPDIR/a.raw"
+    # streamed items sit in files of their own
+    [ "$(ls "$src" | grep -c '^__ckptfs_.*_p[0-9]*\.distcp$')" -ge 3 ]
+    [ -z "$(ls -A "$src" | grep -v -e '^__' -e '^\.metadata$' || true)" ]
+    unmount_ckpt
+    check_ckpt "$src"
+    same_except "$src" dcp_single
+    mount_ckpt "$src"
+    "$PY" - "$MNT" "$BATS_TEST_TMPDIR" <<'EOF2'
+import sys
+import numpy as np
+mnt, tmp = sys.argv[1], sys.argv[2]
+a = np.load(tmp + "/a.npy")
+data = open(tmp + "/a.npy", "rb").read()
+for name, want in (("copied", a), ("back", a), ("model/saved", a * 2), ("reshaped", a.reshape(1000, 700))):
+    got = np.load(mnt + "/" + name + ".npy")
+    assert got.dtype == want.dtype and got.shape == want.shape and (got == want).all(), name
+assert open(mnt + "/plain", "rb").read() == data
+EOF2
+}
