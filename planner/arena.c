@@ -10,11 +10,13 @@
 typedef struct arena_block {
     struct arena_block *next;
     size_t used, cap;
+    unsigned long long seq; /* allocation order, for ck_arena_rewind */
     _Alignas(16) unsigned char data[];
 } arena_block;
 
 struct ck_arena {
     arena_block *head;
+    unsigned long long nblocks;
 };
 
 ck_arena *ck_arena_new(void)
@@ -50,6 +52,7 @@ void *ck_arena_alloc(ck_arena *a, size_t size)
             return NULL;
         b->used = 0;
         b->cap = cap;
+        b->seq = ++a->nblocks;
         /* A big one-off block goes behind the head so the head keeps its
          * free space for the small allocations that follow. */
         if (a->head && need > ARENA_BLOCK) {
@@ -89,4 +92,30 @@ char *ck_arena_strndup(ck_arena *a, const char *s, size_t n)
 char *ck_arena_strdup(ck_arena *a, const char *s)
 {
     return ck_arena_strndup(a, s, strlen(s));
+}
+
+ck_arena_pos ck_arena_tell(const ck_arena *a)
+{
+    ck_arena_pos pos = { a->head, a->head ? a->head->used : 0, a->head ? a->head->seq : 0 };
+    return pos;
+}
+
+/* Blocks newer than pos.block sit before it in the list, except big ones,
+ * which go right behind the head: those newer than pos.block follow it
+ * directly, ahead of every older block. */
+void ck_arena_rewind(ck_arena *a, ck_arena_pos pos)
+{
+    arena_block **link = &a->head;
+    while (*link) {
+        arena_block *b = *link;
+        if (b == pos.block) {
+            b->used = pos.used;
+            link = &b->next;
+            continue;
+        }
+        if (b->seq <= pos.seq)
+            break;
+        *link = b->next;
+        free(b);
+    }
 }

@@ -16,4 +16,15 @@ void *ck_arena_calloc(ck_arena *a, size_t n, size_t size);
 char *ck_arena_strdup(ck_arena *a, const char *s);
 char *ck_arena_strndup(ck_arena *a, const char *s, size_t n);
 
+/* A position to come back to: ck_arena_rewind frees everything allocated
+ * after ck_arena_tell returned it (the pickle reader drops the values of a
+ * finished SETITEMS batch that way). */
+typedef struct {
+    void *block;
+    size_t used;
+    unsigned long long seq;
+} ck_arena_pos;
+ck_arena_pos ck_arena_tell(const ck_arena *a);
+void ck_arena_rewind(ck_arena *a, ck_arena_pos pos);
+
 #endif

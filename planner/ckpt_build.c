@@ -62,6 +62,19 @@ static int relpath_is_safe(const char *p)
     return 1;
 }
 
+void ck_forget_files(ck_checkpoint *ck)
+{
+    file_index *fi = ck->file_index;
+    if (fi) {
+        free(fi->slots);
+        free(fi);
+        ck->file_index = NULL;
+    }
+    free(ck->files);
+    ck->files = NULL;
+    ck->nfiles = 0;
+}
+
 int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index)
 {
     if (!relpath_is_safe(relpath) || strlen(relpath) >= PATH_MAX)

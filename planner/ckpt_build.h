@@ -20,6 +20,9 @@ int ck_build_safetensors(ck_checkpoint *ck, const char *file, char *err, size_t 
  * index; the same path twice gives the same index.  -EINVAL for paths that
  * are absolute, contain "..", or are empty. */
 int ck_add_file(ck_checkpoint *ck, const char *relpath, uint32_t *index);
+/* Drops every file ck_add_file added (none opened yet): a reader starting
+ * over adds them again in its own order. */
+void ck_forget_files(ck_checkpoint *ck);
 
 /* Frees what building needed beyond the model (the path -> file table). */
 void ck_build_done(ck_checkpoint *ck);

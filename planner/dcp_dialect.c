@@ -103,6 +103,13 @@ void ck_dialect_parse_done(ck_checkpoint *ck)
         ck->dialect->props_seen = NULL;
 }
 
+void ck_dialect_forget_seen(ck_checkpoint *ck)
+{
+    ck_dcp_dialect *d = ck->dialect;
+    if (d && d->props_seen)
+        memset(d->props_seen, 0, d->nprops * sizeof *d->props_seen);
+}
+
 int ck_dialect_add_properties(ck_checkpoint *ck, const pk_value *props, uint32_t *id)
 {
     ck_dcp_dialect *d = ck->dialect;
@@ -123,8 +130,11 @@ int ck_dialect_add_properties(ck_checkpoint *ck, const pk_value *props, uint32_t
     /* a handful of distinct values: a linear scan on the hash is enough */
     for (uint32_t i = 0; i < d->nprops; i++)
         if (d->props_hash[i] == h && d->props[i].len == len && !memcmp(d->props[i].pkl, buf, len)) {
-            /* equal but not found above (e.g. a float): not worth a second seen entry */
+            /* equal but not found above (e.g. a float): not worth a second
+             * seen entry, but one forgotten by a streamed batch is taken back */
             free(buf);
+            if (d->props_seen && !d->props_seen[i])
+                d->props_seen[i] = props;
             *id = i + 1;
             return 0;
         }

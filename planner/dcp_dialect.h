@@ -84,6 +84,9 @@ int ck_dialect_note_class(struct ck_checkpoint *ck, ck_md_class cls, const pk_va
 int ck_dialect_add_properties(struct ck_checkpoint *ck, const pk_value *props, uint32_t *id);
 /* The parsed document is about to be freed: forget pointers into it. */
 void ck_dialect_parse_done(struct ck_checkpoint *ck);
+/* The values seen so far are about to be freed (a streamed batch), though
+ * parsing goes on: forget them, and remember the next equal one instead. */
+void ck_dialect_forget_seen(struct ck_checkpoint *ck);
 /* Records Metadata's fields (its BUILD dict), keeping the values of those
  * not rebuilt.  planner_is_dict must be settled first. */
 int ck_dialect_note_fields(struct ck_checkpoint *ck, const pk_value *fields);

@@ -93,6 +93,7 @@ typedef struct {
 
 struct pk_doc {
     ck_arena *a;
+    ck_arena *perm; /* never rewound: shared small values, memo copies */
     node *root;
 };
 
@@ -107,6 +108,17 @@ typedef struct {
     size_t sp, stack_cap;
     size_t marks[PK_MAX_DEPTH];
     size_t nmarks;
+    /* Streaming (pk_hooks): per open MARK, where the arena stood, where the
+     * log of memo stores stood, and whether a value older than the MARK may
+     * have been made to point at newer ones (then its memory stays). */
+    const pk_hooks *hooks;
+    ck_arena *perm;
+    ck_arena_pos mark_pos[PK_MAX_DEPTH];
+    size_t mark_log[PK_MAX_DEPTH];
+    bool mark_pinned[PK_MAX_DEPTH];
+    size_t *putlog;          /* memo slots stored while a MARK is open */
+    size_t putlog_len, putlog_cap;
+    uint64_t copy_budget;    /* values memo copies may still take */
     /* memo key -> value, only for keys some GET fetches (a prepass over
      * the opcodes finds them, see memo_scan): Python's pickler memoizes
      * nearly every value, and a dense array of all of them was 8 bytes per
@@ -153,11 +165,11 @@ static int oom(parser *p)
     return fail(p, -ENOMEM, "out of memory in %s", opname(p->op));
 }
 
-static int new_node(parser *p, pk_kind kind, node **out)
+static int new_node_in(parser *p, ck_arena *a, pk_kind kind, node **out)
 {
     if (p->nvalues >= PK_MAX_ELEMENTS)
         return fail(p, -E2BIG, "more than %u values", (unsigned)PK_MAX_ELEMENTS);
-    node *n = ck_arena_alloc(p->a, sizeof *n);
+    node *n = ck_arena_alloc(a, sizeof *n);
     if (!n)
         return oom(p);
     n->v.kind = kind;
@@ -165,6 +177,11 @@ static int new_node(parser *p, pk_kind kind, node **out)
     p->nvalues++;
     *out = n;
     return 0;
+}
+
+static int new_node(parser *p, pk_kind kind, node **out)
+{
+    return new_node_in(p, p->a, kind, out);
 }
 
 static node *as_node(pk_value *v)
@@ -685,8 +702,22 @@ static int memo_put(parser *p, uint32_t key, node *val)
         p->memo_len++;
     }
     /* Python's memo is a dict: a second PUT replaces */
-    if (bit_get(p->needed, p->needed_words, key))
-        p->memo[memo_slot(p, key)] = val;
+    if (bit_get(p->needed, p->needed_words, key)) {
+        size_t slot = memo_slot(p, key);
+        p->memo[slot] = val;
+        /* a batch given back must first copy what the memo holds of it */
+        if (p->hooks && p->nmarks) {
+            if (p->putlog_len == p->putlog_cap) {
+                size_t ncap = p->putlog_cap ? p->putlog_cap * 2 : 64;
+                size_t *nl = ncap > SIZE_MAX / sizeof *nl ? NULL : realloc(p->putlog, ncap * sizeof *nl);
+                if (!nl)
+                    return oom(p);
+                p->putlog = nl;
+                p->putlog_cap = ncap;
+            }
+            p->putlog[p->putlog_len++] = slot;
+        }
+    }
     return 0;
 }
 
@@ -695,6 +726,13 @@ static int memo_get(parser *p, uint32_t key)
     node *n = bit_get(p->needed, p->needed_words, key) ? p->memo[memo_slot(p, key)] : NULL;
     if (!n)
         return fail(p, -EINVAL, "%s of memo index %u that was never stored", opname(p->op), key);
+    /* A container that can still change, fetched while batches are open,
+     * may come from before their MARKs and be made to point into them:
+     * their memory then stays. */
+    if (p->hooks && !(n->flags & (NODE_ADOPTED | NODE_FROZEN)) &&
+        (n->v.kind == PK_LIST || n->v.kind == PK_DICT || n->v.kind == PK_OBJECT))
+        for (size_t i = 0; i < p->nmarks; i++)
+            p->mark_pinned[i] = true;
     return push(p, n);
 }
 
@@ -716,7 +754,8 @@ static int push_int(parser *p, int64_t v)
     bool small = v >= 0 && v < SMALL_INTS;
     if (small && p->small_ints[v])
         return push(p, p->small_ints[v]);
-    int rc = new_node(p, PK_INT, &n);
+    /* shared nodes outlive any batch: never in memory a batch gives back */
+    int rc = new_node_in(p, small ? p->perm : p->a, PK_INT, &n);
     if (rc)
         return rc;
     n->v.u.i = v;
@@ -730,7 +769,7 @@ static int push_bool(parser *p, bool b)
     node *n = p->bools[b];
     if (n)
         return push(p, n); /* shared like small ints */
-    int rc = new_node(p, PK_BOOL, &n);
+    int rc = new_node_in(p, p->perm, PK_BOOL, &n);
     if (rc)
         return rc;
     n->v.u.b = b;
@@ -1150,6 +1189,165 @@ static int set_items(parser *p, node *target, node *const *items, size_t n)
     return 0;
 }
 
+/* ---- streaming (pk_hooks) --------------------------------------------- */
+
+struct pk_batch {
+    node *const *items;
+};
+
+const pk_value *pk_batch_at(const pk_batch *b, size_t i)
+{
+    return &b->items[i]->v;
+}
+
+/* A copy of n in the arena that is never rewound, for a memo entry that
+ * outlives its batch.  Shared parts are copied each time they are reached;
+ * copy_budget bounds that (weight bounds each value, not their sum). */
+static int copy_node(parser *p, const node *n, node **out)
+{
+    if (p->copy_budget == 0)
+        return -E2BIG;
+    p->copy_budget--;
+    node *c = ck_arena_alloc(p->perm, sizeof *c);
+    if (!c)
+        return -ENOMEM;
+    *c = *n;
+    pk_value *v = &c->v;
+    int rc = 0;
+    switch (v->kind) {
+    case PK_STR:
+    case PK_BYTES:
+        v->u.str.data = ck_arena_alloc(p->perm, v->u.str.len + 1);
+        if (!v->u.str.data)
+            return -ENOMEM;
+        memcpy(v->u.str.data, n->v.u.str.data, v->u.str.len + 1);
+        break;
+    case PK_GLOBAL:
+        v->u.global.module = ck_arena_strdup(p->perm, n->v.u.global.module);
+        v->u.global.name = ck_arena_strdup(p->perm, n->v.u.global.name);
+        if (!v->u.global.module || !v->u.global.name)
+            return -ENOMEM;
+        break;
+    case PK_TUPLE:
+    case PK_LIST:
+        v->u.seq.cap = v->u.seq.len;
+        if (v->u.seq.len) {
+            v->u.seq.items = ck_arena_calloc(p->perm, v->u.seq.len, sizeof(pk_value *));
+            if (!v->u.seq.items)
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < v->u.seq.len && !rc; i++) {
+            node *ci;
+            if (!(rc = copy_node(p, as_node(n->v.u.seq.items[i]), &ci)))
+                v->u.seq.items[i] = &ci->v;
+        }
+        break;
+    case PK_DICT:
+        v->u.dict.cap = v->u.dict.len;
+        if (v->u.dict.len) {
+            v->u.dict.keys = ck_arena_calloc(p->perm, v->u.dict.len, sizeof(pk_value *));
+            v->u.dict.vals = ck_arena_calloc(p->perm, v->u.dict.len, sizeof(pk_value *));
+            if (!v->u.dict.keys || !v->u.dict.vals)
+                return -ENOMEM;
+        }
+        for (size_t i = 0; i < v->u.dict.len && !rc; i++) {
+            node *ck, *cv;
+            if (!(rc = copy_node(p, as_node(n->v.u.dict.keys[i]), &ck)) &&
+                !(rc = copy_node(p, as_node(n->v.u.dict.vals[i]), &cv))) {
+                v->u.dict.keys[i] = &ck->v;
+                v->u.dict.vals[i] = &cv->v;
+            }
+        }
+        break;
+    case PK_OBJECT: {
+        pk_value **fields[] = { &v->u.obj.callable, &v->u.obj.args, &v->u.obj.state,
+                                &v->u.obj.items, &v->u.obj.dictitems };
+        for (size_t i = 0; i < sizeof fields / sizeof *fields && !rc; i++) {
+            node *cf;
+            if (*fields[i] && !(rc = copy_node(p, as_node(*fields[i]), &cf)))
+                *fields[i] = &cf->v;
+        }
+        break;
+    }
+    case PK_PERSID: {
+        node *cp;
+        if (!(rc = copy_node(p, as_node(n->v.u.persid.pid), &cp)))
+            v->u.persid.pid = &cp->v;
+        break;
+    }
+    default:
+        break; /* scalars and opaque notes: the node copy is all */
+    }
+    if (!rc)
+        *out = c;
+    return rc;
+}
+
+/* Gives back the memory of the batch that mark m opened, once its items
+ * are the hook's: what the memo holds of it is copied out first.  Where a
+ * copy cannot be made the memory simply stays. */
+static void release_batch(parser *p, size_t m)
+{
+    if (p->mark_pinned[m])
+        return;
+    for (size_t i = p->mark_log[m]; i < p->putlog_len; i++) {
+        node *c;
+        if (copy_node(p, p->memo[p->putlog[i]], &c))
+            return;
+        p->memo[p->putlog[i]] = c;
+    }
+    p->putlog_len = p->mark_log[m];
+    ck_arena_rewind(p->a, p->mark_pos[m]);
+}
+
+/* Offers APPENDS / SETITEM(S) items to the hook.  m is the index of the
+ * batch's MARK, SIZE_MAX for a lone SETITEM.  Returns PK_HOOK_KEEP when
+ * the usual path is to run (it also gives every refusal its usual
+ * message), 1 when the hook took them, or an error. */
+static int offer_items(parser *p, node *target, node *const *items, size_t n, size_t m)
+{
+    bool list = p->op == OP_APPENDS;
+    if (!p->hooks || p->op == OP_ADDITEMS)
+        return PK_HOOK_KEEP;
+    if (list ? target->v.kind != PK_LIST || (target->flags & NODE_SET)
+             : target->v.kind != PK_DICT || n % 2)
+        return PK_HOOK_KEEP;
+    if (target->flags & (NODE_ADOPTED | NODE_FROZEN))
+        return PK_HOOK_KEEP;
+    for (size_t i = 0; i < n; i++)
+        if (items[i] == target)
+            return PK_HOOK_KEEP;
+    pk_batch b = { items };
+    void *opaque = NULL;
+    int r = p->hooks->items(p->hooks->ctx, &target->v, &b, n, &opaque);
+    if (r < 0)
+        return fail(p, r, "%s refused by the streaming reader", opname(p->op));
+    if (r == PK_HOOK_KEEP)
+        return PK_HOOK_KEEP;
+    if (r == PK_HOOK_OPAQUE && !list)
+        return fail(p, -EINVAL, "%s: an opaque note only goes into a list", opname(p->op));
+    /* limits count the items as if they had been added */
+    for (size_t i = 0; i < n; i++) {
+        int rc = adopt(p, target, items[i]);
+        if (rc)
+            return rc;
+    }
+    if (m != SIZE_MAX)
+        release_batch(p, m);
+    if (r == PK_HOOK_OPAQUE) {
+        /* not a value of the document: not counted, weighs nothing */
+        node *o = ck_arena_alloc(p->a, sizeof *o);
+        if (!o)
+            return oom(p);
+        o->v.kind = PK_OPAQUE;
+        o->v.u.opaque.ptr = opaque;
+        int rc = seq_push(p, target, o);
+        if (rc)
+            return rc;
+    }
+    return 1;
+}
+
 static int load_append(parser *p)
 {
     node *item, *target;
@@ -1167,6 +1365,8 @@ static int load_setitem(parser *p)
         rc = pop(p, &kv[0]);
     if (!rc)
         rc = top(p, &target);
+    if (!rc && (rc = offer_items(p, target, kv, 2, SIZE_MAX)) != PK_HOOK_KEEP)
+        return rc < 0 ? rc : 0;
     return rc ? rc : set_items(p, target, kv, 2);
 }
 
@@ -1179,6 +1379,10 @@ static int load_marked_into(parser *p)
         return rc;
     node **items = p->stack + mark;
     size_t n = p->sp - mark;
+    if ((rc = offer_items(p, target, items, n, p->nmarks)) != PK_HOOK_KEEP) {
+        p->sp = mark;
+        return rc < 0 ? rc : 0;
+    }
     if (p->op == OP_SETITEMS)
         rc = set_items(p, target, items, n);
     else
@@ -1332,6 +1536,13 @@ static int step(parser *p, bool *stop)
     case OP_MARK:
         if (p->nmarks == PK_MAX_DEPTH)
             return fail(p, -E2BIG, "more than %d nested MARKs", PK_MAX_DEPTH);
+        if (p->hooks) {
+            if (!p->nmarks)
+                p->putlog_len = 0; /* no batch open: nothing to copy out */
+            p->mark_pos[p->nmarks] = ck_arena_tell(p->a);
+            p->mark_log[p->nmarks] = p->putlog_len;
+            p->mark_pinned[p->nmarks] = false;
+        }
         p->marks[p->nmarks++] = p->sp;
         return 0;
     case OP_POP:
@@ -1501,6 +1712,12 @@ static int step(parser *p, bool *stop)
 
 int pk_parse(const uint8_t *buf, size_t len, pk_doc **out, char *err, size_t errlen)
 {
+    return pk_parse_hooked(buf, len, NULL, out, err, errlen);
+}
+
+int pk_parse_hooked(const uint8_t *buf, size_t len, const pk_hooks *hooks, pk_doc **out, char *err,
+                    size_t errlen)
+{
     *out = NULL;
     if (err && errlen)
         err[0] = '\0';
@@ -1511,13 +1728,16 @@ int pk_parse(const uint8_t *buf, size_t len, pk_doc **out, char *err, size_t err
         return -ENOMEM;
     }
     doc->a = ck_arena_new();
-    if (!doc->a) {
-        free(doc);
+    doc->perm = ck_arena_new();
+    if (!doc->a || !doc->perm) {
+        pk_free(doc);
         if (err && errlen)
             snprintf(err, errlen, "pickle: out of memory");
         return -ENOMEM;
     }
-    parser p = { .buf = buf, .len = buf ? len : 0, .a = doc->a, .err = err, .errlen = errlen };
+    parser p = { .buf = buf, .len = buf ? len : 0, .a = doc->a, .err = err, .errlen = errlen,
+                 .hooks = hooks && hooks->items ? hooks : NULL, .perm = doc->perm,
+                 .copy_budget = PK_MAX_ELEMENTS };
     bool stop = false;
     int rc = 0;
     /* Allocated up front: opcodes take `p->stack + mark` even when nothing
@@ -1541,6 +1761,7 @@ int pk_parse(const uint8_t *buf, size_t len, pk_doc **out, char *err, size_t err
     free(p.needed);
     free(p.needed_rank);
     free(p.assigned);
+    free(p.putlog);
     if (rc) {
         pk_free(doc);
         return rc;
@@ -1559,6 +1780,7 @@ void pk_free(pk_doc *doc)
     if (!doc)
         return;
     ck_arena_free(doc->a);
+    ck_arena_free(doc->perm);
     free(doc);
 }
 

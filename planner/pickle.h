@@ -28,6 +28,7 @@ typedef enum {
     PK_GLOBAL, /* module + name */
     PK_OBJECT, /* REDUCE(callable, args) or NEWOBJ(cls, args), maybe BUILD state */
     PK_PERSID, /* BINPERSID / PERSID: the persistent id value */
+    PK_OPAQUE, /* never in a pickle: what a pk_hooks callback left in place of items */
 } pk_kind;
 
 typedef struct pk_value pk_value;
@@ -53,6 +54,7 @@ struct pk_value {
             pk_value *dictitems;/* PK_DICT or NULL */
         } obj;
         struct { pk_value *pid; } persid;
+        struct { void *ptr; } opaque;
     } u;
 };
 
@@ -67,6 +69,29 @@ typedef struct pk_doc pk_doc;
  * -E2BIG (a limit) or -ENOMEM, and writes a one-line reason to err. */
 int pk_parse(const uint8_t *buf, size_t len, pk_doc **out, char *err, size_t errlen);
 const pk_value *pk_root(const pk_doc *doc);
+
+/* Streaming: a caller that turns batches of items into its own structures
+ * while parsing, so that the values of a finished batch need not be kept.
+ * items() sees each APPENDS onto a list and each SETITEM(S) onto a dict
+ * before they are applied: n values (SETITEM(S): key, value, key, value...)
+ * read with pk_batch_at.  It returns
+ *   PK_HOOK_KEEP   apply them as usual;
+ *   PK_HOOK_TAKEN  drop them: they are the caller's now, and the memory of
+ *                  the values made since the batch's MARK may be reused at
+ *                  once, so it keeps no pointer into them;
+ *   PK_HOOK_OPAQUE drop them and append a PK_OPAQUE holding *opaque to the
+ *                  list (APPENDS only), as a note of what was there;
+ *   < 0            stop parsing with that error (err says so).
+ * Values memoized inside a dropped batch and fetched later are copied. */
+enum { PK_HOOK_KEEP = 0, PK_HOOK_TAKEN = 1, PK_HOOK_OPAQUE = 2 };
+typedef struct pk_batch pk_batch;
+const pk_value *pk_batch_at(const pk_batch *b, size_t i);
+typedef struct {
+    void *ctx;
+    int (*items)(void *ctx, const pk_value *target, const pk_batch *b, size_t n, void **opaque);
+} pk_hooks;
+int pk_parse_hooked(const uint8_t *buf, size_t len, const pk_hooks *hooks, pk_doc **out, char *err,
+                    size_t errlen);
 void pk_free(pk_doc *doc);
 
 /* Lookups that return NULL when the shape does not match. */

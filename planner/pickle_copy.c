@@ -131,6 +131,9 @@ static void emit(copy_ctx *c, const pk_value *v)
         emit(c, v->u.persid.pid);
         pkw_op(w, PKW_BINPERSID);
         break;
+    case PK_OPAQUE:
+        c->spent = true; /* a streaming reader's note has no pickle form */
+        break;
     }
 }
 
