@@ -80,6 +80,8 @@ static int same_value(const pk_value *a, const pk_value *b, const char *skip)
     switch (a->kind) {
     case PK_NONE:
         return 1;
+    case PK_OPAQUE: /* a streamed parse's stand-in: never in a document tree */
+        return 0;
     case PK_BOOL:
         return a->u.b == b->u.b;
     case PK_INT:

@@ -63,6 +63,7 @@ static void emit_value(pkw *w, const pk_value *v)
 {
     switch (v->kind) {
     case PK_NONE: pkw_none(w); break;
+    case PK_OPAQUE: break; /* a streamed parse's stand-in: never emitted */
     case PK_BOOL: pkw_bool(w, v->u.b); break;
     case PK_INT: pkw_int(w, v->u.i); break;
     case PK_FLOAT: pkw_float(w, v->u.f); break;
@@ -120,6 +121,7 @@ static bool same(const pk_value *a, const pk_value *b)
         return false;
     switch (a->kind) {
     case PK_NONE: return true;
+    case PK_OPAQUE: return false; /* a streamed parse's stand-in */
     case PK_BOOL: return a->u.b == b->u.b;
     case PK_INT: return a->u.i == b->u.i;
     case PK_FLOAT: return memcmp(&a->u.f, &b->u.f, sizeof a->u.f) == 0;
