@@ -811,6 +811,12 @@ int ck_key_fd_spans(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t l
         return rc;
     ck_read_vec plan = { 0 };
     rc = ck_load_plan_for_range(key, off, n, &plan);
+    /* Many small runs (thousands of row chunks, column shards) are not
+     * worth splicing, and resolving their chunks one by one here would
+     * undo the batched resolution of the memory path: decided before any
+     * chunk is resolved. */
+    if (!rc && (plan.n > max || n / plan.n < CK_FD_SPAN_MIN))
+        rc = -EAGAIN;
     size_t k = 0;
     uint64_t at = off;
     for (size_t i = 0; !rc && i < plan.n; i++) {

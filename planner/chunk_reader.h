@@ -30,6 +30,9 @@ int ck_execute_plan(ck_checkpoint *ck, const ck_key *key, const ck_read_vec *pla
 int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
                 size_t *got);
 
+/* Runs shorter than this on average are read into memory instead. */
+#define CK_FD_SPAN_MIN (32u << 10)
+
 /* A run of a key's bytes that lies as it is in a local file. */
 typedef struct {
     int fd;
@@ -41,7 +44,8 @@ typedef struct {
 /* Where bytes [off, off+len) of key (clipped at its size, *got bytes) lie
  * in local files, when all of them do as they are: at most max runs, in
  * order, each file's identity checked as pinned.  -EAGAIN when some come
- * from a decoded chunk or an object store, or would take more runs: the
+ * from a decoded chunk or an object store, or would take more runs or runs
+ * shorter than CK_FD_SPAN_MIN on average: the
  * caller reads them into memory instead (ck_key_read).  The fds stay open
  * while ck does; read-ahead is started as ck_key_read starts it. */
 int ck_key_fd_spans(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t len,
