@@ -187,18 +187,6 @@ static ck_save_key *unchanged_keys(ck_checkpoint *ck, size_t extra)
     return ks;
 }
 
-static int count_files(const char *dir, const char *prefix)
-{
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
-    if (d)
-        closedir(d);
-    return n;
-}
-
 /* Where Python is missing the check passes: the C side still judges. */
 static int python_check(const char *dir)
 {

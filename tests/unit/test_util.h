@@ -7,6 +7,7 @@
 #define CKPT_TEST_UTIL_H
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -16,6 +17,20 @@
 #include <unistd.h>
 
 #include "le.h"
+
+/* How many entries of dir have names starting with prefix (0 if it cannot
+ * be read). */
+static inline int count_files(const char *dir, const char *prefix)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d)))
+        n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
+    if (d)
+        closedir(d);
+    return n;
+}
 
 /* The whole file at path in a malloc'd buffer with a NUL after its last
  * byte (so text can be parsed in place), its length in *len; NULL if it

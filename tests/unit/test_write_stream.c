@@ -57,18 +57,6 @@ static void make_npy(npy_img *n, uint32_t seed)
         n->img[n->hdr + i] = (uint8_t)((i * 2654435761u + seed) >> 13);
 }
 
-static int count_files(const char *dir, const char *prefix)
-{
-    DIR *d = opendir(dir);
-    int n = 0;
-    struct dirent *de;
-    while (d && (de = readdir(d)))
-        n += strncmp(de->d_name, prefix, strlen(prefix)) == 0;
-    if (d)
-        closedir(d);
-    return n;
-}
-
 /* A new empty checkpoint at tmp/tag. */
 static char *new_ckpt(const char *tmp, const char *tag)
 {
