@@ -139,7 +139,7 @@ int fs_ll_readdir(fuse_req_t req, fs_root *r, const fs_path_ops *ops, const fs_i
             free(d->v[i].name);
         d->n = 0;
         d->err = 0;
-        rc = ops->readdir(r, dir->s, keep_entry, d, false);
+        rc = ops->readdir(r, dir->s, keep_entry, d, false, 0);
         if (!rc)
             rc = d->err;
         d->listed = rc == 0;
@@ -150,7 +150,10 @@ int fs_ll_readdir(fuse_req_t req, fs_root *r, const fs_path_ops *ops, const fs_i
                 if (add_entry(&x, d->v[i].name, d->v[i].has_st ? &d->v[i].st : NULL))
                     break;
         } else {
-            rc = ops->readdir(r, dir->s, add_entry, &x, plus);
+            /* the entries before this piece are not even produced */
+            uint64_t skip = x.start > x.index ? x.start - x.index : 0;
+            x.index += skip;
+            rc = ops->readdir(r, dir->s, add_entry, &x, plus, skip);
             if (rc > 0)
                 rc = 0; /* the reply is full */
         }

@@ -35,9 +35,11 @@ typedef int (*fs_dir_fill)(void *ctx, const char *name, const struct stat *st);
 typedef struct fs_path_ops {
     /* fi: the open file for fstat, or NULL */
     int (*getattr)(fs_root *r, const char *path, struct stat *st, struct fuse_file_info *fi);
-    /* Entries other than "." and "..", in order; with plus, each with its
-     * attributes where they are cheap to give. */
-    int (*readdir)(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus);
+    /* Entries other than "." and "..", in order, from the skip-th on (a
+     * listing read in pieces costs no work for the entries before its
+     * piece); with plus, each with its attributes where they are cheap. */
+    int (*readdir)(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus,
+                   uint64_t skip);
     int (*opendir)(fs_root *r, const char *path);
     int (*access)(fs_root *r, const char *path, int mask);
     int (*open)(fs_root *r, const char *path, struct fuse_file_info *fi);

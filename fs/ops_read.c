@@ -101,28 +101,38 @@ typedef struct {
     fs_dir_fill fill;
     void *ctx;
     bool plus;
+    uint64_t skip; /* entries still to pass over */
 } fill_ctx;
 
 static int fill_name(void *ctx, const char *name)
 {
     fill_ctx *f = ctx;
+    if (f->skip) {
+        f->skip--;
+        return 0;
+    }
     return f->fill(f->ctx, name, NULL);
 }
 
 static int fill_step(void *ctx, const char *name, const struct stat *st)
 {
     fill_ctx *f = ctx;
+    if (f->skip) {
+        f->skip--;
+        return 0;
+    }
     return f->fill(f->ctx, name, f->plus ? st : NULL);
 }
 
-static int op_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus)
+static int op_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus,
+                      uint64_t skip)
 {
     fs_req q;
     int rc = fs_req_begin(r, path, FS_REQ_PIN, &q);
     if (rc)
         return rc;
     if (q.run_root) {
-        fill_ctx f = { fill, ctx, plus };
+        fill_ctx f = { fill, ctx, plus, skip };
         return fs_run_list(r->run, fill_step, &f);
     }
     fs_mount *m = q.m;
@@ -130,7 +140,7 @@ static int op_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx,
     fs_node *n = fs_tree_lookup(m->tree, path);
     if (n && n->is_dir) {
         char name[1100];
-        for (size_t i = 0; i < n->nchildren; i++) {
+        for (size_t i = skip < n->nchildren ? (size_t)skip : n->nchildren; i < n->nchildren; i++) {
             const fs_node *c = n->children[i];
             const char *shown = c->name;
             if (m->opts.npy && !c->is_dir && c->key && c->key->kind == CK_KEY_TENSOR &&
@@ -154,7 +164,7 @@ static int op_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx,
         fs_view *v;
         rc = fs_view_lookup(m, path, &v);
         if (!rc) {
-            fill_ctx f = { fill, ctx, false };
+            fill_ctx f = { fill, ctx, false, skip };
             rc = fs_view_is_dir(v) ? fs_view_list(m, v, fill_name, &f) : -ENOTDIR;
             fs_view_release(m, v);
         }

@@ -126,13 +126,14 @@ static bool child_name(const char *path, const char *dir, char *out, size_t cap)
     return true;
 }
 
-int fs_wr_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus)
+int fs_wr_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus,
+                  uint64_t skip)
 {
     fs_mount *m = r->rw;
     if (!path)
         return -ENOENT;
     name_list l = { 0 };
-    int rc = fs_read_ops.readdir(r, path, collect_name, &l, false);
+    int rc = fs_read_ops.readdir(r, path, collect_name, &l, false, 0);
     bool known = rc == 0;
     fs_wstate *ws = m->ws;
     char name[1024];
@@ -155,9 +156,16 @@ int fs_wr_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, boo
     if (!rc) {
         if (l.n > 1)
             qsort(l.v, l.n, sizeof *l.v, cmp_name);
-        for (size_t i = 0; i < l.n; i++)
-            if ((i == 0 || strcmp(l.v[i], l.v[i - 1]) != 0) && fill(ctx, l.v[i], NULL))
+        for (size_t i = 0; i < l.n; i++) {
+            if (i > 0 && strcmp(l.v[i], l.v[i - 1]) == 0)
+                continue; /* a name both committed and pending */
+            if (skip) {
+                skip--;
+                continue;
+            }
+            if (fill(ctx, l.v[i], NULL))
                 break;
+        }
     }
     for (size_t i = 0; i < l.n; i++)
         free(l.v[i]);

@@ -63,7 +63,8 @@ wr_handle *fs_wr_of(struct fuse_file_info *fi);
 
 /* The operations, one per function (fs_write_ops in ops_write.c). */
 int fs_wr_getattr(fs_root *r, const char *path, struct stat *st, struct fuse_file_info *fi);
-int fs_wr_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus);
+int fs_wr_readdir(fs_root *r, const char *path, fs_dir_fill fill, void *ctx, bool plus,
+                  uint64_t skip);
 int fs_wr_opendir(fs_root *r, const char *path);
 int fs_wr_access(fs_root *r, const char *path, int mask);
 int fs_wr_create(fs_root *r, const char *path, mode_t mode, struct fuse_file_info *fi);
