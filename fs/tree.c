@@ -23,6 +23,18 @@ static uint64_t hash_path(const char *s)
 {
     return ck_fnv1a_str(s);
 }
+/* dir's path joined with name ("/" + name under the root), malloc'd. */
+static char *join_path(const char *dir, const char *name)
+{
+    size_t pl = strcmp(dir, "/") == 0 ? 0 : strlen(dir), nl = strlen(name);
+    char *s = malloc(pl + nl + 2);
+    if (s) {
+        memcpy(s, dir, pl);
+        s[pl] = '/';
+        memcpy(s + pl + 1, name, nl + 1);
+    }
+    return s;
+}
 
 static int map_grow(fs_tree *t)
 {
@@ -100,14 +112,7 @@ static fs_node *new_node(fs_tree *t, fs_node *parent, const char *name, bool is_
     if (!n)
         return NULL;
     n->name = strdup(name);
-    if (parent) {
-        size_t pl = strlen(parent->path), nl = strlen(name);
-        n->path = malloc(pl + nl + 2);
-        if (n->path)
-            snprintf(n->path, pl + nl + 2, "%s%s%s", pl == 1 ? "" : parent->path, "/", name);
-    } else {
-        n->path = strdup("/");
-    }
+    n->path = parent ? join_path(parent->path, name) : strdup("/");
     n->is_dir = is_dir;
     t->all[t->nall++] = n;
     if (!n->name || !n->path)
@@ -168,11 +173,9 @@ static int ensure_dirs(fs_tree *t, const char *fqn, size_t ncomp, fs_node **out)
             cur->children[cur->nchildren - 1]->is_dir)
             next = cur->children[cur->nchildren - 1];
         if (!next) {
-            size_t pl = strlen(cur->path), nl = strlen(name);
-            char *full = malloc(pl + nl + 2);
+            char *full = join_path(cur->path, name);
             if (!full)
                 return -ENOMEM;
-            snprintf(full, pl + nl + 2, "%s/%s", pl == 1 ? "" : cur->path, name);
             next = fs_tree_lookup(t, full);
             free(full);
         }
@@ -198,11 +201,20 @@ static int cmp_child(const void *a, const void *b)
     return strcmp((*(fs_node *const *)a)->name, (*(fs_node *const *)b)->name);
 }
 
+/* Keys come sorted by FQN, so most directories' children already are in
+ * name order: one pass finds out, and only the others are sorted. */
 static void sort_children(fs_tree *t)
 {
-    for (size_t i = 0; i < t->nall; i++)
-        if (t->all[i]->is_dir && t->all[i]->nchildren > 1)
-            qsort(t->all[i]->children, t->all[i]->nchildren, sizeof(fs_node *), cmp_child);
+    for (size_t i = 0; i < t->nall; i++) {
+        fs_node *d = t->all[i];
+        if (!d->is_dir || d->nchildren < 2)
+            continue;
+        size_t j = 1;
+        while (j < d->nchildren && cmp_child(&d->children[j - 1], &d->children[j]) <= 0)
+            j++;
+        if (j < d->nchildren)
+            qsort(d->children, d->nchildren, sizeof(fs_node *), cmp_child);
+    }
 }
 
 /* statfs must not promise less than what is served: every node's name,
@@ -259,13 +271,11 @@ int fs_tree_build(const ck_checkpoint *ck, bool flat, fs_tree **out)
             rc = n;
             break;
         }
-        size_t pl = strlen(dir->path);
-        char *full = malloc(pl + (size_t)n + 2);
+        char *full = join_path(dir->path, name);
         if (!full) {
             rc = -ENOMEM;
             break;
         }
-        snprintf(full, pl + (size_t)n + 2, "%s/%s", pl == 1 ? "" : dir->path, name);
         fs_node *clash = fs_tree_lookup(t, full);
         free(full);
         if (clash)
