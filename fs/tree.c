@@ -23,6 +23,7 @@ static uint64_t hash_path(const char *s)
 {
     return ck_fnv1a_str(s);
 }
+
 /* dir's path joined with name ("/" + name under the root), malloc'd. */
 static char *join_path(const char *dir, const char *name)
 {
