@@ -210,7 +210,7 @@ static int cache_image_from_item(ck_checkpoint *ck, const ck_key *key, ck_chunk 
             free(item);
             return -ENOMEM;
         }
-        int rc = ck_torch_item_parse(&src, c->layout.item, why, whylen);
+        int rc = ck_torch_item_parse_memo(&src, &ck->pkl_memo, c->layout.item, why, whylen);
         if (!rc)
             rc = item_matches_chunk(key, c, c->layout.item, why, whylen);
         if (!rc && c->transforms)
@@ -306,8 +306,9 @@ static int resolve_chunk(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, cons
     else if ((rc = ck_file_source(ck, c->file, c->offset, c->length, &src)) != 0)
         return chunk_fail(ck, key, c, keep_transient(rc), "cannot open");
     ck_torch_item it;
-    rc = ck_torch_item_parse(&src, &it, why, sizeof why);
-    if (!rc && (rc = ck_file_check(ck, c->file)) != 0)
+    rc = ck_torch_item_parse_memo(&src, &ck->pkl_memo, &it, why, sizeof why);
+    /* bytes a batch read were checked once for the whole batch */
+    if (!rc && !item_mem && (rc = ck_file_check(ck, c->file)) != 0)
         snprintf(why, sizeof why, "file changed while it was read");
     if (!rc)
         rc = item_matches_chunk(key, c, &it, why, sizeof why);
@@ -536,30 +537,83 @@ static int cmp_chunk_by_place(const void *a, const void *b)
     return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
 
-/* Resolves group[0..n) (sorted by place, one file) from one pread of their
- * span.  Chunks another thread is resolving are left to it; on a failed
- * read every chunk is left for ck_chunk_resolve to try (and log) alone. */
-static void resolve_batch(ck_checkpoint *ck, const ck_key *key, ck_chunk **group, size_t n)
+/* File bytes [lo, hi) of one file, read by a batch and kept for the rest of
+ * the request: the items of small chunks hold their data, which the plan
+ * then copies from here instead of reading it again. */
+typedef struct {
+    uint32_t file;
+    uint64_t lo, hi;
+    uint8_t *buf;
+} batch_buf;
+
+typedef struct {
+    batch_buf *v;
+    size_t n, cap;
+} batch_bufs;
+
+static void batch_bufs_free(batch_bufs *b)
 {
+    for (size_t i = 0; i < b->n; i++)
+        free(b->v[i].buf);
+    free(b->v);
+}
+
+/* Copies file bytes [off, off+len) to dst when a batch holds them. */
+static bool copy_from_batch(const batch_bufs *b, uint32_t file, uint64_t off, uint64_t len,
+                            uint8_t *dst)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        const batch_buf *x = &b->v[i];
+        if (x->file == file && off >= x->lo && off <= x->hi && len <= x->hi - off) {
+            memcpy(dst, x->buf + (off - x->lo), (size_t)len);
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Resolves group[0..n) (sorted by place, one file) from one pread of their
+ * span, after which the file's identity is checked once for all of them;
+ * the bytes go to keep (or are freed when it cannot take them).  Chunks
+ * another thread is resolving are left to it; on a failed read or a
+ * changed file every chunk is left for ck_chunk_resolve to try (and log)
+ * alone. */
+static void resolve_batch(ck_checkpoint *ck, const ck_key *key, ck_chunk **group, size_t n,
+                          batch_bufs *keep)
+{
+    uint32_t file = group[0]->file;
     uint64_t lo = group[0]->offset, hi = group[n - 1]->offset + group[n - 1]->length;
     uint8_t *buf = malloc((size_t)(hi - lo));
     if (!buf)
         return;
-    if (ck_file_pread(ck, group[0]->file, buf, (size_t)(hi - lo), lo) == 0) {
-        for (size_t i = 0; i < n; i++) {
-            if (claim_chunk(ck, group[i], 0) != 1)
-                continue;
-            int rc = resolve_chunk(ck, key, group[i], buf + (group[i]->offset - lo));
-            publish_resolution(ck, group[i], rc);
-        }
+    if (ck_file_pread(ck, file, buf, (size_t)(hi - lo), lo) != 0 || ck_file_check(ck, file) != 0) {
+        free(buf);
+        return;
     }
-    free(buf);
+    for (size_t i = 0; i < n; i++) {
+        if (claim_chunk(ck, group[i], 0) != 1)
+            continue;
+        int rc = resolve_chunk(ck, key, group[i], buf + (group[i]->offset - lo));
+        publish_resolution(ck, group[i], rc);
+    }
+    if (keep->n == keep->cap) {
+        size_t cap = keep->cap ? keep->cap * 2 : 4;
+        batch_buf *v = realloc(keep->v, cap * sizeof *v);
+        if (!v) {
+            free(buf);
+            return;
+        }
+        keep->v = v;
+        keep->cap = cap;
+    }
+    keep->v[keep->n++] = (batch_buf){ file, lo, hi, buf };
 }
 
 /* Resolves, in batches, the unresolved small items among the chunks that
- * reads (sorted by chunk) touch.  Best effort: whatever is left is resolved
- * one by one when read. */
-static void prefetch_resolve(ck_checkpoint *ck, const ck_key *key, ck_read *const *reads, size_t n)
+ * reads (sorted by chunk) touch, keeping what the batches read in keep.
+ * Best effort: whatever is left is resolved one by one when read. */
+static void prefetch_resolve(ck_checkpoint *ck, const ck_key *key, ck_read *const *reads, size_t n,
+                             batch_bufs *keep)
 {
     size_t m = 0;
     for (size_t i = 0; i < n; i++)
@@ -587,7 +641,7 @@ static void prefetch_resolve(ck_checkpoint *ck, const ck_key *key, ck_read *cons
             j++;
         }
         if (j - i >= 2)
-            resolve_batch(ck, key, todo + i, j - i);
+            resolve_batch(ck, key, todo + i, j - i, keep);
         i = j;
     }
     free(todo);
@@ -727,7 +781,8 @@ int ck_execute_plan(ck_checkpoint *ck, const ck_key *key, const ck_read_vec *pla
     for (size_t i = 0; i < plan->n; i++)
         order[i] = &plan->v[i];
     qsort(order, plan->n, sizeof *order, cmp_read_by_chunk);
-    prefetch_resolve(ck, key, order, plan->n);
+    batch_bufs batches = { 0 };
+    prefetch_resolve(ck, key, order, plan->n, &batches);
     size_t ndirect = 0;
     int rc = 0;
     for (size_t i = 0; !rc && i < plan->n;) {
@@ -740,13 +795,17 @@ int ck_execute_plan(ck_checkpoint *ck, const ck_key *key, const ck_read_vec *pla
             rc = -EIO; /* sorted by src_off: the last read ends furthest */
         if (!rc && !c->layout.direct)
             rc = read_cached_group(ck, key, order + i, j - i, base, dst);
-        for (size_t k = i; !rc && c->layout.direct && k < j; k++)
-            direct[ndirect++] = (file_read){ .file = c->file, .chunk = order[k]->chunk,
-                                             .off = c->layout.file_offset + order[k]->src_off,
-                                             .len = order[k]->len,
-                                             .dst = (uint8_t *)dst + (order[k]->dst_off - base) };
+        for (size_t k = i; !rc && c->layout.direct && k < j; k++) {
+            file_read r = { .file = c->file, .chunk = order[k]->chunk,
+                            .off = c->layout.file_offset + order[k]->src_off,
+                            .len = order[k]->len,
+                            .dst = (uint8_t *)dst + (order[k]->dst_off - base) };
+            if (!copy_from_batch(&batches, r.file, r.off, r.len, r.dst))
+                direct[ndirect++] = r;
+        }
         i = j;
     }
+    batch_bufs_free(&batches);
     if (!rc && ndirect)
         rc = read_direct(ck, key, direct, ndirect);
     free(direct);

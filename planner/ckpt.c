@@ -293,6 +293,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
     pthread_mutex_init(&ck->lock, NULL);
     pthread_cond_init(&ck->resolved, NULL);
     pthread_mutex_init(&ck->files_lock, NULL);
+    ck_pkl_memo_init(&ck->pkl_memo);
     ck->root_fd = -1;
     ck->arena = ck_arena_new();
     ck->source = strdup(source);
@@ -380,6 +381,7 @@ void ck_close(ck_checkpoint *ck)
     pthread_cond_destroy(&ck->resolved);
     pthread_mutex_destroy(&ck->lock);
     pthread_mutex_destroy(&ck->files_lock);
+    ck_pkl_memo_destroy(&ck->pkl_memo);
     free(ck->source);
     free(ck);
 }

@@ -128,6 +128,7 @@ typedef struct ck_checkpoint {
     pthread_mutex_t lock;
     pthread_cond_t resolved;
     pthread_mutex_t files_lock; /* first opens of files not opened at ck_open */
+    ck_pkl_memo pkl_memo; /* data.pkl members parsed lately (torch_item.h) */
     void *arena;          /* owner of strings/arrays above (ck_arena) */
     void *file_index;     /* path -> file index while building (ckpt.c) */
     void *dcp_st;         /* data files' safetensors blobs (dcp_safetensors.c), under lock */

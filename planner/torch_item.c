@@ -7,14 +7,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 
+#include "crc32.h"
 #include "pickle.h"
 #include "zip_reader.h"
 
 /* Storage keys torch writes are small decimal numbers; anything longer is
  * not a torch.save archive we know. */
-#define MAX_STORAGE_KEY 64
+#define MAX_STORAGE_KEY CK_STORAGE_KEY_MAX
 
 
 static bool is_global_named(const pk_value *v, const char *const *modules, size_t n_modules,
@@ -154,7 +154,63 @@ static int parse_pickle(const pk_value *root, ck_torch_item *out, char *key, cha
     return 0;
 }
 
+void ck_pkl_memo_init(ck_pkl_memo *m)
+{
+    memset(m, 0, sizeof *m);
+    pthread_mutex_init(&m->lock, NULL);
+}
+
+void ck_pkl_memo_destroy(ck_pkl_memo *m)
+{
+    pthread_mutex_destroy(&m->lock);
+}
+
+/* True when data.pkl bytes buf[0..len) are remembered: *out and key get
+ * what they said, *crc their CRC-32. */
+static bool memo_lookup(ck_pkl_memo *m, const uint8_t *buf, size_t len, ck_torch_item *out,
+                        char *key, uint32_t *crc)
+{
+    if (!m || len > CK_PKL_MEMO_BYTES)
+        return false;
+    bool hit = false;
+    pthread_mutex_lock(&m->lock);
+    for (uint32_t i = 0; i < m->used && !hit; i++) {
+        const ck_pkl_memo_slot *s = &m->slot[i];
+        if (s->len == len && memcmp(s->bytes, buf, len) == 0) {
+            *out = s->item;
+            memcpy(key, s->key, sizeof s->key);
+            *crc = s->crc;
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&m->lock);
+    return hit;
+}
+
+static void memo_remember(ck_pkl_memo *m, const uint8_t *buf, size_t len, const ck_torch_item *it,
+                          const char *key, uint32_t crc)
+{
+    if (!m || len > CK_PKL_MEMO_BYTES)
+        return;
+    pthread_mutex_lock(&m->lock);
+    ck_pkl_memo_slot *s = &m->slot[m->next];
+    m->next = (m->next + 1) % CK_PKL_MEMO_SLOTS;
+    m->used += m->used < CK_PKL_MEMO_SLOTS;
+    s->len = (uint32_t)len;
+    s->crc = crc;
+    memcpy(s->bytes, buf, len);
+    s->item = *it;
+    memcpy(s->key, key, strlen(key) + 1); /* parse_pickle bounded it */
+    pthread_mutex_unlock(&m->lock);
+}
+
 int ck_torch_item_parse(const ck_byte_source *src, ck_torch_item *out, char *err, size_t errlen)
+{
+    return ck_torch_item_parse_memo(src, NULL, out, err, errlen);
+}
+
+int ck_torch_item_parse_memo(const ck_byte_source *src, ck_pkl_memo *memo, ck_torch_item *out,
+                             char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
     ck_zip_member pkl;
@@ -164,12 +220,14 @@ int ck_torch_item_parse(const ck_byte_source *src, ck_torch_item *out, char *err
     if (pkl.size > CK_MAX_DATA_PKL)
         return ck_fail(err, errlen, -EINVAL, "data.pkl of %llu bytes exceeds the limit of %u",
                     (unsigned long long)pkl.size, (unsigned)CK_MAX_DATA_PKL);
-    uint8_t *buf = malloc(pkl.size ? (size_t)pkl.size : 1);
+    uint8_t small[CK_PKL_MEMO_BYTES];
+    uint8_t *buf = pkl.size <= sizeof small ? small : malloc((size_t)pkl.size);
     if (!buf)
         return -ENOMEM;
     rc = ck_byte_source_read(src, pkl.data_offset, buf, (size_t)pkl.size);
     if (rc < 0) {
-        free(buf);
+        if (buf != small)
+            free(buf);
         return ck_fail(err, errlen, rc, "cannot read data.pkl at offset %llu",
                     (unsigned long long)pkl.data_offset);
     }
@@ -177,17 +235,24 @@ int ck_torch_item_parse(const ck_byte_source *src, ck_torch_item *out, char *err
      * the storage offset would serve wrong bytes without a word, and the
      * member is small, so its CRC-32 (0: not recorded) is checked -- last,
      * so that damage the checks below can name is named. */
-    bool pkl_crc_ok = pkl.crc32 == 0 || (uint32_t)crc32(0L, buf, (uInt)pkl.size) == pkl.crc32;
-    pk_doc *doc = NULL;
-    rc = pk_parse(buf, (size_t)pkl.size, &doc, err, errlen);
-    free(buf);
-    if (rc < 0)
-        return rc;
     char key[MAX_STORAGE_KEY + 1];
-    rc = parse_pickle(pk_root(doc), out, key, err, errlen);
-    pk_free(doc);
+    uint32_t crc;
+    if (!memo_lookup(memo, buf, (size_t)pkl.size, out, key, &crc)) {
+        crc = ck_crc32(0, buf, (size_t)pkl.size);
+        pk_doc *doc = NULL;
+        rc = pk_parse(buf, (size_t)pkl.size, &doc, err, errlen);
+        if (rc == 0) {
+            rc = parse_pickle(pk_root(doc), out, key, err, errlen);
+            pk_free(doc);
+        }
+        if (rc == 0)
+            memo_remember(memo, buf, (size_t)pkl.size, out, key, crc);
+    }
+    if (buf != small)
+        free(buf);
     if (rc < 0)
         return rc;
+    bool pkl_crc_ok = pkl.crc32 == 0 || crc == pkl.crc32;
 
     char member[MAX_STORAGE_KEY + 8];
     snprintf(member, sizeof member, "/data/%s", key);

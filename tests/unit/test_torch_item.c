@@ -328,11 +328,90 @@ static void test_mutations(void)
     CHECK_EQ_INT(bad_gather, 0);
 }
 
+/* The data.pkl memo: every fixture item parsed through one memo, twice (the
+ * second pass finds each member remembered), says what a parse without it
+ * says; a remembered member whose archive records another CRC-32 is still
+ * refused; one slot's worth of bytes changed is parsed afresh. */
+static void test_pkl_memo(void)
+{
+    ck_pkl_memo memo;
+    ck_pkl_memo_init(&memo);
+    int parsed = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < N_ITEMS; i++) {
+            char path[256], err[256] = "", err2[256] = "";
+            snprintf(path, sizeof path, FIXDIR "__0_%d.distcp", i);
+            size_t len;
+            uint8_t *whole = slurp(path, &len);
+            CHECK(whole != NULL);
+            if (!whole)
+                continue;
+            ck_byte_source src = ck_byte_source_mem(whole, len);
+            ck_torch_item plain, memoized;
+            int rc = ck_torch_item_parse(&src, &plain, err, sizeof err);
+            int rc2 = ck_torch_item_parse_memo(&src, &memo, &memoized, err2, sizeof err2);
+            CHECK_EQ_INT(rc2, rc);
+            CHECK_EQ_STR(err2, err);
+            if (rc == 0) {
+                CHECK(memcmp(&plain, &memoized, sizeof plain) == 0);
+                parsed++;
+            }
+            free(whole);
+        }
+    }
+    CHECK(parsed >= 2 * 16);
+
+    size_t len;
+    uint8_t *buf = slurp(FIXDIR "__0_14.distcp", &len); /* model.u8: uint8[37] */
+    CHECK(buf != NULL);
+    if (!buf) {
+        ck_pkl_memo_destroy(&memo);
+        return;
+    }
+    ck_byte_source src = ck_byte_source_mem(buf, len);
+    ck_torch_item it;
+    char err[256] = "";
+    CHECK_EQ_INT(ck_torch_item_parse_memo(&src, &memo, &it, err, sizeof err), 0);
+    ck_zip_member pkl;
+    CHECK_EQ_INT(ck_zip_find(&src, "/data.pkl", &pkl, err, sizeof err), 0);
+
+    /* the same data.pkl bytes under another recorded CRC-32 (local header and
+     * central directory): remembered, and still refused */
+    uint8_t *copy = malloc(len);
+    memcpy(copy, buf, len);
+    uint8_t crc_le[4] = { (uint8_t)pkl.crc32, (uint8_t)(pkl.crc32 >> 8),
+                          (uint8_t)(pkl.crc32 >> 16), (uint8_t)(pkl.crc32 >> 24) };
+    int flipped = 0;
+    for (uint8_t *p = copy; (p = find_bytes(p, len - (size_t)(p - copy), crc_le, 4)) != NULL; p += 4) {
+        p[0] ^= 1;
+        flipped++;
+    }
+    CHECK(flipped >= 1);
+    src = ck_byte_source_mem(copy, len);
+    CHECK_EQ_INT(ck_torch_item_parse_memo(&src, &memo, &it, err, sizeof err), -EINVAL);
+    CHECK_EQ_STR(err, "data.pkl fails its CRC-32 check");
+
+    /* a changed size in data.pkl is not the remembered member */
+    memcpy(copy, buf, len);
+    uint8_t *size_op = find_bytes(copy, len, "K\x00K%\x85", 5);
+    CHECK(size_op != NULL);
+    if (size_op) {
+        size_op[3] = 38;
+        src = ck_byte_source_mem(copy, len);
+        CHECK_EQ_INT(ck_torch_item_parse_memo(&src, &memo, &it, err, sizeof err), -EINVAL);
+        CHECK_EQ_STR(err, "data.pkl describes 38 bytes but data/0 holds 37");
+    }
+    free(copy);
+    free(buf);
+    ck_pkl_memo_destroy(&memo);
+}
+
 int main(void)
 {
     test_fixture_items();
     test_malformed();
     test_gather_synthetic();
     test_mutations();
+    test_pkl_memo();
     return check_done();
 }
