@@ -7,8 +7,17 @@
 #include "chunk_cache.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdlib.h>
+
+/* Buffers of evicted entries kept for reuse (see ck_cache_take_buffer):
+ * a sequential read of zstd chunks evicts one large image per decode, and
+ * a fresh buffer costs its page faults and the zeroing of every page --
+ * in a VM whose host hands memory back lazily, a quarter of the daemon's
+ * time.  Spares are kept up to half the bound. */
+#define SPARE_SLOTS 2
+#define SPARE_MIN (1u << 20) /* smaller buffers come cheap from malloc */
 
 struct ck_cache_entry {
     uint64_t id;
@@ -34,6 +43,9 @@ struct ck_cache {
     ck_cache_entry **table;
     size_t nbuckets, nentries; /* nbuckets: a power of two */
     loading *loads;            /* few at once: one per decoding thread */
+    uint8_t *spare[SPARE_SLOTS]; /* evicted buffers kept for the next decode */
+    size_t spare_cap[SPARE_SLOTS];
+    uint64_t spare_bytes;
 };
 
 #define MIN_BUCKETS 64
@@ -66,6 +78,69 @@ static void entry_destroy(ck_cache_entry *e)
 {
     free(e->data);
     free(e);
+}
+
+/* Under lock: keeps e's buffer as a spare when it is large and the spares
+ * have room; when both slots are taken the larger spare gives way (the new
+ * one is the size decodes need now) and goes to *discard, to be freed
+ * after the lock. */
+static void keep_spare_locked(ck_cache *c, ck_cache_entry *e, uint8_t **discard)
+{
+    *discard = NULL;
+    size_t cap = e->data ? malloc_usable_size(e->data) : 0;
+    if (cap < SPARE_MIN || cap > c->max_bytes / 2)
+        return;
+    int slot = -1;
+    for (int i = 0; i < SPARE_SLOTS && slot < 0; i++)
+        if (!c->spare[i])
+            slot = i;
+    if (slot < 0) {
+        slot = 0;
+        for (int i = 1; i < SPARE_SLOTS; i++)
+            if (c->spare_cap[i] > c->spare_cap[slot])
+                slot = i;
+        *discard = c->spare[slot];
+        c->spare_bytes -= c->spare_cap[slot];
+        c->spare[slot] = NULL;
+    }
+    if (c->spare_bytes + cap > c->max_bytes / 2)
+        return;
+    c->spare[slot] = e->data;
+    c->spare_cap[slot] = cap;
+    c->spare_bytes += cap;
+    e->data = NULL;
+}
+
+/* Destroys e outside the lock, its buffer kept as a spare if it can be. */
+static void retire(ck_cache *c, ck_cache_entry *e)
+{
+    uint8_t *discard;
+    pthread_mutex_lock(&c->lock);
+    keep_spare_locked(c, e, &discard);
+    pthread_mutex_unlock(&c->lock);
+    free(discard);
+    entry_destroy(e);
+}
+
+uint8_t *ck_cache_take_buffer(ck_cache *c, size_t want, size_t *cap)
+{
+    if (want < SPARE_MIN)
+        return NULL;
+    uint8_t *buf = NULL;
+    pthread_mutex_lock(&c->lock);
+    int best = -1;
+    for (int i = 0; i < SPARE_SLOTS; i++)
+        if (c->spare[i] && c->spare_cap[i] >= want && c->spare_cap[i] - want <= want / 8 &&
+            (best < 0 || c->spare_cap[i] < c->spare_cap[best]))
+            best = i;
+    if (best >= 0) {
+        buf = c->spare[best];
+        *cap = c->spare_cap[best];
+        c->spare[best] = NULL;
+        c->spare_bytes -= c->spare_cap[best];
+    }
+    pthread_mutex_unlock(&c->lock);
+    return buf;
 }
 
 static ck_cache_entry *table_find(const ck_cache *c, uint64_t id)
@@ -155,22 +230,26 @@ static void drop_entry(ck_cache *c, ck_cache_entry *e)
     c->bytes -= e->len;
 }
 
-/* Drops least recently used entries until the bound holds; entries still
- * referenced are freed by their last release.  The most recent entry always
+/* Drops least recently used entries until the bound holds, returning those
+ * no reader holds (linked through next) for retire(); entries still
+ * referenced are retired by their last release.  The most recent entry always
  * stays: a chunk larger than the bound would otherwise be decoded again for
  * every read of it (a sequential read of a 1 GiB zstd chunk in 256 KiB
  * requests would decode it 4096 times), so the cache may hold the bound
  * plus one chunk. */
-static void evict(ck_cache *c)
+static ck_cache_entry *evict(ck_cache *c)
 {
-    ck_cache_entry *e = c->tail;
+    ck_cache_entry *e = c->tail, *dead = NULL;
     while (e && e != c->head && c->bytes > c->max_bytes) {
         ck_cache_entry *prev = e->prev;
         drop_entry(c, e);
-        if (e->refs == 0)
-            entry_destroy(e);
+        if (e->refs == 0) {
+            e->next = dead; /* destroyed after the lock (a large free is an munmap) */
+            dead = e;
+        }
         e = prev;
     }
+    return dead;
 }
 
 void ck_cache_free(ck_cache *c)
@@ -188,6 +267,8 @@ void ck_cache_free(ck_cache *c)
         c->loads = l->next;
         free(l);
     }
+    for (int i = 0; i < SPARE_SLOTS; i++)
+        free(c->spare[i]);
     free(c->table);
     pthread_cond_destroy(&c->loaded);
     pthread_mutex_destroy(&c->lock);
@@ -292,8 +373,13 @@ ck_cache_entry *ck_cache_put(ck_cache *c, uint64_t id, uint8_t *data, uint64_t l
     table_insert(c, n);
     n->in_index = 1;
     c->bytes += n->len;
-    evict(c);
+    ck_cache_entry *dead = evict(c);
     pthread_mutex_unlock(&c->lock);
+    while (dead) {
+        ck_cache_entry *next = dead->next;
+        retire(c, dead);
+        dead = next;
+    }
     return n;
 }
 
@@ -309,5 +395,5 @@ void ck_cache_release(ck_cache *c, ck_cache_entry *e)
     int destroy = --e->refs == 0 && !e->in_index;
     pthread_mutex_unlock(&c->lock);
     if (destroy)
-        entry_destroy(e);
+        retire(c, e);
 }

@@ -27,6 +27,13 @@ void ck_cache_abandon(ck_cache *c, uint64_t id);
  * freed and the existing entry returned.  Ends a load of id, if any.  The most recently used entry is
  * never evicted, so memory stays below the bound plus one entry. */
 ck_cache_entry *ck_cache_put(ck_cache *c, uint64_t id, uint8_t *data, uint64_t len);
+/* A buffer of an evicted entry, malloc'd, for the caller to fill and put
+ * (or free): its capacity (*cap) is at least want and at most an eighth
+ * more.  NULL when none fits.  The cache keeps two spares of 1 MiB and
+ * more, up to half its bound beside it (in a sequential read: one chunk),
+ * so that decoding chunk after chunk reuses memory already faulted in
+ * instead of mapping fresh pages. */
+uint8_t *ck_cache_take_buffer(ck_cache *c, size_t want, size_t *cap);
 const uint8_t *ck_cache_entry_data(const ck_cache_entry *e, uint64_t *len);
 void ck_cache_release(ck_cache *c, ck_cache_entry *e);
 

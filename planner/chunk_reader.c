@@ -12,10 +12,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
+
 
 #include "arena.h"
 #include "chunk_cache.h"
+#include "crc32.h"
 #include "dcp_safetensors.h"
 #include "geometry.h"
 #include "readahead.h"
@@ -82,6 +83,11 @@ static uint64_t chunk_image_bytes(const ck_key *key, const ck_chunk *c)
 }
 
 /* Reads and undoes the transforms of the whole item into memory. */
+static uint8_t *take_cache_buffer(void *cache, size_t want, size_t *cap)
+{
+    return ck_cache_take_buffer(cache, want, cap);
+}
+
 static int load_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t expect,
                      uint8_t **out, uint64_t *out_len, char *why, size_t whylen)
 {
@@ -93,7 +99,9 @@ static int load_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t
     }
     if (c->transforms & CK_TF_ZSTD) {
         uint64_t max = expect > UINT64_MAX - DECODE_SLACK ? UINT64_MAX : expect + DECODE_SLACK;
-        return ck_zstd_decode(&src, max, out, out_len, why, whylen);
+        /* into the buffer of an image the cache let go, when one fits */
+        ck_zstd_buffers bufs = { take_cache_buffer, ck->cache };
+        return ck_zstd_decode_into(&src, max, ck->cache ? &bufs : NULL, out, out_len, why, whylen);
     }
     if (c->length > SIZE_MAX)
         return -EFBIG;
@@ -145,15 +153,7 @@ static int check_data_crc(const uint8_t *item, uint64_t item_len, char *why, siz
         return -EIO;
     if (m.crc32 == 0)
         return 0;
-    uLong crc = crc32(0L, Z_NULL, 0);
-    const uint8_t *p = item + m.data_offset;
-    for (uint64_t left = m.size; left > 0;) {
-        uInt n = left > (1u << 30) ? (1u << 30) : (uInt)left;
-        crc = crc32(crc, p, n);
-        p += n;
-        left -= n;
-    }
-    if ((uint32_t)crc != m.crc32) {
+    if (ck_crc32(0, item + m.data_offset, (size_t)m.size) != m.crc32) {
         snprintf(why, whylen, "data/0 fails its CRC-32 check after decoding (damaged frame)");
         return -EIO;
     }

@@ -37,6 +37,12 @@ static uint64_t initial_capacity(const uint8_t *in, size_t in_len, uint64_t src_
 int ck_zstd_decode(const ck_byte_source *src, uint64_t max_out, uint8_t **out, uint64_t *out_len,
                    char *err, size_t errlen)
 {
+    return ck_zstd_decode_into(src, max_out, NULL, out, out_len, err, errlen);
+}
+
+int ck_zstd_decode_into(const ck_byte_source *src, uint64_t max_out, const ck_zstd_buffers *bufs,
+                        uint8_t **out, uint64_t *out_len, char *err, size_t errlen)
+{
     *out = NULL;
     *out_len = 0;
     if (src->len == 0)
@@ -78,7 +84,14 @@ int ck_zstd_decode(const ck_byte_source *src, uint64_t max_out, uint8_t **out, u
         if (ob.pos == ob.size) {
             uint64_t cap = ob.size == 0 ? initial_capacity(in.src, in.size - in.pos, src->len, max_out)
                                         : min_u64(min_u64((uint64_t)ob.size * 2, max_out), SIZE_MAX / 2);
-            if (cap > ob.size) {
+            size_t given_cap;
+            uint8_t *given = !buf && bufs ? bufs->take(bufs->ctx, (size_t)cap, &given_cap) : NULL;
+            if (given) {
+                /* capacity beyond cap stays unused: the limits are cap's */
+                buf = given;
+                ob.dst = buf;
+                ob.size = (size_t)cap;
+            } else if (cap > ob.size) {
                 uint8_t *nb = realloc(buf, (size_t)cap);
                 if (!nb) {
                     rc = -ENOMEM;

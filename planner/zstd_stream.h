@@ -11,6 +11,17 @@
 int ck_zstd_decode(const ck_byte_source *src, uint64_t max_out, uint8_t **out, uint64_t *out_len,
                    char *err, size_t errlen);
 
+/* Where a decode may take its output buffer: take(ctx, want, &cap) returns
+ * a malloc'd buffer of cap >= want bytes, or NULL (then it is malloc'd). */
+typedef struct {
+    uint8_t *(*take)(void *ctx, size_t want, size_t *cap);
+    void *ctx;
+} ck_zstd_buffers;
+
+/* ck_zstd_decode, its first output buffer from bufs (NULL: malloc). */
+int ck_zstd_decode_into(const ck_byte_source *src, uint64_t max_out, const ck_zstd_buffers *bufs,
+                        uint8_t **out, uint64_t *out_len, char *err, size_t errlen);
+
 /* Encodes buf into one zstd frame (for writes that keep the transform).
  * The frame is byte for byte what torch's `stream.zstd/1` writer produces
  * for the same input (level 3, parameters chosen for the input's size, no

@@ -95,10 +95,64 @@ static void test_many_ids(void)
     ck_cache_free(c);
 }
 
+/* Evicted buffers of 1 MiB and more come back through ck_cache_take_buffer
+ * (the same memory, faulted in already), only when they fit what is asked
+ * (no more than an eighth over), each once, and never one still read. */
+static void test_spare_buffers(void)
+{
+    const size_t MB = 1u << 20;
+    ck_cache *c;
+    CHECK_EQ_INT(ck_cache_new(8 * MB, &c), 0);
+    size_t cap = 0;
+    CHECK(ck_cache_take_buffer(c, 2 * MB, &cap) == NULL); /* nothing evicted yet */
+    uint8_t *first = block(2 * MB, 1);
+    ck_cache_release(c, ck_cache_put(c, 1, first, 2 * MB));
+    for (uint64_t id = 2; id <= 4; id++)
+        ck_cache_release(c, ck_cache_put(c, id, block(2 * MB, (uint8_t)id), 2 * MB));
+    CHECK(ck_cache_take_buffer(c, 2 * MB, &cap) == NULL); /* 8 MiB: all fit */
+
+    /* a fifth evicts the first, whose buffer becomes a spare */
+    ck_cache_release(c, ck_cache_put(c, 5, block(2 * MB, 5), 2 * MB));
+    CHECK(!present(c, 1));
+    CHECK(ck_cache_take_buffer(c, 4 * MB, &cap) == NULL);    /* too small */
+    CHECK(ck_cache_take_buffer(c, MB, &cap) == NULL);        /* far too large */
+    CHECK(ck_cache_take_buffer(c, MB / 2, &cap) == NULL);    /* small asks: malloc */
+    uint8_t *again = ck_cache_take_buffer(c, 2 * MB - 4096, &cap);
+    CHECK(again == first);
+    CHECK(cap >= 2 * MB);
+    CHECK(ck_cache_take_buffer(c, 2 * MB - 4096, &cap) == NULL); /* taken once */
+    /* the taken buffer is the caller's to fill and put */
+    memset(again, 6, 2 * MB);
+    ck_cache_release(c, ck_cache_put(c, 6, again, 2 * MB));
+    uint64_t len;
+    ck_cache_entry *e = ck_cache_get(c, 6);
+    CHECK(e && ck_cache_entry_data(e, &len)[2 * MB - 1] == 6);
+
+    /* an entry evicted while held gives its buffer up only at its release */
+    ck_cache_entry *held = ck_cache_get(c, 3);
+    for (uint64_t id = 7; id <= 11; id++) /* 3 was touched last: four puts reach it */
+        ck_cache_release(c, ck_cache_put(c, id, block(2 * MB, (uint8_t)id), 2 * MB));
+    CHECK(!present(c, 3));
+    uint8_t *spare;
+    int saw_held = 0;
+    while ((spare = ck_cache_take_buffer(c, 2 * MB, &cap)) != NULL) {
+        saw_held |= spare == ck_cache_entry_data(held, &len);
+        free(spare);
+    }
+    CHECK(!saw_held);
+    const uint8_t *hd = ck_cache_entry_data(held, &len);
+    CHECK(hd[0] == 3 && hd[2 * MB - 1] == 3);
+    ck_cache_release(c, held);
+    if (e)
+        ck_cache_release(c, e);
+    ck_cache_free(c); /* spares still kept are freed with the cache (ASan: no leak) */
+}
+
 int main(void)
 {
     test_single_flight();
     test_many_ids();
+    test_spare_buffers();
 
     ck_cache *c;
     CHECK_EQ_INT(ck_cache_new(300, &c), 0);

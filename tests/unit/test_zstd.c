@@ -190,6 +190,24 @@ static int fd_sink_write(void *ctx, const void *buf, size_t len)
     return 0;
 }
 
+/* A buffer source holding one buffer, given once. */
+typedef struct {
+    uint8_t *buf;
+    size_t cap, asked;
+} given_buffer;
+
+static uint8_t *take_given(void *ctx, size_t want, size_t *cap)
+{
+    given_buffer *g = ctx;
+    g->asked = want;
+    if (!g->buf || g->cap < want)
+        return NULL;
+    uint8_t *b = g->buf;
+    *cap = g->cap;
+    g->buf = NULL;
+    return b;
+}
+
 /* Several MiB, so the decoder reads its input in more than one piece and
  * grows its output; compressible but not trivially. */
 static void test_large_round_trip(void)
@@ -244,6 +262,23 @@ static void test_large_round_trip(void)
     CHECK_EQ_INT(ck_zstd_decode(&src, 2 * (uint64_t)n, &dec, &dec_len, err, sizeof err), 0);
     CHECK_EQ_INT(dec_len, 2 * (uint64_t)n);
     CHECK(dec && memcmp(dec, data, n) == 0 && memcmp(dec + n, data, n) == 0);
+    free(dec);
+    dec = NULL;
+
+    /* a decode given its first buffer: takes it (asking for its first
+     * guess, within the limit), decodes the same bytes into it; a source
+     * with nothing left to give leaves it to malloc */
+    given_buffer g = { .buf = malloc(2 * n + 4096), .cap = 2 * n + 4096 };
+    ck_zstd_buffers bufs = { take_given, &g };
+    CHECK_EQ_INT(ck_zstd_decode_into(&src, 2 * (uint64_t)n, &bufs, &dec, &dec_len, err, sizeof err), 0);
+    CHECK(g.asked >= 64 * 1024 && g.asked <= 2 * n);
+    CHECK(g.buf == NULL); /* taken */
+    CHECK_EQ_INT(dec_len, 2 * (uint64_t)n);
+    CHECK(dec && memcmp(dec, data, n) == 0 && memcmp(dec + n, data, n) == 0);
+    free(dec);
+    dec = NULL;
+    CHECK_EQ_INT(ck_zstd_decode_into(&src, 2 * (uint64_t)n, &bufs, &dec, &dec_len, err, sizeof err), 0);
+    CHECK(dec && dec_len == 2 * (uint64_t)n && memcmp(dec + n, data, n) == 0);
     free(dec);
     dec = NULL;
     CHECK_EQ_INT(ck_zstd_decode(&src, 2 * (uint64_t)n - 1, &dec, &dec_len, err, sizeof err), -E2BIG);
