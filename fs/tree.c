@@ -2,6 +2,7 @@
  * prefix of every key), then files, so a key that collides with a
  * directory is named NAME.tensor/NAME.bytes whatever the key order. */
 #include "tree.h"
+#include "arena.h"
 #include "hash.h"
 
 #include <errno.h>
@@ -13,8 +14,9 @@ struct fs_tree {
     fs_node *root;
     fs_node **slots; /* open-addressing map path -> node */
     size_t cap, count;
-    fs_node **all;   /* every node, for freeing */
+    fs_node **all;   /* every node (their children arrays are malloc'd) */
     size_t nall, allcap;
+    ck_arena *arena; /* the nodes, their names and paths */
     size_t name_max; /* longest name lookup answers, views included */
 };
 
@@ -23,11 +25,12 @@ static uint64_t hash_path(const char *s)
     return ck_fnv1a_str(s);
 }
 
-/* dir's path joined with name ("/" + name under the root), malloc'd. */
-static char *join_path(const char *dir, const char *name)
+/* dir's path joined with name ("/" + name under the root), malloc'd, or
+ * from arena when one is given. */
+static char *join_path(const char *dir, const char *name, ck_arena *arena)
 {
     size_t pl = strcmp(dir, "/") == 0 ? 0 : strlen(dir), nl = strlen(name);
-    char *s = malloc(pl + nl + 2);
+    char *s = arena ? ck_arena_alloc(arena, pl + nl + 2) : malloc(pl + nl + 2);
     if (s) {
         memcpy(s, dir, pl);
         s[pl] = '/';
@@ -36,9 +39,11 @@ static char *join_path(const char *dir, const char *name)
     return s;
 }
 
-static int map_grow(fs_tree *t)
+static int map_grow(fs_tree *t, size_t want)
 {
     size_t cap = t->cap ? t->cap * 2 : 1024;
+    while (cap < want && cap <= SIZE_MAX / 4 / sizeof *t->slots)
+        cap *= 2;
     fs_node **slots = calloc(cap, sizeof *slots);
     if (!slots)
         return -ENOMEM;
@@ -46,7 +51,7 @@ static int map_grow(fs_tree *t)
         fs_node *n = t->slots[i];
         if (!n)
             continue;
-        size_t s = hash_path(n->path) & (cap - 1);
+        size_t s = n->hash & (cap - 1);
         while (slots[s])
             s = (s + 1) & (cap - 1);
         slots[s] = n;
@@ -71,11 +76,11 @@ fs_node *fs_tree_lookup(fs_tree *t, const char *path)
 static int map_insert(fs_tree *t, fs_node *n)
 {
     if ((t->count + 1) * 2 > t->cap) {
-        int rc = map_grow(t);
+        int rc = map_grow(t, 0);
         if (rc)
             return rc;
     }
-    size_t s = hash_path(n->path) & (t->cap - 1);
+    size_t s = n->hash & (t->cap - 1);
     while (t->slots[s])
         s = (s + 1) & (t->cap - 1);
     t->slots[s] = n;
@@ -108,15 +113,16 @@ static fs_node *new_node(fs_tree *t, fs_node *parent, const char *name, bool is_
         t->all = a;
         t->allcap = cap;
     }
-    fs_node *n = calloc(1, sizeof *n);
+    fs_node *n = ck_arena_alloc(t->arena, sizeof *n);
     if (!n)
         return NULL;
-    n->name = strdup(name);
-    n->path = parent ? join_path(parent->path, name) : strdup("/");
+    n->name = ck_arena_strdup(t->arena, name);
+    n->path = parent ? join_path(parent->path, name, t->arena) : ck_arena_strdup(t->arena, "/");
     n->is_dir = is_dir;
     t->all[t->nall++] = n;
     if (!n->name || !n->path)
         return NULL;
+    n->hash = hash_path(n->path);
     if (parent && (add_child(parent, n) || map_insert(t, n)))
         return NULL;
     return n;
@@ -162,6 +168,7 @@ static int ensure_dirs(fs_tree *t, const char *fqn, size_t ncomp, fs_node **out)
     fs_node *cur = t->root;
     const char *p = fqn;
     char name[NAME_CAP];
+    bool created = false;
     for (size_t i = 0; i < ncomp; i++) {
         const char *dot = strchr(p, '.');
         size_t n = (size_t)(dot - p);
@@ -172,15 +179,19 @@ static int ensure_dirs(fs_tree *t, const char *fqn, size_t ncomp, fs_node **out)
         if (cur->nchildren && strcmp(cur->children[cur->nchildren - 1]->name, name) == 0 &&
             cur->children[cur->nchildren - 1]->is_dir)
             next = cur->children[cur->nchildren - 1];
-        if (!next) {
-            char *full = join_path(cur->path, name);
+        /* below a directory this walk created there is nothing to look up */
+        if (!next && !created) {
+            char *full = join_path(cur->path, name, NULL);
             if (!full)
                 return -ENOMEM;
             next = fs_tree_lookup(t, full);
             free(full);
         }
-        if (!next && !(next = new_node(t, cur, name, true)))
-            return -ENOMEM;
+        if (!next) {
+            if (!(next = new_node(t, cur, name, true)))
+                return -ENOMEM;
+            created = true;
+        }
         cur = next;
         p = dot + 1;
     }
@@ -242,27 +253,24 @@ int fs_tree_build(const ck_checkpoint *ck, bool flat, fs_tree **out)
     fs_tree *t = calloc(1, sizeof *t);
     if (!t)
         return -ENOMEM;
-    int rc = map_grow(t);
+    /* a map for about a node per key and one more per key's directory */
+    size_t want = ck->nkeys < SIZE_MAX / 8 ? 4 * ck->nkeys : 0;
+    fs_node **dir_of = flat ? NULL : calloc(ck->nkeys ? ck->nkeys : 1, sizeof *dir_of);
+    int rc = (t->arena = ck_arena_new()) && (flat || dir_of) ? map_grow(t, want) : -ENOMEM;
     if (!rc && !(t->root = new_node(t, NULL, "", true)))
         rc = -ENOMEM;
     if (!rc)
         rc = map_insert(t, t->root);
     char name[NAME_CAP + 8];
-    /* pass 1: directories */
-    for (size_t i = 0; !rc && !flat && i < ck->nkeys; i++) {
-        fs_node *d;
-        rc = ensure_dirs(t, ck->keys[i].fqn, count_dots(ck->keys[i].fqn), &d);
-    }
+    /* pass 1: directories, every key's remembered for pass 2 */
+    for (size_t i = 0; !rc && !flat && i < ck->nkeys; i++)
+        rc = ensure_dirs(t, ck->keys[i].fqn, count_dots(ck->keys[i].fqn), &dir_of[i]);
     /* pass 2: files */
     for (size_t i = 0; !rc && i < ck->nkeys; i++) {
         const ck_key *k = &ck->keys[i];
-        fs_node *dir = t->root;
+        fs_node *dir = flat ? t->root : dir_of[i];
         const char *last = k->fqn;
         if (!flat) {
-            size_t nd = count_dots(k->fqn);
-            rc = ensure_dirs(t, k->fqn, nd, &dir);
-            if (rc)
-                break;
             const char *dot = strrchr(k->fqn, '.');
             last = dot ? dot + 1 : k->fqn;
         }
@@ -271,7 +279,7 @@ int fs_tree_build(const ck_checkpoint *ck, bool flat, fs_tree **out)
             rc = n;
             break;
         }
-        char *full = join_path(dir->path, name);
+        char *full = join_path(dir->path, name, NULL);
         if (!full) {
             rc = -ENOMEM;
             break;
@@ -287,6 +295,7 @@ int fs_tree_build(const ck_checkpoint *ck, bool flat, fs_tree **out)
         }
         f->key = k;
     }
+    free(dir_of);
     if (rc) {
         fs_tree_free(t);
         return rc;
@@ -311,12 +320,9 @@ void fs_tree_free(fs_tree *t)
 {
     if (!t)
         return;
-    for (size_t i = 0; i < t->nall; i++) {
-        free(t->all[i]->name);
-        free(t->all[i]->path);
+    for (size_t i = 0; i < t->nall; i++)
         free(t->all[i]->children);
-        free(t->all[i]);
-    }
+    ck_arena_free(t->arena);
     free(t->all);
     free(t->slots);
     free(t);

@@ -6,12 +6,14 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "ckpt.h"
 
 typedef struct fs_node fs_node;
 struct fs_node {
     char *name;          /* escaped component as listed */
     char *path;          /* "/a/b" ("/" for the root) */
+    uint64_t hash;       /* of path: the tree's map (rehashed as it grows) */
     fs_node *parent;
     bool is_dir;
     const ck_key *key;   /* files only */
