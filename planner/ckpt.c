@@ -336,6 +336,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
             if (md && ck_object_info_get(md, &mi) == 0)
                 ck->mtime = mi.mtime;
             ck_object_close(md);
+            ck->metadata_whole_tree = opts && opts->whole_tree_metadata;
             rc = ck_build_dcp(ck, err, errlen);
         } else if (has_safetensors_files(ck->storage)) {
             rc = ck_build_safetensors(ck, NULL, err, errlen);

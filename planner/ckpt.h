@@ -112,6 +112,10 @@ typedef struct ck_checkpoint {
     ck_file *files;
     struct timespec mtime;
     char *version;        /* Metadata.version or NULL */
+    /* DCP: the keys were built while .metadata was parsed (dcp_metadata.c);
+     * false: from its whole value tree (an odd document, or asked for) */
+    bool metadata_streamed;
+    bool metadata_whole_tree; /* set before building: do not stream */
     struct ck_dcp_dialect *dialect; /* DCP: what commits carry over (dcp_dialect.h) */
     ck_cache *cache;
     /* per key (same index as keys): tensor bytes handed to the kernel's
@@ -137,6 +141,9 @@ typedef struct ck_checkpoint {
 typedef struct {
     uint64_t cache_bytes; /* decoded-chunk cache bound (default 256 MiB) */
     const ck_storage_opts *storage; /* object-store settings; NULL = defaults */
+    /* build DCP keys from .metadata's whole value tree, never while parsing:
+     * the slow path every odd document takes, for tests to compare with */
+    bool whole_tree_metadata;
 } ck_open_opts;
 
 /* Opens SOURCE: a DCP directory, a .safetensors file or a directory of them.

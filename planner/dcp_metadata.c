@@ -46,7 +46,7 @@ struct stream {
     const pk_value *sdm, *sd; /* the dicts the batches went into */
     ck_key *keys;
     size_t nkeys, cap;
-    uint32_t *slots;       /* fqn -> key index + 1, open addressing */
+    uint64_t *slots;       /* fqn -> hash << 32 | key index + 1, open addressing */
     size_t nslots;
     uint64_t batches_made, batches_used;
 };
@@ -462,27 +462,37 @@ static int build_planner_data(dcp_ctx *c, const pk_value *pd)
  * makes the stream give up, and the document is read again as a whole
  * tree, so that odd inputs keep their exact behaviour and messages. */
 
-static ck_key *stream_find(stream *s, const char *fqn)
+/* A slot holds the low half of its key's hash above the key's index + 1:
+ * the slot is picked by those bits (an index never has more than 2^32
+ * slots), so a grown index is refilled without hashing a name again, and
+ * a probe compares names only where the halves agree. */
+#define SLOT_TAG(h) ((uint32_t)(h))
+
+static ck_key *stream_find_hashed(stream *s, const char *fqn, uint64_t h)
 {
     if (!s->nslots)
         return NULL;
-    size_t at = ck_fnv1a_str(fqn) & (s->nslots - 1);
+    size_t at = SLOT_TAG(h) & (s->nslots - 1);
     while (s->slots[at]) {
-        ck_key *k = &s->keys[s->slots[at] - 1];
-        if (strcmp(k->fqn, fqn) == 0)
+        ck_key *k = &s->keys[(uint32_t)s->slots[at] - 1];
+        if (s->slots[at] >> 32 == SLOT_TAG(h) && strcmp(k->fqn, fqn) == 0)
             return k;
         at = (at + 1) & (s->nslots - 1);
     }
     return NULL;
 }
 
-static int stream_index(stream *s, size_t i)
+static ck_key *stream_find(stream *s, const char *fqn)
 {
-    size_t at = ck_fnv1a_str(s->keys[i].fqn) & (s->nslots - 1);
+    return stream_find_hashed(s, fqn, ck_fnv1a_str(fqn));
+}
+
+static void stream_index(stream *s, size_t i, uint64_t h)
+{
+    size_t at = SLOT_TAG(h) & (s->nslots - 1);
     while (s->slots[at])
         at = (at + 1) & (s->nslots - 1);
-    s->slots[at] = (uint32_t)i + 1;
-    return 0;
+    s->slots[at] = (uint64_t)SLOT_TAG(h) << 32 | ((uint32_t)i + 1);
 }
 
 /* Room for one more key, keeping the index at most half full. */
@@ -500,14 +510,17 @@ static int stream_grow(stream *s)
     }
     if ((s->nkeys + 1) * 2 > s->nslots) {
         size_t n = s->nslots ? s->nslots * 2 : 512;
-        uint32_t *ns = calloc(n, sizeof *ns);
+        uint64_t *ns = calloc(n, sizeof *ns);
         if (!ns)
             return -ENOMEM;
-        free(s->slots);
+        uint64_t *old = s->slots;
+        size_t oldn = s->nslots;
         s->slots = ns;
         s->nslots = n;
-        for (size_t i = 0; i < s->nkeys; i++)
-            stream_index(s, i);
+        for (size_t j = 0; j < oldn; j++)
+            if (old[j])
+                stream_index(s, (uint32_t)old[j] - 1, old[j] >> 32);
+        free(old);
     }
     return 0;
 }
@@ -521,9 +534,11 @@ static int stream_key(stream *s, const pk_value *kv, const pk_value *v)
     memset(k, 0, sizeof *k);
     if ((rc = build_key(s->c, k, s->nkeys, kv, v)))
         return rc;
-    if (stream_find(s, k->fqn))
+    uint64_t h = ck_fnv1a_str(k->fqn);
+    if (stream_find_hashed(s, k->fqn, h))
         return -EINVAL; /* a duplicate: the tree path names it */
-    return stream_index(s, s->nkeys++);
+    stream_index(s, s->nkeys++, h);
+    return 0;
 }
 
 /* A batch of chunks, or NULL when any is not the plain shape. */
@@ -690,8 +705,9 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
         snprintf(err, errlen, "%s/.metadata: cannot read: %s", ck->source, strerror(-rc));
         return rc;
     }
-    rc = build_streamed(&c, buf, len);
+    rc = ck->metadata_whole_tree ? 1 : build_streamed(&c, buf, len);
     if (rc != 1) {
+        ck->metadata_streamed = rc == 0;
         free(buf);
         return rc;
     }
