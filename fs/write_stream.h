@@ -76,6 +76,8 @@ int fs_wstream_flush(fs_wstream *s);
 
 /* Test hooks and figures. */
 uint64_t fs_wstream_data_off(const fs_wstream *s);
+/* The stream file's descriptor (the stream keeps it; for fstat). */
+int fs_wstream_fd(const fs_wstream *s);
 /* Payload bytes the CRC covers so far (in-order bytes from the start). */
 uint64_t fs_wstream_crc_covered(fs_wstream *s);
 
