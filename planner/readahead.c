@@ -71,6 +71,15 @@ static void advise_ranges(ck_checkpoint *ck, range_vec *rv)
     }
 }
 
+/* Local files: the kernel reads ahead within a file as a reader walks it,
+ * with its own markers to keep the next batch in flight; advice over the
+ * same bytes only competes with that (first cold reads of one shard file
+ * took 0.58-0.76 s with 16 MiB windows advised, 0.42-0.46 s without).  So
+ * for local files only the jumps are advised: the first bytes of a chunk
+ * the reader will enter, this much of them, where the kernel has no
+ * history yet. */
+#define LOCAL_JUMP_ADVISE (2ull << 20)
+
 /* A decoded (zstd) item is read whole: this much of it is asked for at once. */
 #define DECODED_MAX (128ull << 20)
 /* Bytes of an unresolved item's tail its archive directory lives in. */
@@ -84,6 +93,13 @@ static void advise_ranges(ck_checkpoint *ck, range_vec *rv)
 static void chunk_range(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t src_off,
                         uint64_t len, range_vec *rv)
 {
+    bool local = !(ck->storage && ck->storage->ops->prefetch);
+    if (local && !c->transforms) {
+        /* a chunk the reader continues in: the kernel's read-ahead */
+        if (src_off > 0)
+            return;
+        len = len < LOCAL_JUMP_ADVISE ? len : LOCAL_JUMP_ADVISE;
+    }
     int st = atomic_load_explicit(&c->state, memory_order_acquire);
     if (st == 1 && c->layout.direct) {
         range_push(rv, c->file, c->layout.file_offset + src_off, len);

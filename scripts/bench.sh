@@ -721,32 +721,40 @@ bench_fsdp() {
 
 bench_write() {
     data_upload
-    local npy="$DATA/upload.npy" rw="$DATA/rw-ckpt" plain_dir="$DATA/rw-plain" t0 ours base
-    rm -rf "$rw" "$plain_dir"
-    mkdir -p "$plain_dir"
-    read_all "$npy"
-    sync
-    t0=$(now)
-    cp "$npy" "$plain_dir/upload.npy"
-    sync
-    base=$(secs_since "$t0")
-    rm -rf "$plain_dir"
-    sync
-    log "write: cp into -o rw"
-    if ! mount_ckptfs "$rw" -o rw,create; then
-        row "cp 1 GiB .npy into -o rw, with commit" "new checkpoint" "skipped: -o rw refused" "cp + sync $(printf '%.2f s' "$base")" "-" "-" "SKIP"
-        return 0
-    fi
-    t0=$(now)
-    if ! cp "$npy" "$MNT/upload.npy"; then
+    local npy="$DATA/upload.npy" rw="$DATA/rw-ckpt" plain_dir="$DATA/rw-plain" t0 ours base i
+    local t_ours=() t_base=()
+    # RUNS rounds, each a cp + sync to a directory then a cp into a fresh -o rw,create mount
+    # until unmount: the disk's speed swings by 2-4x from minute to minute on a VM, so both
+    # are taken side by side and the best of each compared
+    for ((i = 0; i < RUNS; i++)); do
+        rm -rf "$rw" "$plain_dir"
+        mkdir -p "$plain_dir"
+        read_all "$npy"
+        sync
+        t0=$(now)
+        cp "$npy" "$plain_dir/upload.npy"
+        sync
+        t_base+=("$(secs_since "$t0")")
+        rm -rf "$plain_dir"
+        sync
+        log "write: cp into -o rw (round $((i + 1)) of $RUNS)"
+        if ! mount_ckptfs "$rw" -o rw,create; then
+            row "cp 1 GiB .npy into -o rw, with commit" "new checkpoint" "skipped: -o rw refused" "cp + sync" "-" "-" "SKIP"
+            return 0
+        fi
+        t0=$(now)
+        if ! cp "$npy" "$MNT/upload.npy"; then
+            stop_mount
+            row "cp 1 GiB .npy into -o rw, with commit" "new checkpoint" "cp failed" "cp + sync" "-" "-" "SKIP"
+            return 0
+        fi
         stop_mount
-        row "cp 1 GiB .npy into -o rw, with commit" "new checkpoint" "cp failed" "cp + sync $(printf '%.2f s' "$base")" "-" "-" "SKIP"
-        return 0
-    fi
-    stop_mount
-    sync
-    ours=$(secs_since "$t0")
-    # the committed key must hold the .npy's elements
+        sync
+        t_ours+=("$(secs_since "$t0")")
+    done
+    base=$(min_of "${t_base[@]}")
+    ours=$(min_of "${t_ours[@]}")
+    # the committed key (of the last round) must hold the .npy's elements
     local check="not verified"
     if mount_ckptfs "$rw"; then
         if [ -f "$MNT/upload" ] && [ "$(sha256sum <"$MNT/upload" | cut -c1-64)" = "$(cat "$npy.sha256")" ]; then
