@@ -557,3 +557,51 @@ int ck_metadata_write(const ck_md *md, uint8_t **out, size_t *len, char *err, si
         snprintf(err, errlen, "cannot write metadata: %s", strerror(-rc));
     return rc;
 }
+
+int ck_metadata_write_unchanged(const ck_checkpoint *ck, const char *checkpoint_id,
+                                const char *save_id, uint8_t **out, size_t *len, char *err,
+                                size_t errlen)
+{
+    size_t n = ck->nkeys;
+    ck_md_key *keys = calloc(n + 1, sizeof *keys);
+    ck_md_chunk **chunks = calloc(n + 1, sizeof *chunks);
+    size_t *order = calloc(n + 1, sizeof *order); /* index + 1 while filled */
+    int rc = keys && chunks && order ? 0 : -ENOMEM;
+    for (size_t i = 0; !rc && i < n; i++) {
+        const ck_key *k = &ck->keys[i];
+        if (!(chunks[i] = calloc((size_t)k->nchunks + 1, sizeof **chunks))) {
+            rc = -ENOMEM;
+            break;
+        }
+        for (uint32_t j = 0; j < k->nchunks; j++) {
+            const ck_chunk *c = &k->chunks[j];
+            chunks[i][j] = (ck_md_chunk){ c->offsets, c->sizes,
+                                          { ck->files[c->file].path, c->offset, c->length,
+                                            c->transforms } };
+        }
+        keys[i] = (ck_md_key){ .fqn = k->fqn, .kind = k->kind, .dtype = k->dtype, .ndim = k->ndim,
+                               .shape = k->shape, .nchunks = k->nchunks, .chunks = chunks[i],
+                               .planner_kind = k->planner_kind, .planner_path = k->planner_path,
+                               .planner_path_is_int = k->planner_path_is_int,
+                               .planner_path_len = k->planner_path_len, .props_id = k->props_id };
+        if (k->md_order >= n || order[k->md_order]) {
+            snprintf(err, errlen, "%s: its place in state_dict_metadata is taken", k->fqn);
+            rc = -EINVAL;
+        } else {
+            order[k->md_order] = i + 1;
+        }
+    }
+    for (size_t i = 0; !rc && i < n; i++)
+        order[i]--;
+    if (!rc) {
+        ck_md md = { .keys = keys, .nkeys = n, .order = order, .dialect = ck->dialect,
+                     .checkpoint_id = checkpoint_id, .save_id = save_id };
+        rc = ck_metadata_write(&md, out, len, err, errlen);
+    }
+    for (size_t i = 0; chunks && i < n; i++)
+        free(chunks[i]);
+    free(chunks);
+    free(keys);
+    free(order);
+    return rc;
+}

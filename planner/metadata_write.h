@@ -68,4 +68,12 @@ typedef struct {
  * without exactly one chunk) with err set, or -ENOMEM. */
 int ck_metadata_write(const ck_md *md, uint8_t **out, size_t *len, char *err, size_t errlen);
 
+/* The .metadata a commit that changes nothing would write for ck: its keys
+ * in their state_dict_metadata order, chunks, planner paths and dialect as
+ * read.  0, -EINVAL (as ck_metadata_write, or md_order not a permutation)
+ * with err set, or -ENOMEM. */
+int ck_metadata_write_unchanged(const ck_checkpoint *ck, const char *checkpoint_id,
+                                const char *save_id, uint8_t **out, size_t *len, char *err,
+                                size_t errlen);
+
 #endif
