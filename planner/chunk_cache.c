@@ -74,6 +74,11 @@ int ck_cache_new(uint64_t max_bytes, ck_cache **out)
     return 0;
 }
 
+uint64_t ck_cache_bound(const ck_cache *c)
+{
+    return c->max_bytes;
+}
+
 static void entry_destroy(ck_cache_entry *e)
 {
     free(e->data);

@@ -9,6 +9,8 @@ typedef struct ck_cache ck_cache;
 typedef struct ck_cache_entry ck_cache_entry;
 
 int ck_cache_new(uint64_t max_bytes, ck_cache **out);
+/* The bound given to ck_cache_new. */
+uint64_t ck_cache_bound(const ck_cache *c);
 void ck_cache_free(ck_cache *c);
 /* Looks up id; on a hit returns a referenced entry (release it after use). */
 ck_cache_entry *ck_cache_get(ck_cache *c, uint64_t id);

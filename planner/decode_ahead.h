@@ -20,6 +20,9 @@ struct ck_checkpoint;
  * queue or a failed thread start drops the request. */
 void ck_decode_ahead(struct ck_checkpoint *ck, uint32_t key, uint32_t chunk);
 
+/* How many chunks the workers decode at once (their number). */
+int ck_decode_ahead_width(void);
+
 /* Stops the workers (waiting for the decodes in progress) and frees the
  * queue; safe when none were ever started. */
 void ck_decode_ahead_stop(struct ck_checkpoint *ck);

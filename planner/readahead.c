@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 
+#include "chunk_cache.h"
 #include "chunk_reader.h"
 #include "geometry.h"
 #include "decode_ahead.h"
@@ -149,19 +150,28 @@ static void advise_window(ck_checkpoint *ck, const ck_key *key, uint64_t from, u
 /* Readers that walk a key to its end mostly go on with the next key in
  * order (cat, cp -r and loaders list directories sorted, which is the keys'
  * order), so its first bytes are fetched too, once the reader is past the
- * middle of the current key or within a window of its end: a decoded chunk
- * of the next key then decodes while this one is still being copied. */
-static void advise_next_key(ck_checkpoint *ck, const ck_key *key, uint64_t budget)
+ * middle of the current key or within a window of its end.  Keys of
+ * decoded chunks go further: from the reader's first bytes of a key on, the
+ * next keys are queued, as many as there are decode workers and as fit in
+ * half the cache, so that the workers decode that many chunks at once while
+ * the reader copies this one. */
+static void advise_next_keys(ck_checkpoint *ck, const ck_key *key, uint64_t budget, int count)
 {
-    const ck_key *next = key + 1;
-    if (next >= ck->keys + ck->nkeys || next->kind != CK_KEY_TENSOR || next->error ||
-        next->nbytes == 0)
-        return;
-    _Atomic uint64_t *front = &ck->readahead[next - ck->keys];
-    uint64_t f = 0, to = next->nbytes < budget ? next->nbytes : budget;
-    if (atomic_compare_exchange_strong_explicit(front, &f, to, memory_order_relaxed,
-                                                memory_order_relaxed))
-        advise_window(ck, next, 0, to);
+    uint64_t queued = 0, room = ck->cache ? ck_cache_bound(ck->cache) / 2 : 0;
+    for (int a = 1; a <= count; a++) {
+        const ck_key *next = key + a;
+        if (next >= ck->keys + ck->nkeys || next->kind != CK_KEY_TENSOR || next->error ||
+            next->nbytes == 0)
+            return;
+        if (a > 1 && (next->nbytes > room || queued > room - next->nbytes))
+            return; /* decoded ahead only to be evicted before it is read */
+        queued += next->nbytes;
+        _Atomic uint64_t *front = &ck->readahead[next - ck->keys];
+        uint64_t f = 0, to = next->nbytes < budget ? next->nbytes : budget;
+        if (atomic_compare_exchange_strong_explicit(front, &f, to, memory_order_relaxed,
+                                                    memory_order_relaxed))
+            advise_window(ck, next, 0, to);
+    }
 }
 
 void ck_readahead(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint64_t len)
@@ -176,8 +186,11 @@ void ck_readahead(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint64_t l
                                                                : CK_READAHEAD_WINDOW;
     if (off > f || f - off > window + SEQUENTIAL_SLACK)
         return; /* a jump: random access is left alone */
-    if (end >= key->nbytes / 2 || key->nbytes - end <= window)
-        advise_next_key(ck, key, window);
+    bool decoded = key->nchunks && key->chunks[0].transforms;
+    if (decoded)
+        advise_next_keys(ck, key, window, ck_decode_ahead_width());
+    else if (end >= key->nbytes / 2 || key->nbytes - end <= window)
+        advise_next_keys(ck, key, window, 1);
     if (f >= key->nbytes || f > end + window / 2)
         return; /* advised far enough already */
     uint64_t from = f > end ? f : end;
