@@ -138,10 +138,37 @@ static int key_cmp(const void *a, const void *b)
     return strcmp(((const ck_key *)a)->fqn, ((const ck_key *)b)->fqn);
 }
 
+static int key_ptr_cmp(const void *a, const void *b)
+{
+    return strcmp((*(const ck_key *const *)a)->fqn, (*(const ck_key *const *)b)->fqn);
+}
+
+/* Keys often come sorted already (one pass finds out); otherwise pointers
+ * are sorted and the keys moved once: a key is over a hundred bytes, and
+ * qsort would copy each about log2(n) times. */
 void ck_sort_keys(ck_checkpoint *ck)
 {
-    if (ck->nkeys > 1)
-        qsort(ck->keys, ck->nkeys, sizeof *ck->keys, key_cmp);
+    size_t n = ck->nkeys, i = 1;
+    while (i < n && strcmp(ck->keys[i - 1].fqn, ck->keys[i].fqn) <= 0)
+        i++;
+    if (i >= n)
+        return;
+    const ck_key **order = malloc(n * sizeof *order);
+    ck_key *moved = n <= SIZE_MAX / sizeof *moved ? malloc(n * sizeof *moved) : NULL;
+    if (!order || !moved) {
+        free(order);
+        free(moved);
+        qsort(ck->keys, n, sizeof *ck->keys, key_cmp); /* slower, needs no memory */
+        return;
+    }
+    for (i = 0; i < n; i++)
+        order[i] = &ck->keys[i];
+    qsort(order, n, sizeof *order, key_ptr_cmp);
+    for (i = 0; i < n; i++)
+        moved[i] = *order[i];
+    memcpy(ck->keys, moved, n * sizeof *moved);
+    free(moved);
+    free(order);
 }
 
 int ck_key_compute_size(ck_key *k)
