@@ -4,6 +4,7 @@
  * commit between any two of them. */
 #include "commit.h"
 #include "file_id.h"
+#include "fd_io.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -748,10 +749,8 @@ static uint64_t remove_unreferenced(step_ctx *s, ck_checkpoint *old, int dirfd, 
         if (!path_set_has(&ps, old->files[i].path) &&
             step_unlink(s, dirfd, old->files[i].path) == 0)
             removed++;
-    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d && fd >= 0)
-        close(fd);
+    DIR *d = NULL;
+    ck_opendir_at(dirfd, &d); /* unlistable: only the named files go */
     struct dirent *de;
     while (d && (de = readdir(d))) {
         const char *nm = de->d_name;

@@ -1,4 +1,4 @@
-/* Whole-buffer reads and writes (see fd_io.h). */
+/* Opening, listing, whole-buffer reads and writes (see fd_io.h). */
 #include "fd_io.h"
 
 #include <errno.h>
@@ -48,6 +48,19 @@ static int transfer_full(io_kind kind, int fd, void *buf, size_t n, uint64_t off
         if (r == 0)
             return -EIO;
         done += (size_t)r;
+    }
+    return 0;
+}
+
+int ck_opendir_at(int dirfd, DIR **out)
+{
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (!(*out = fdopendir(fd))) {
+        int e = errno;
+        close(fd);
+        return -e;
     }
     return 0;
 }

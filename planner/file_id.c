@@ -1,5 +1,6 @@
 /* Data file identities (see file_id.h). */
 #include "file_id.h"
+#include "fd_io.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -32,22 +33,16 @@ int ck_dir_ids_read(int dirfd, ck_dir_ids *out)
 {
     out->v = NULL;
     out->n = 0;
-    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int rc = -errno;
-        close(fd);
+    DIR *d;
+    int rc = ck_opendir_at(dirfd, &d);
+    if (rc)
         return rc;
-    }
     size_t cap = 0;
-    int rc = 0;
     struct dirent *de;
     while (!rc && (de = readdir(d))) {
         struct stat st;
         /* a symlink as the open will follow it (open_beneath confines it) */
-        if (fstatat(fd, de->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode))
+        if (fstatat(dirfd, de->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode))
             continue;
         if (out->n == cap) {
             size_t ncap = cap ? cap * 2 : 32;
