@@ -21,6 +21,7 @@
 
 #include "geometry.h"
 #include "metadata_write.h"
+#include "name_search.h"
 #include "torch_save_writer.h"
 #include "zstd_stream.h"
 
@@ -717,18 +718,8 @@ static int path_set_build(const ck_md *md, path_set *ps)
 
 static int path_set_has(const path_set *ps, const char *p)
 {
-    size_t lo = 0, hi = ps->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(ps->v[mid], p);
-        if (c == 0)
-            return 1;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return 0;
+    /* the elements are the names themselves */
+    return ck_name_find(ps->v, ps->n, sizeof *ps->v, 0, p) != NULL;
 }
 
 static int has_suffix(const char *s, const char *suf)

@@ -1,6 +1,7 @@
 /* Data file identities (see file_id.h). */
 #include "file_id.h"
 #include "fd_io.h"
+#include "name_search.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -73,18 +74,8 @@ int ck_dir_ids_read(int dirfd, ck_dir_ids *out)
 
 const ck_file_id *ck_dir_ids_find(const ck_dir_ids *d, const char *name)
 {
-    size_t lo = 0, hi = d->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(d->v[mid].name, name);
-        if (c == 0)
-            return &d->v[mid].id;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    const ck_dir_id *e = CK_NAME_FIND(d->v, d->n, name, name);
+    return e ? &e->id : NULL;
 }
 
 void ck_dir_ids_free(ck_dir_ids *d)
