@@ -2,6 +2,7 @@
  * prefix of every key), then files, so a key that collides with a
  * directory is named NAME.tensor/NAME.bytes whatever the key order. */
 #include "tree.h"
+#include "grow.h"
 #include "hash.h"
 
 #include <errno.h>
@@ -100,14 +101,10 @@ static int add_child(fs_node *dir, fs_node *child)
 
 static fs_node *new_node(fs_tree *t, fs_node *parent, const char *name, bool is_dir)
 {
-    if (t->nall == t->allcap) {
-        size_t cap = t->allcap ? t->allcap * 2 : 1024;
-        fs_node **a = realloc(t->all, cap * sizeof *a);
-        if (!a)
-            return NULL;
-        t->all = a;
-        t->allcap = cap;
-    }
+    fs_node **a = ck_grow(t->all, &t->allcap, t->nall + 1, sizeof *a, 1024);
+    if (!a)
+        return NULL;
+    t->all = a;
     fs_node *n = calloc(1, sizeof *n);
     if (!n)
         return NULL;
