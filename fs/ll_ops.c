@@ -66,6 +66,20 @@ static void reply_rc(fuse_req_t req, int rc)
     fuse_reply_err(req, rc < 0 ? -rc : 0);
 }
 
+/* The path of name in parent (malloc'd) into *path_out; 0 or -errno. */
+static int child_path(fuse_req_t req, fuse_ino_t parent, const char *name, char **path_out)
+{
+    fs_ipath *p = fs_itable_path(root_of(req)->itable, parent);
+    if (!p)
+        return -ESTALE;
+    char *path = fs_ll_child_path(p, name);
+    fs_ipath_put(p);
+    if (!path)
+        return strlen(name) > 1024 ? -ENAMETOOLONG : -ENOMEM;
+    *path_out = path;
+    return 0;
+}
+
 int fs_ll_entry(fs_root *r, const char *path, const struct stat *st, struct fuse_entry_param *e)
 {
     memset(e, 0, sizeof *e);
@@ -130,16 +144,12 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 
 static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-    fs_ipath *p = path_or_reply(req, parent);
-    if (!p)
-        return;
-    char *path = fs_ll_child_path(p, name);
-    fs_ipath_put(p);
-    if (!path) {
-        fuse_reply_err(req, strlen(name) > 1024 ? ENAMETOOLONG : ENOMEM);
-        return;
-    }
-    reply_entry_at(req, path);
+    char *path = NULL;
+    int rc = child_path(req, parent, name, &path);
+    if (rc)
+        reply_rc(req, rc);
+    else
+        reply_entry_at(req, path);
     free(path);
 }
 
@@ -159,6 +169,17 @@ static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
 
 /* ---- attributes ---- */
 
+/* ino's attributes st, or the error rc. */
+static void reply_attr(fuse_req_t req, fuse_ino_t ino, int rc, struct stat *st)
+{
+    if (rc) {
+        reply_rc(req, rc);
+        return;
+    }
+    st->st_ino = ino;
+    fuse_reply_attr(req, st, fs_ll_timeout(root_of(req)));
+}
+
 static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     fs_root *r = root_of(req);
@@ -168,12 +189,7 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct stat st;
     int rc = ops_of(r)->getattr(r, p->s, &st, fi);
     fs_ipath_put(p);
-    if (rc) {
-        reply_rc(req, rc);
-        return;
-    }
-    st.st_ino = ino;
-    fuse_reply_attr(req, &st, fs_ll_timeout(r));
+    reply_attr(req, ino, rc, &st);
 }
 
 /* chmod, chown, truncate and utimes, in that order, then the attributes. */
@@ -213,12 +229,7 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
     if (!rc)
         rc = ops->getattr(r, p->s, &st, fi);
     fs_ipath_put(p);
-    if (rc) {
-        reply_rc(req, rc);
-        return;
-    }
-    st.st_ino = ino;
-    fuse_reply_attr(req, &st, fs_ll_timeout(r));
+    reply_attr(req, ino, rc, &st);
 }
 
 static void ll_access(fuse_req_t req, fuse_ino_t ino, int mask)
@@ -249,46 +260,33 @@ static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- namespace (rw mounts; read-only ones never get these) ---- */
 
-/* Runs op on the path of name in parent; 0 or -errno, *path_out the path. */
-static int child_op(fuse_req_t req, fuse_ino_t parent, const char *name, char **path_out)
+/* mknod, or mkdir for dir (rdev unused). */
+static void ll_make(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev,
+                    bool dir)
 {
-    fs_ipath *p = fs_itable_path(root_of(req)->itable, parent);
-    if (!p)
-        return -ESTALE;
-    char *path = fs_ll_child_path(p, name);
-    fs_ipath_put(p);
-    if (!path)
-        return strlen(name) > 1024 ? -ENAMETOOLONG : -ENOMEM;
-    *path_out = path;
-    return 0;
+    fs_root *r = root_of(req);
+    const fs_path_ops *ops = ops_of(r);
+    char *path = NULL;
+    int rc = child_path(req, parent, name, &path);
+    if (!rc && !(dir ? ops->mkdir != NULL : ops->mknod != NULL))
+        rc = -EROFS;
+    if (!rc)
+        rc = dir ? ops->mkdir(r, path, mode) : ops->mknod(r, path, mode, rdev);
+    if (rc)
+        reply_rc(req, rc);
+    else
+        reply_entry_at(req, path);
+    free(path);
 }
 
 static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-    fs_root *r = root_of(req);
-    char *path = NULL;
-    int rc = child_op(req, parent, name, &path);
-    if (!rc && !ops_of(r)->mknod)
-        rc = -EROFS;
-    if (!rc && (rc = ops_of(r)->mknod(r, path, mode, rdev)) == 0)
-        reply_entry_at(req, path);
-    if (rc)
-        reply_rc(req, rc);
-    free(path);
+    ll_make(req, parent, name, mode, rdev, false);
 }
 
 static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
 {
-    fs_root *r = root_of(req);
-    char *path = NULL;
-    int rc = child_op(req, parent, name, &path);
-    if (!rc && !ops_of(r)->mkdir)
-        rc = -EROFS;
-    if (!rc && (rc = ops_of(r)->mkdir(r, path, mode)) == 0)
-        reply_entry_at(req, path);
-    if (rc)
-        reply_rc(req, rc);
-    free(path);
+    ll_make(req, parent, name, mode, 0, true);
 }
 
 static void ll_remove(fuse_req_t req, fuse_ino_t parent, const char *name, bool dir)
@@ -296,7 +294,7 @@ static void ll_remove(fuse_req_t req, fuse_ino_t parent, const char *name, bool 
     fs_root *r = root_of(req);
     const fs_path_ops *ops = ops_of(r);
     char *path = NULL;
-    int rc = child_op(req, parent, name, &path);
+    int rc = child_path(req, parent, name, &path);
     if (!rc && !(dir ? ops->rmdir : ops->unlink))
         rc = -EROFS;
     if (!rc)
@@ -322,9 +320,9 @@ static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_
 {
     fs_root *r = root_of(req);
     char *from = NULL, *to = NULL;
-    int rc = child_op(req, parent, name, &from);
+    int rc = child_path(req, parent, name, &from);
     if (!rc)
-        rc = child_op(req, newparent, newname, &to);
+        rc = child_path(req, newparent, newname, &to);
     if (!rc && !ops_of(r)->rename)
         rc = -EROFS;
     if (!rc)
@@ -346,7 +344,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     fs_root *r = root_of(req);
     const fs_path_ops *ops = ops_of(r);
     char *path = NULL;
-    int rc = child_op(req, parent, name, &path);
+    int rc = child_path(req, parent, name, &path);
     if (!rc && !ops->create)
         rc = -EROFS;
     if (!rc)
@@ -548,35 +546,43 @@ static int call_listxattr(void *ctx, char *buf, size_t size)
     return ops_of(x->r)->listxattr(x->r, x->path, buf, size);
 }
 
-static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+/* getxattr of name, or listxattr (name NULL), on ino's path. */
+static void ll_xattr_read(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
     fs_ipath *p = path_or_reply(req, ino);
     if (!p)
         return;
     xattr_ctx x = { root_of(req), p->s, name };
-    reply_xattr_call(req, size, call_getxattr, &x);
+    reply_xattr_call(req, size, name ? call_getxattr : call_listxattr, &x);
     fs_ipath_put(p);
+}
+
+static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    ll_xattr_read(req, ino, name, size);
 }
 
 static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-    fs_ipath *p = path_or_reply(req, ino);
-    if (!p)
-        return;
-    xattr_ctx x = { root_of(req), p->s, NULL };
-    reply_xattr_call(req, size, call_listxattr, &x);
-    fs_ipath_put(p);
+    ll_xattr_read(req, ino, NULL, size);
+}
+
+/* setxattr/removexattr: the path of ino, or an error reply sent when the
+ * mount has no such operation (has_op false) or ino is not ours. */
+static fs_ipath *xattr_change_path(fuse_req_t req, fuse_ino_t ino, bool has_op)
+{
+    if (!has_op) {
+        fuse_reply_err(req, root_of(req)->opts.rw ? ENOTSUP : EROFS);
+        return NULL;
+    }
+    return path_or_reply(req, ino);
 }
 
 static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
     fs_root *r = root_of(req);
-    if (!ops_of(r)->setxattr) {
-        fuse_reply_err(req, r->opts.rw ? ENOTSUP : EROFS);
-        return;
-    }
-    fs_ipath *p = path_or_reply(req, ino);
+    fs_ipath *p = xattr_change_path(req, ino, ops_of(r)->setxattr != NULL);
     if (!p)
         return;
     reply_rc(req, ops_of(r)->setxattr(r, p->s, name, value, size, flags));
@@ -586,11 +592,7 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
     fs_root *r = root_of(req);
-    if (!ops_of(r)->removexattr) {
-        fuse_reply_err(req, r->opts.rw ? ENOTSUP : EROFS);
-        return;
-    }
-    fs_ipath *p = path_or_reply(req, ino);
+    fs_ipath *p = xattr_change_path(req, ino, ops_of(r)->removexattr != NULL);
     if (!p)
         return;
     reply_rc(req, ops_of(r)->removexattr(r, p->s, name));

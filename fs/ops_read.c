@@ -261,10 +261,11 @@ static struct fuse_bufvec *bv_new(size_t cap)
     return bv;
 }
 
-/* A reply assembled in memory: ck_key_read carries out the load plan with
- * one pread per chunk span, decoded chunks from the cache. */
+/* A reply assembled in memory: ck_key_read_plan carries out the load plan
+ * (plan, when read_into_fd_buffers made it) with one pread per chunk span,
+ * decoded chunks from the cache. */
 static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size,
-                            struct fuse_bufvec **bufp)
+                            const ck_read_vec *plan, struct fuse_bufvec **bufp)
 {
     uint8_t *mem = malloc(size ? size : 1);
     struct fuse_bufvec *bv = bv_new(1);
@@ -275,7 +276,7 @@ static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size
     }
     size_t got = 0;
     int rc = h->view ? fs_view_read(m, h->view, off, mem, size, &got)
-                     : ck_key_read(m->ck, h->node->key, off, mem, size, &got);
+                     : ck_key_read_plan(m->ck, h->node->key, off, mem, size, plan, &got);
     if (rc) {
         free(mem);
         free(bv);
@@ -294,16 +295,17 @@ static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size
 #define FD_REPLY_MIN (64u << 10)
 
 /* A reply of shard-file buffers, when the bytes lie as they are in local
- * files: -EAGAIN otherwise.  Only for snapshots the handle pins: the fds
- * are read after this returns, when the reply is sent. */
+ * files: -EAGAIN otherwise, with the range's load plan in *plan when it was
+ * made.  Only for snapshots the handle pins: the fds are read after this
+ * returns, when the reply is sent. */
 static int read_into_fd_buffers(fs_mount *m, fs_handle *h, uint64_t off, size_t size,
-                                struct fuse_bufvec **bufp)
+                                ck_read_vec *plan, struct fuse_bufvec **bufp)
 {
     if (h->view || !h->reply_pinned || size < FD_REPLY_MIN)
         return -EAGAIN;
     ck_fd_span spans[FD_SPANS_MAX];
     size_t n = 0, got = 0;
-    int rc = ck_key_fd_spans(m->ck, h->node->key, off, size, spans, FD_SPANS_MAX, &n, &got);
+    int rc = ck_key_fd_spans(m->ck, h->node->key, off, size, spans, FD_SPANS_MAX, &n, &got, plan);
     if (rc)
         return rc;
     struct fuse_bufvec *bv = bv_new(n ? n : 1);
@@ -331,10 +333,12 @@ static int op_read_buf(fs_root *r, const char *path, struct fuse_bufvec **bufp, 
     if (off < 0)
         return -EINVAL;
     int rc = h->node && !h->node->key ? -EIO : -EAGAIN;
+    ck_read_vec plan = { 0 }; /* made once, by the first path that needs it */
     if (rc == -EAGAIN && r->splice)
-        rc = read_into_fd_buffers(m, h, (uint64_t)off, size, bufp);
+        rc = read_into_fd_buffers(m, h, (uint64_t)off, size, &plan, bufp);
     if (rc == -EAGAIN)
-        rc = read_into_memory(m, h, (uint64_t)off, size, bufp);
+        rc = read_into_memory(m, h, (uint64_t)off, size, &plan, bufp);
+    ck_read_vec_free(&plan);
     return rc == -ENOMEM ? rc : (rc ? -EIO : 0);
 }
 

@@ -3,6 +3,7 @@
  * directory is named NAME.tensor/NAME.bytes whatever the key order. */
 #include "tree.h"
 #include "arena.h"
+#include "grow.h"
 #include "hash.h"
 
 #include <errno.h>
@@ -105,14 +106,10 @@ static int add_child(fs_node *dir, fs_node *child)
 
 static fs_node *new_node(fs_tree *t, fs_node *parent, const char *name, bool is_dir)
 {
-    if (t->nall == t->allcap) {
-        size_t cap = t->allcap ? t->allcap * 2 : 1024;
-        fs_node **a = realloc(t->all, cap * sizeof *a);
-        if (!a)
-            return NULL;
-        t->all = a;
-        t->allcap = cap;
-    }
+    fs_node **a = ck_grow(t->all, &t->allcap, t->nall + 1, sizeof *a, 1024);
+    if (!a)
+        return NULL;
+    t->all = a;
     fs_node *n = ck_arena_alloc(t->arena, sizeof *n);
     if (!n)
         return NULL;

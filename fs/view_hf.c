@@ -9,6 +9,7 @@
 #include "converted_read.h"
 #include "dtype_convert.h"
 #include "json_num.h"
+#include "name_search.h"
 
 #define HF_SINGLE "model.safetensors"
 #define HF_INDEX "model.safetensors.index.json"
@@ -261,16 +262,5 @@ void fs_hf_view_clear(fs_hf_view *v)
 
 const fs_hf_file *fs_hf_view_find(const fs_hf_view *v, const char *name)
 {
-    size_t lo = 0, hi = v->nfiles;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(v->files[mid].name, name);
-        if (c == 0)
-            return &v->files[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    return CK_NAME_FIND(v->files, v->nfiles, name, name);
 }

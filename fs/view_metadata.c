@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "json_num.h"
+#include "view_region.h"
 
 static const char *kind_name(ck_source_kind k)
 {
@@ -350,16 +351,9 @@ int fs_metadata_stream_read(const fs_metadata_stream *s, const ck_checkpoint *ck
         len = (size_t)(s->size - off);
     char *out = dst;
     copy_part(s->head, 0, s->head_len, off, out, len);
-    /* the first key whose segment ends after off */
-    size_t lo = 0, hi = s->nkeys;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (s->ends[mid] <= off)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (size_t i = lo; i < s->nkeys; i++) {
+    /* the first key whose segment ends after off: ends[] are the regions */
+    size_t first = fs_region_first_after(s->ends, s->nkeys, sizeof *s->ends, 0, off);
+    for (size_t i = first; i < s->nkeys; i++) {
         uint64_t start = i ? s->ends[i - 1] : s->head_len;
         if (start >= off + len)
             break;

@@ -41,6 +41,7 @@
 #include "hash.h"
 #include "dtype_convert.h"
 #include "view_pt_object.h"
+#include "view_region.h"
 #include "zip_reader.h"
 
 #define ARCHIVE "archive"
@@ -618,19 +619,6 @@ static void crc_follow(fs_pt_view *v, fs_pt_tensor *t, uint64_t off, const void 
     pthread_mutex_unlock(&v->lock);
 }
 
-static size_t first_seg_after(const fs_pt_view *v, uint64_t off)
-{
-    size_t lo = 0, hi = v->nsegs;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (v->segs[mid].end <= off)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 int fs_pt_view_read(ck_checkpoint *ck, fs_pt_view *v, uint64_t off, void *dst,
                     size_t len, size_t *got)
 {
@@ -641,7 +629,9 @@ int fs_pt_view_read(ck_checkpoint *ck, fs_pt_view *v, uint64_t off, void *dst,
         len = (size_t)(v->size - off);
     uint8_t *out = dst;
     size_t done = 0;
-    for (size_t i = first_seg_after(v, off); done < len && i < v->nsegs; i++) {
+    size_t first = fs_region_first_after(v->segs, v->nsegs, sizeof *v->segs,
+                                         offsetof(fs_pt_seg, end), off);
+    for (size_t i = first; done < len && i < v->nsegs; i++) {
         const fs_pt_seg *s = &v->segs[i];
         uint64_t pos = off + done;
         if (s->begin > pos)

@@ -1,5 +1,6 @@
 /* Paths and the nested dict of a .pt view (see view_pt_nest.h). */
 #include "view_pt_nest.h"
+#include "grow.h"
 #include "hash.h"
 
 #include <errno.h>
@@ -146,14 +147,10 @@ static int map_put(fs_pt_nest *t, const fs_pt_node *parent, const fs_pt_elem *e,
 
 fs_pt_node *fs_pt_node_new(fs_pt_nest *t, int kind)
 {
-    if (t->nnodes == t->capnodes) {
-        size_t nc = t->capnodes ? t->capnodes * 2 : 64;
-        fs_pt_node **v = realloc(t->nodes, nc * sizeof *v);
-        if (!v)
-            return NULL;
-        t->nodes = v;
-        t->capnodes = nc;
-    }
+    fs_pt_node **v = ck_grow(t->nodes, &t->capnodes, t->nnodes + 1, sizeof *v, 64);
+    if (!v)
+        return NULL;
+    t->nodes = v;
     fs_pt_node *n = calloc(1, sizeof *n);
     if (n) {
         n->kind = kind;

@@ -18,6 +18,7 @@
 #include "json_num.h"
 #include "le.h"
 #include "view_head.h"
+#include "view_region.h"
 
 typedef fs_st_member member; /* name: the suffix of key->fqn below DIR */
 
@@ -283,20 +284,6 @@ void fs_st_view_clear(fs_st_view *v)
     memset(v, 0, sizeof *v);
 }
 
-/* Index of the first entry whose region ends after off. */
-static size_t first_entry_after(const fs_st_view *v, uint64_t off)
-{
-    size_t lo = 0, hi = v->nentries;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (v->entries[mid].end <= off)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
 int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, uint64_t off,
                     void *dst, size_t len, size_t *got)
 {
@@ -305,7 +292,9 @@ int fs_st_view_read(ck_checkpoint *ck, const fs_st_view *v, uint64_t off,
     if (len == 0)
         return 0;
     uint8_t *out = dst;
-    for (size_t i = first_entry_after(v, off + done); done < len && i < v->nentries; i++) {
+    size_t first = fs_region_first_after(v->entries, v->nentries, sizeof *v->entries,
+                                         offsetof(fs_st_entry, end), off + done);
+    for (size_t i = first; done < len && i < v->nentries; i++) {
         const fs_st_entry *e = &v->entries[i];
         uint64_t pos = off + done;
         if (e->end <= pos)

@@ -45,6 +45,10 @@ bool fs_wr_is_view(fs_mount *cur, const char *path);
  * view, looked at before the lock. */
 int fs_wr_classify_lock(fs_mount *m, const char *path, path_info *pi, bool *view,
                         fs_mount **curp);
+/* fs_wr_classify_lock for a name about to be made: -EEXIST when anything
+ * (a key, a directory, a pending file, a view) is at path already.  Holds
+ * ws->lock and pins *curp as fs_wr_classify_lock does, whatever it returns. */
+int fs_wr_lock_free_name(fs_mount *m, const char *path, path_info *pi, fs_mount **curp);
 /* What path is now, views included.  *curp (if given) receives the state
  * it was judged in, pinned. */
 int fs_wr_classify_pinned(fs_mount *m, const char *path, path_info *pi, fs_mount **curp);

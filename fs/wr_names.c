@@ -23,10 +23,7 @@ int fs_wr_mkdir(fs_root *r, const char *path, mode_t mode)
         return rc;
     path_info pi;
     fs_mount *cur;
-    bool view;
-    rc = fs_wr_classify_lock(m, path, &pi, &view, &cur);
-    if (!rc && (pi.kind != P_NONE || view))
-        rc = -EEXIST;
+    rc = fs_wr_lock_free_name(m, path, &pi, &cur);
     if (!rc)
         rc = fs_ws_add_dir(m->ws, path);
     pthread_mutex_unlock(&m->ws->lock);

@@ -30,10 +30,7 @@ static int make_new_file(fs_mount *m, const char *path, mode_t mode, fs_wfile **
         return -ENOMEM;
     path_info pi;
     fs_mount *cur;
-    bool view;
-    rc = fs_wr_classify_lock(m, path, &pi, &view, &cur);
-    if (!rc && (pi.kind != P_NONE || view))
-        rc = -EEXIST;
+    rc = fs_wr_lock_free_name(m, path, &pi, &cur);
     if (!rc && ck_find_key(cur->ck, fqn))
         rc = -EEXIST; /* another path names the same key */
     fs_wfile *wf = NULL;

@@ -79,6 +79,15 @@ int fs_wr_classify_lock(fs_mount *m, const char *path, path_info *pi, bool *view
     return fs_wr_classify_in(*curp, m->ws, path, pi);
 }
 
+int fs_wr_lock_free_name(fs_mount *m, const char *path, path_info *pi, fs_mount **curp)
+{
+    bool view;
+    int rc = fs_wr_classify_lock(m, path, pi, &view, curp);
+    if (!rc && (pi->kind != P_NONE || view))
+        rc = -EEXIST;
+    return rc;
+}
+
 /* What path is now.  *curp (if given) receives the state it was judged
  * in, pinned. */
 int fs_wr_classify_pinned(fs_mount *m, const char *path, path_info *pi, fs_mount **curp)

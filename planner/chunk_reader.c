@@ -832,6 +832,12 @@ static int key_range(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t 
 int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
                 size_t *got)
 {
+    return ck_key_read_plan(ck, key, off, dst, len, NULL, got);
+}
+
+int ck_key_read_plan(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
+                     const ck_read_vec *plan, size_t *got)
+{
     uint64_t n;
     *got = 0;
     int rc = key_range(ck, key, off, len, &n);
@@ -843,11 +849,14 @@ int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, s
             *got = (size_t)n;
         return rc;
     }
-    ck_read_vec plan = { 0 };
-    rc = ck_load_plan_for_range(key, off, n, &plan);
+    ck_read_vec made = { 0 };
+    if (!plan || plan->n == 0) {
+        rc = ck_load_plan_for_range(key, off, n, &made);
+        plan = &made;
+    }
     if (!rc)
-        rc = ck_execute_plan(ck, key, &plan, off, dst);
-    ck_read_vec_free(&plan);
+        rc = ck_execute_plan(ck, key, plan, off, dst);
+    ck_read_vec_free(&made);
     if (!rc) {
         *got = (size_t)n;
         /* after the read, so that a first small read does not queue behind
@@ -858,7 +867,8 @@ int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, s
 }
 
 int ck_key_fd_spans(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t len,
-                    ck_fd_span *spans, size_t max, size_t *nspans, size_t *got)
+                    ck_fd_span *spans, size_t max, size_t *nspans, size_t *got,
+                    ck_read_vec *plan)
 {
     *nspans = 0;
     *got = 0;
@@ -868,18 +878,19 @@ int ck_key_fd_spans(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t l
     int rc = key_range(ck, key, off, len, &n);
     if (rc || n == 0)
         return rc;
-    ck_read_vec plan = { 0 };
-    rc = ck_load_plan_for_range(key, off, n, &plan);
+    rc = ck_load_plan_for_range(key, off, n, plan);
+    if (rc)
+        ck_read_vec_free(plan); /* partial: the memory path plans and reports it */
     /* Many small runs (thousands of row chunks, column shards) are not
      * worth splicing, and resolving their chunks one by one here would
      * undo the batched resolution of the memory path: decided before any
      * chunk is resolved. */
-    if (!rc && (plan.n > max || n / plan.n < CK_FD_SPAN_MIN))
+    if (!rc && (plan->n > max || n / plan->n < CK_FD_SPAN_MIN))
         rc = -EAGAIN;
     size_t k = 0;
     uint64_t at = off;
-    for (size_t i = 0; !rc && i < plan.n; i++) {
-        const ck_read *r = &plan.v[i];
+    for (size_t i = 0; !rc && i < plan->n; i++) {
+        const ck_read *r = &plan->v[i];
         ck_chunk *c = &key->chunks[r->chunk];
         int fd;
         if (r->dst_off != at) {
@@ -904,7 +915,6 @@ int ck_key_fd_spans(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t l
         }
         at += r->len;
     }
-    ck_read_vec_free(&plan);
     /* the files must still be the ones this state pinned; after the reply
      * went, a rewrite in place is the reader's race, as with any file */
     for (size_t i = 0; !rc && i < k; i++) {

@@ -29,6 +29,11 @@ int ck_execute_plan(ck_checkpoint *ck, const ck_key *key, const ck_read_vec *pla
  * size); *got receives the count.  Uses the load planner for tensors. */
 int ck_key_read(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
                 size_t *got);
+/* ck_key_read carrying out plan, the load plan of the same range that
+ * ck_key_fd_spans made before it declined, so a read plans its range once.
+ * plan NULL or empty: the plan is made here. */
+int ck_key_read_plan(ck_checkpoint *ck, const ck_key *key, uint64_t off, void *dst, size_t len,
+                     const ck_read_vec *plan, size_t *got);
 
 /* Runs shorter than this on average are read into memory instead. */
 #define CK_FD_SPAN_MIN (32u << 10)
@@ -45,10 +50,13 @@ typedef struct {
  * in local files, when all of them do as they are: at most max runs, in
  * order, each file's identity checked as pinned.  -EAGAIN when some come
  * from a decoded chunk or an object store, or would take more runs or runs
- * shorter than CK_FD_SPAN_MIN on average: the
- * caller reads them into memory instead (ck_key_read).  The fds stay open
- * while ck does; read-ahead is started as ck_key_read starts it. */
+ * shorter than CK_FD_SPAN_MIN on average: the caller reads them into
+ * memory instead, with ck_key_read_plan and *plan.  *plan (empty on entry)
+ * receives the range's load plan, or stays empty when none was made; the
+ * caller frees it (ck_read_vec_free) whatever the result.  The fds stay
+ * open while ck does; read-ahead is started as ck_key_read starts it. */
 int ck_key_fd_spans(ck_checkpoint *ck, const ck_key *key, uint64_t off, size_t len,
-                    ck_fd_span *spans, size_t max, size_t *nspans, size_t *got);
+                    ck_fd_span *spans, size_t max, size_t *nspans, size_t *got,
+                    ck_read_vec *plan);
 
 #endif

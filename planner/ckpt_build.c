@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "arena.h"
+#include "name_search.h"
 #include "geometry.h"
 #include "hash.h"
 
@@ -184,17 +185,6 @@ int ck_key_compute_size(ck_key *k)
 
 const ck_key *ck_find_key(const ck_checkpoint *ck, const char *fqn)
 {
-    size_t lo = 0, hi = ck->nkeys;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(ck->keys[mid].fqn, fqn);
-        if (c == 0)
-            return &ck->keys[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    return CK_NAME_FIND(ck->keys, ck->nkeys, fqn, fqn);
 }
 

@@ -4,6 +4,7 @@
  * commit between any two of them. */
 #include "commit.h"
 #include "file_id.h"
+#include "fd_io.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -20,6 +21,7 @@
 
 #include "geometry.h"
 #include "metadata_write.h"
+#include "name_search.h"
 #include "torch_save_writer.h"
 #include "zstd_stream.h"
 
@@ -716,18 +718,8 @@ static int path_set_build(const ck_md *md, path_set *ps)
 
 static int path_set_has(const path_set *ps, const char *p)
 {
-    size_t lo = 0, hi = ps->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(ps->v[mid], p);
-        if (c == 0)
-            return 1;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return 0;
+    /* the elements are the names themselves */
+    return ck_name_find(ps->v, ps->n, sizeof *ps->v, 0, p) != NULL;
 }
 
 static int has_suffix(const char *s, const char *suf)
@@ -748,10 +740,8 @@ static uint64_t remove_unreferenced(step_ctx *s, ck_checkpoint *old, int dirfd, 
         if (!path_set_has(&ps, old->files[i].path) &&
             step_unlink(s, dirfd, old->files[i].path) == 0)
             removed++;
-    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
-    if (!d && fd >= 0)
-        close(fd);
+    DIR *d = NULL;
+    ck_opendir_at(dirfd, &d); /* unlistable: only the named files go */
     struct dirent *de;
     while (d && (de = readdir(d))) {
         const char *nm = de->d_name;

@@ -14,19 +14,15 @@
 
 #include "ckpt.h"
 #include "commit.h"
+#include "fd_io.h"
 
 /* 1 if the directory has no entries, 0 if it has some, -errno. */
 static int dir_is_empty(int dirfd)
 {
-    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
+    DIR *d;
+    int rc = ck_opendir_at(dirfd, &d);
+    if (rc)
+        return rc;
     int empty = 1;
     struct dirent *de;
     while (empty && (de = readdir(d)))

@@ -8,6 +8,7 @@
 
 #include "arena.h"
 #include "ckpt.h"
+#include "name_search.h"
 #include "pickle_copy.h"
 
 #define MD_MODULE_2X "torch.distributed.checkpoint.metadata"
@@ -375,14 +376,8 @@ int ck_planner_path_for(const ck_checkpoint *ck, const ck_planner_pattern *pat, 
                         char ***path_out, uint8_t **is_int_out, uint32_t *len_out)
 {
     /* where fqn would sit among the sorted keys */
-    size_t lo = 0, hi = ck->nkeys;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (strcmp(ck->keys[mid].fqn, fqn) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
+    size_t lo = ck_name_lower_bound(ck->keys, ck->nkeys, sizeof *ck->keys, offsetof(ck_key, fqn),
+                                    fqn);
     size_t want = components(fqn);
     const ck_key *like = NULL, *from = NULL;
     size_t like_score = 0;

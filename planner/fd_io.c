@@ -1,9 +1,10 @@
-/* Whole-buffer reads and writes (see fd_io.h). */
+/* Opening, listing, whole-buffer reads and writes (see fd_io.h). */
 #include "fd_io.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <stdbool.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -17,14 +18,28 @@ int ck_open_beneath(int dirfd, const char *path)
     return fd < 0 ? -errno : (int)fd;
 }
 
-int ck_pread_full(int fd, void *buf, size_t n, uint64_t off)
+/* Whether [off, off + n) can be said in off_t. */
+static bool fits_off_t(uint64_t off, size_t n)
 {
     uint64_t end;
-    if (__builtin_add_overflow(off, (uint64_t)n, &end) || end > (uint64_t)INT64_MAX)
-        return -EIO;
-    size_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(fd, (uint8_t *)buf + got, n - got, (off_t)(off + got));
+    return !__builtin_add_overflow(off, (uint64_t)n, &end) && end <= (uint64_t)INT64_MAX;
+}
+
+typedef enum { IO_PREAD, IO_WRITE, IO_PWRITE } io_kind;
+
+/* The loop every whole-buffer transfer needs: EINTR retried, short
+ * transfers continued.  A transfer of nothing is -EIO: for a read the file
+ * ended first, for a write no progress can be made.  buf is only read for
+ * the writes. */
+static int transfer_full(io_kind kind, int fd, void *buf, size_t n, uint64_t off)
+{
+    uint8_t *p = buf;
+    for (size_t done = 0; done < n;) {
+        size_t left = n - done;
+        off_t at = (off_t)(off + done);
+        ssize_t r = kind == IO_PREAD    ? pread(fd, p + done, left, at)
+                    : kind == IO_PWRITE ? pwrite(fd, p + done, left, at)
+                                        : write(fd, p + done, left);
         if (r < 0) {
             if (errno == EINTR)
                 continue;
@@ -32,47 +47,35 @@ int ck_pread_full(int fd, void *buf, size_t n, uint64_t off)
         }
         if (r == 0)
             return -EIO;
-        got += (size_t)r;
+        done += (size_t)r;
     }
     return 0;
+}
+
+int ck_opendir_at(int dirfd, DIR **out)
+{
+    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (!(*out = fdopendir(fd))) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    return 0;
+}
+
+int ck_pread_full(int fd, void *buf, size_t n, uint64_t off)
+{
+    return fits_off_t(off, n) ? transfer_full(IO_PREAD, fd, buf, n, off) : -EIO;
 }
 
 int ck_write_full(int fd, const void *buf, size_t n)
 {
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -EIO;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return transfer_full(IO_WRITE, fd, (void *)buf, n, 0);
 }
 
 int ck_pwrite_full(int fd, const void *buf, size_t n, uint64_t off)
 {
-    uint64_t end;
-    if (__builtin_add_overflow(off, (uint64_t)n, &end) || end > (uint64_t)INT64_MAX)
-        return -EFBIG;
-    const uint8_t *p = buf;
-    while (n > 0) {
-        ssize_t w = pwrite(fd, p, n, (off_t)off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        if (w == 0)
-            return -EIO;
-        p += w;
-        n -= (size_t)w;
-        off += (uint64_t)w;
-    }
-    return 0;
+    return fits_off_t(off, n) ? transfer_full(IO_PWRITE, fd, (void *)buf, n, off) : -EFBIG;
 }

@@ -1,9 +1,10 @@
-/* File descriptors: opening beneath a directory, and whole-buffer reads and
- * writes (the loops every caller of pread/write needs: short transfers,
- * EINTR), each in one place. */
+/* File descriptors: opening beneath a directory, listing one, and
+ * whole-buffer reads and writes (the loops every caller of pread/write
+ * needs: short transfers, EINTR), each in one place. */
 #ifndef CKPT_FD_IO_H
 #define CKPT_FD_IO_H
 
+#include <dirent.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -14,6 +15,11 @@
  * FIFO planted in a checkpoint cannot hang the open.  fd or -errno
  * (-EXDEV or -ELOOP for a link leaving dirfd). */
 int ck_open_beneath(int dirfd, const char *path);
+
+/* Opens dirfd's directory for readdir on a descriptor of its own, so that
+ * listing it neither moves nor closes dirfd.  0 or -errno; closedir(*out)
+ * releases it. */
+int ck_opendir_at(int dirfd, DIR **out);
 
 /* Reads exactly n bytes at off.  0; -EIO if the file ends first (it is
  * shorter than whoever asked expected); -errno from pread; -EIO for a

@@ -1,5 +1,7 @@
 /* Data file identities (see file_id.h). */
 #include "file_id.h"
+#include "fd_io.h"
+#include "name_search.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -32,22 +34,16 @@ int ck_dir_ids_read(int dirfd, ck_dir_ids *out)
 {
     out->v = NULL;
     out->n = 0;
-    int fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int rc = -errno;
-        close(fd);
+    DIR *d;
+    int rc = ck_opendir_at(dirfd, &d);
+    if (rc)
         return rc;
-    }
     size_t cap = 0;
-    int rc = 0;
     struct dirent *de;
     while (!rc && (de = readdir(d))) {
         struct stat st;
         /* a symlink as the open will follow it (open_beneath confines it) */
-        if (fstatat(fd, de->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode))
+        if (fstatat(dirfd, de->d_name, &st, 0) != 0 || !S_ISREG(st.st_mode))
             continue;
         if (out->n == cap) {
             size_t ncap = cap ? cap * 2 : 32;
@@ -78,18 +74,8 @@ int ck_dir_ids_read(int dirfd, ck_dir_ids *out)
 
 const ck_file_id *ck_dir_ids_find(const ck_dir_ids *d, const char *name)
 {
-    size_t lo = 0, hi = d->n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(d->v[mid].name, name);
-        if (c == 0)
-            return &d->v[mid].id;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    const ck_dir_id *e = CK_NAME_FIND(d->v, d->n, name, name);
+    return e ? &e->id : NULL;
 }
 
 void ck_dir_ids_free(ck_dir_ids *d)

@@ -18,6 +18,7 @@
 
 #include "arena.h"
 #include "byte_source.h"
+#include "name_search.h"
 #include "safetensors.h"
 
 #define ST_SUFFIX ".safetensors"
@@ -303,15 +304,8 @@ static int cmp_piece(const void *a, const void *b)
 /* First piece named `name` in the sorted pieces, or npieces. */
 static size_t find_piece(const st_build *b, const char *name)
 {
-    size_t lo = 0, hi = b->npieces;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (strcmp(b->pieces[mid].name, name) < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < b->npieces && strcmp(b->pieces[lo].name, name) == 0 ? lo : b->npieces;
+    const st_piece *p = CK_NAME_FIND(b->pieces, b->npieces, name, name);
+    return p ? (size_t)(p - b->pieces) : b->npieces;
 }
 
 static int read_whole(st_build *b, const char *name, char **out, size_t *len)
@@ -346,18 +340,7 @@ static int read_whole(st_build *b, const char *name, char **out, size_t *len)
 /* Files are in name order (list_dir sorts them). */
 static int file_known(const st_build *b, const char *name)
 {
-    size_t lo = 0, hi = b->nfiles;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(b->files[mid].name, name);
-        if (c == 0)
-            return 1;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return 0;
+    return CK_NAME_FIND(b->files, b->nfiles, name, name) != NULL;
 }
 
 /* Whether an index entry names a path that stays in SOURCE: not absolute

@@ -107,16 +107,10 @@ static void l_close(ck_object *obj)
 
 static int l_list(ck_storage *st, ck_storage_list_fn fn, void *ctx)
 {
-    int fd = openat(root_of(st), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    DIR *d = fdopendir(fd);
-    if (!d) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    int rc = 0;
+    DIR *d;
+    int rc = ck_opendir_at(root_of(st), &d);
+    if (rc)
+        return rc;
     struct dirent *de;
     errno = 0;
     while (!rc && (de = readdir(d))) {

@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "s3_config.h"
+#include "name_search.h"
 #include "s3_http.h"
 #include "s3_pool.h"
 #include "s3_xml.h"
@@ -238,18 +239,7 @@ static int list_prefix(s3_storage *s, char *err, size_t errlen)
 
 static const listing_entry *find_entry(const s3_storage *s, const char *name)
 {
-    size_t lo = 0, hi = s->nentries;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = strcmp(s->entries[mid].name, name);
-        if (c == 0)
-            return &s->entries[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    return CK_NAME_FIND(s->entries, s->nentries, name, name);
 }
 
 /* HEAD of prefix + name: its size, ETag and mtime. */

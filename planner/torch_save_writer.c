@@ -1,5 +1,4 @@
 #include "errmsg.h"
-#include "le.h"
 #include "torch_save_writer.h"
 #include "fd_io.h"
 
@@ -8,23 +7,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include "crc32.h"
 #include "pickle_write.h"
 #include "torch_item.h"
+#include "zip_layout.h"
 
-#define LFH_SIZE 30u
-#define CDH_SIZE 46u
-#define DD32_SIZE 16u
-#define DD64_SIZE 24u
-#define Z64_EOCD_SIZE 56u
-#define Z64_LOCATOR_SIZE 20u
-#define EOCD_SIZE 22u
-#define U32_SAT 0xFFFFFFFFu
-#define ALIGN 64u
-#define N_RECORDS 7
+/* The records in the order torch writes them. */
+enum { R_PKL, R_FORMAT, R_ALIGNMENT, R_BYTEORDER, R_DATA, R_VERSION, R_ID, N_RECORDS };
+static const char *const RECORD_NAMES[N_RECORDS] = {
+    "data.pkl", ".format_version", ".storage_alignment", "byteorder", "data/0", "version",
+    ".data/serialization_id",
+};
 /* Name-length limit of a zip entry; the longest member is this suffix. */
 #define LONGEST_SUFFIX "/.data/serialization_id"
 #define MAX_NAME 65535u
@@ -36,8 +31,6 @@ static const char STORAGE_ALIGNMENT[] = "64";
 static const char BYTEORDER[] = "little";
 static const char VERSION[] = "3\n";
 #define SERIALIZATION_ID_LEN 40u
-
-static uint32_t sat32(uint64_t v) { return v >= U32_SAT ? U32_SAT : (uint32_t)v; }
 
 /* ---- serialization id ---------------------------------------------------
  * torch names each archive by "%020llu%020llu" of two hash_combine chains:
@@ -79,24 +72,21 @@ static uint64_t std_hash_string(const char *s)
     return shift_mix(shift_mix(h) * mul);
 }
 
-/* ---- archive state ------------------------------------------------------ */
+/* ---- archive state ------------------------------------------------------
+ * Every record's size is known before the first byte (the serialization id
+ * has a fixed length), so zip_layout.c places the records and renders their
+ * headers, descriptors and central directory: the same bytes as an archive
+ * served by the .pt view. */
 
 typedef struct {
-    const char *name;    /* record name inside the archive folder */
-    uint64_t local_off;
-    uint64_t size;
-    uint32_t crc;
-    bool zip64;          /* the entry carries a ZIP64 extra field */
-} record;
-
-typedef struct {
-    ck_sink_fn sink;     /* NULL: only count (length computation) */
+    ck_sink_fn sink;     /* NULL: only lay out (length computation) */
     void *sink_ctx;
-    const char *archive;
-    size_t archive_len;
-    uint64_t pos;
-    record rec[N_RECORDS];
-    int nrec;
+    uint64_t pos;        /* archive bytes emitted or, for a frame's payload, skipped */
+    ck_zip_entry ent[N_RECORDS]; /* full names "<archive>/<record>" in names */
+    ck_zip_summary sum;
+    uint32_t crc[N_RECORDS];
+    char *names;
+    uint8_t *hdr;        /* one local header, sized for the longest name */
     uint64_t crc_chain;  /* torch's combined_uncomp_crc32_ */
     uint8_t *buf;        /* one piece of tensor data */
     /* frame mode (ck_torch_save_tensor_frame): data/0's bytes are placed by
@@ -105,16 +95,34 @@ typedef struct {
     uint32_t frame_crc;
     const uint8_t *frame_first;
     size_t frame_first_len;
-    uint64_t frame_split; /* sink position where the payload would be */
     char *err;
     size_t errlen;
 } zwriter;
 
+static int lay_out(zwriter *z, const char *archive, const uint64_t size[N_RECORDS])
+{
+    size_t archive_len = strlen(archive), names_len = 0;
+    for (int i = 0; i < N_RECORDS; i++)
+        names_len += archive_len + 1 + strlen(RECORD_NAMES[i]) + 1;
+    if (!(z->names = malloc(names_len)))
+        return -ENOMEM;
+    char *p = z->names;
+    for (int i = 0; i < N_RECORDS; i++) {
+        z->ent[i].name = p;
+        z->ent[i].size = size[i];
+        p += sprintf(p, "%s/%s", archive, RECORD_NAMES[i]) + 1;
+    }
+    int rc = ck_zip_layout(z->ent, N_RECORDS, &z->sum);
+    if (rc < 0)
+        return ck_fail(z->err, z->errlen, rc, "torch.save: archive too large");
+    return 0;
+}
+
+/* ck_zip_layout checked that the whole archive's length fits in pos. */
 static int emit(zwriter *z, const void *p, size_t n)
 {
-    if (__builtin_add_overflow(z->pos, (uint64_t)n, &z->pos))
-        return ck_fail(z->err, z->errlen, -EOVERFLOW, "torch.save: archive too large");
-    if (!z->sink || n == 0)
+    z->pos += n;
+    if (n == 0)
         return 0;
     int rc = z->sink(z->sink_ctx, p, n);
     if (rc < 0)
@@ -132,130 +140,48 @@ static void observe_torch_write(zwriter *z, const uint8_t *p, uint64_t n)
         z->crc_chain = hash_combine(z->crc_chain, (uint32_t)load_le(p + 4, 4));
 }
 
-/* The ZIP64 extra field miniz gives a record that needs one: the size and
- * the compressed size csize when the size does not fit 32 bits, the local
- * header offset when that does not.  Returns its length (at most 4 + 24). */
-static size_t zip64_extra(uint8_t out[4 + 24], const record *r, uint64_t csize)
+/* Local header, name, ZIP64 extra and "FB" padding of record i.  Of these
+ * torch's id can see only the name: the others start with other bytes. */
+static int begin_record(zwriter *z, int i)
 {
-    size_t f = 4;
-    if (r->size >= U32_SAT) {
-        ck_put_le64(out + f, r->size);
-        ck_put_le64(out + f + 8, csize);
-        f += 16;
-    }
-    if (r->local_off >= U32_SAT) {
-        ck_put_le64(out + f, r->local_off);
-        f += 8;
-    }
-    ck_put_le16(out, 0x0001);
-    ck_put_le16(out + 2, (uint16_t)(f - 4));
-    return f;
+    const char *name = z->ent[i].name;
+    observe_torch_write(z, (const uint8_t *)name, strlen(name));
+    return emit(z, z->hdr, ck_zip_local_header(&z->ent[i], z->hdr));
 }
 
-/* Local header, name, ZIP64 extra (when needed) and the "FB" padding field
- * that moves the data to the next multiple of 64, as miniz writes them for
- * PyTorchStreamWriter::writeRecord. */
-static int begin_record(zwriter *z, const char *name, uint64_t size)
+static int end_record(zwriter *z, int i)
 {
-    record *r = &z->rec[z->nrec++];
-    r->name = name;
-    r->local_off = z->pos;
-    r->size = size;
-    r->crc = 0;
-    bool big_size = size >= U32_SAT, big_off = z->pos >= U32_SAT;
-    r->zip64 = big_size || big_off;
-
-    size_t name_len = z->archive_len + 1 + strlen(name);
-    uint8_t z64[4 + 24];
-    /* the compressed size is not known yet here */
-    size_t z64_len = r->zip64 ? zip64_extra(z64, r, 0) : 0;
-    uint64_t start = z->pos + LFH_SIZE + name_len + z64_len + 4;
-    size_t pad = (size_t)((ALIGN - start % ALIGN) % ALIGN);
-    uint8_t padding[4 + ALIGN];
-    padding[0] = 'F';
-    padding[1] = 'B';
-    ck_put_le16(padding + 2, (uint16_t)pad);
-    memset(padding + 4, 'Z', pad);
-
-    uint8_t lfh[LFH_SIZE] = { 0 };
-    ck_put_le32(lfh, 0x04034b50u);
-    /* version needed 0, method 0, time/date 0, crc and sizes 0: all in the
-     * data descriptor (miniz omits the descriptor for empty members) */
-    ck_put_le16(lfh + 6, (uint16_t)(size > 0 ? 0x0808 : 0x0800));
-    ck_put_le16(lfh + 26, (uint16_t)name_len);
-    ck_put_le16(lfh + 28, (uint16_t)(z64_len + 4 + pad));
-
-    /* torch writes the full name in one call; only its first 8 bytes can
-     * matter to the id */
-    uint8_t head[9];
-    snprintf((char *)head, sizeof head, "%s/%s", z->archive, name);
-    observe_torch_write(z, head, name_len);
-    int rc = emit(z, lfh, sizeof lfh);
-    if (rc == 0)
-        rc = emit(z, z->archive, z->archive_len);
-    if (rc == 0)
-        rc = emit(z, "/", 1);
-    if (rc == 0)
-        rc = emit(z, name, strlen(name));
-    if (rc == 0)
-        rc = emit(z, z64, z64_len);
-    if (rc == 0)
-        rc = emit(z, padding, 4 + pad);
-    return rc;
-}
-
-static int end_record(zwriter *z)
-{
-    record *r = &z->rec[z->nrec - 1];
-    if (r->size == 0)
-        return 0;
-    uint8_t dd[DD64_SIZE];
-    ck_put_le32(dd, 0x08074b50u);
-    ck_put_le32(dd + 4, r->crc);
-    size_t n;
-    if (r->zip64) {
-        ck_put_le64(dd + 8, r->size);
-        ck_put_le64(dd + 16, r->size);
-        n = DD64_SIZE;
-    } else {
-        ck_put_le32(dd + 8, (uint32_t)r->size);
-        ck_put_le32(dd + 12, (uint32_t)r->size);
-        n = DD32_SIZE;
-    }
+    uint8_t dd[CK_ZIP_DESCRIPTOR_MAX];
+    size_t n = ck_zip_descriptor(&z->ent[i], z->crc[i], dd);
     observe_torch_write(z, dd, n);
     return emit(z, dd, n);
 }
 
-static int small_record(zwriter *z, const char *name, const void *data, size_t len)
+static int small_record(zwriter *z, int i, const void *data)
 {
-    int rc = begin_record(z, name, len);
+    size_t len = (size_t)z->ent[i].size;
+    int rc = begin_record(z, i);
     if (rc < 0)
         return rc;
-    z->rec[z->nrec - 1].crc = (uint32_t)crc32(0L, data, (uInt)len);
+    z->crc[i] = (uint32_t)crc32(0L, data, (uInt)len);
     observe_torch_write(z, data, len);
     rc = emit(z, data, len);
-    return rc < 0 ? rc : end_record(z);
+    return rc < 0 ? rc : end_record(z, i);
 }
 
 /* data/0, pulled from read_data piece by piece. */
-static int data_record(zwriter *z, uint64_t size, ck_tensor_read_fn read_data, void *read_ctx)
+static int data_record(zwriter *z, ck_tensor_read_fn read_data, void *read_ctx)
 {
-    int rc = begin_record(z, "data/0", size);
+    uint64_t size = z->ent[R_DATA].size;
+    int rc = begin_record(z, R_DATA);
     if (rc < 0)
         return rc;
-    record *r = &z->rec[z->nrec - 1];
     if (z->frame) { /* the payload is elsewhere: account for it, emit nothing */
-        z->frame_split = z->pos;
         if (size >= 8) /* only the first 8 bytes matter (see observe_torch_write) */
             observe_torch_write(z, z->frame_first, size);
-        if (__builtin_add_overflow(z->pos, size, &z->pos))
-            return ck_fail(z->err, z->errlen, -EOVERFLOW, "torch.save: archive too large");
-        r->crc = z->frame_crc;
-        return end_record(z);
-    }
-    if (!z->sink) { /* counting only */
         z->pos += size;
-        return end_record(z);
+        z->crc[R_DATA] = z->frame_crc;
+        return end_record(z, R_DATA);
     }
     uLong crc = crc32(0L, Z_NULL, 0);
     for (uint64_t off = 0; off < size;) {
@@ -272,72 +198,60 @@ static int data_record(zwriter *z, uint64_t size, ck_tensor_read_fn read_data, v
             return rc;
         off += n;
     }
-    r->crc = (uint32_t)crc;
-    return end_record(z);
+    z->crc[R_DATA] = (uint32_t)crc;
+    return end_record(z, R_DATA);
 }
 
+/* Central directory and the ZIP64 and classic end records: a few hundred
+ * bytes besides the names. */
 static int central_directory(zwriter *z)
 {
-    /* 46 + name + ZIP64 extra per entry: a few hundred bytes in all */
-    size_t cap = 0;
-    for (int i = 0; i < z->nrec; i++)
-        cap += CDH_SIZE + z->archive_len + 1 + strlen(z->rec[i].name) + 28;
-    uint8_t *cd = malloc(cap);
+    size_t len = (size_t)z->sum.cd_len;
+    uint8_t *cd = malloc(len);
     if (!cd)
         return -ENOMEM;
-    size_t p = 0;
-    uint64_t cd_off = z->pos;
-    for (int i = 0; i < z->nrec; i++) {
-        const record *r = &z->rec[i];
-        size_t name_len = z->archive_len + 1 + strlen(r->name);
-        uint8_t z64[4 + 24];
-        size_t x = r->zip64 ? zip64_extra(z64, r, r->size) : 0;
-        uint8_t *h = cd + p;
-        memset(h, 0, CDH_SIZE);
-        ck_put_le32(h, 0x02014b50u);
-        ck_put_le16(h + 8, (uint16_t)(r->size > 0 ? 0x0808 : 0x0800));
-        ck_put_le32(h + 16, r->crc);
-        ck_put_le32(h + 20, sat32(r->size));
-        ck_put_le32(h + 24, sat32(r->size));
-        ck_put_le16(h + 28, (uint16_t)name_len);
-        ck_put_le16(h + 30, (uint16_t)x);
-        ck_put_le32(h + 42, sat32(r->local_off));
-        p += CDH_SIZE;
-        memcpy(cd + p, z->archive, z->archive_len);
-        cd[p + z->archive_len] = '/';
-        memcpy(cd + p + z->archive_len + 1, r->name, strlen(r->name));
-        p += name_len;
-        memcpy(cd + p, z64, x);
-        p += x;
-    }
-    int rc = emit(z, cd, p);
+    int rc = ck_zip_central_directory(z->ent, z->crc, N_RECORDS, &z->sum, cd, len);
+    if (rc == 0)
+        rc = emit(z, cd, len);
     free(cd);
-    if (rc < 0)
-        return rc;
+    return rc;
+}
 
-    /* torch asks miniz for ZIP64 end records on every archive */
-    uint64_t z64_off = z->pos;
-    uint8_t end[Z64_EOCD_SIZE + Z64_LOCATOR_SIZE + EOCD_SIZE] = { 0 };
-    uint8_t *e = end;
-    ck_put_le32(e, 0x06064b50u);
-    ck_put_le64(e + 4, Z64_EOCD_SIZE - 12);
-    ck_put_le16(e + 12, 0x031E);
-    ck_put_le16(e + 14, 0x002D);
-    ck_put_le64(e + 24, (uint64_t)z->nrec);
-    ck_put_le64(e + 32, (uint64_t)z->nrec);
-    ck_put_le64(e + 40, p);
-    ck_put_le64(e + 48, cd_off);
-    e += Z64_EOCD_SIZE;
-    ck_put_le32(e, 0x07064b50u);
-    ck_put_le64(e + 8, z64_off);
-    ck_put_le32(e + 16, 1);
-    e += Z64_LOCATOR_SIZE;
-    ck_put_le32(e, 0x06054b50u);
-    ck_put_le16(e + 8, (uint16_t)z->nrec);
-    ck_put_le16(e + 10, (uint16_t)z->nrec);
-    ck_put_le32(e + 12, sat32(p));
-    ck_put_le32(e + 16, sat32(cd_off));
-    return emit(z, end, sizeof end);
+/* Every record in order, then the central directory, to z->sink. */
+static int write_records(zwriter *z, const uint8_t *pkl, size_t archive_len,
+                         ck_tensor_read_fn read_data, void *read_ctx)
+{
+    uint64_t nbytes = z->ent[R_DATA].size;
+    if (!(z->hdr = malloc(CK_ZIP_LOCAL_MAX(archive_len + strlen(LONGEST_SUFFIX)))))
+        return -ENOMEM;
+    if (nbytes > 0 && !z->frame &&
+        !(z->buf = malloc(nbytes < CK_TSW_PIECE ? (size_t)nbytes : CK_TSW_PIECE)))
+        return -ENOMEM;
+    int rc = small_record(z, R_PKL, pkl);
+    if (rc == 0)
+        rc = small_record(z, R_FORMAT, FORMAT_VERSION);
+    if (rc == 0)
+        rc = small_record(z, R_ALIGNMENT, STORAGE_ALIGNMENT);
+    if (rc == 0)
+        rc = small_record(z, R_BYTEORDER, BYTEORDER);
+    if (rc == 0)
+        rc = data_record(z, read_data, read_ctx);
+    if (rc == 0)
+        rc = small_record(z, R_VERSION, VERSION);
+    if (rc == 0) {
+        /* libstdc++'s unordered_set yields the six names before it in
+         * reverse order of insertion, and torch combines them in that order */
+        uint64_t names = 0;
+        for (int i = R_ID; i-- > 0;)
+            names = hash_combine(names, std_hash_string(RECORD_NAMES[i]));
+        char id[SERIALIZATION_ID_LEN + 1];
+        snprintf(id, sizeof id, "%020llu%020llu", (unsigned long long)names,
+                 (unsigned long long)z->crc_chain);
+        rc = small_record(z, R_ID, id);
+    }
+    if (rc == 0)
+        rc = central_directory(z);
+    return rc;
 }
 
 /* ---- data.pkl ----------------------------------------------------------- */
@@ -451,8 +365,7 @@ static int write_archive(ck_sink_fn sink, void *sink_ctx, const char *archive_na
     if (rc < 0)
         return ck_fail(err, errlen, rc, "torch.save: cannot build data.pkl");
 
-    zwriter z = { .sink = sink, .sink_ctx = sink_ctx, .archive = archive_name,
-                  .archive_len = strlen(archive_name), .err = err, .errlen = errlen };
+    zwriter z = { .sink = sink, .sink_ctx = sink_ctx, .err = err, .errlen = errlen };
     if (frame) {
         z.frame = true;
         z.frame_crc = frame->frame_crc;
@@ -463,43 +376,22 @@ static int write_archive(ck_sink_fn sink, void *sink_ctx, const char *archive_na
             return ck_fail(err, errlen, -EINVAL, "torch.save: the payload's first bytes are missing");
         }
     }
-    if (sink && nbytes > 0 && !frame) {
-        z.buf = malloc(nbytes < CK_TSW_PIECE ? (size_t)nbytes : CK_TSW_PIECE);
-        if (!z.buf) {
-            free(pkl);
-            return -ENOMEM;
-        }
-    }
-    rc = small_record(&z, "data.pkl", pkl, pkl_len);
-    if (rc == 0)
-        rc = small_record(&z, ".format_version", FORMAT_VERSION, strlen(FORMAT_VERSION));
-    if (rc == 0)
-        rc = small_record(&z, ".storage_alignment", STORAGE_ALIGNMENT, strlen(STORAGE_ALIGNMENT));
-    if (rc == 0)
-        rc = small_record(&z, "byteorder", BYTEORDER, strlen(BYTEORDER));
-    if (rc == 0)
-        rc = data_record(&z, nbytes, read_data, read_ctx);
-    if (rc == 0)
-        rc = small_record(&z, "version", VERSION, strlen(VERSION));
-    if (rc == 0) {
-        /* libstdc++'s unordered_set yields these six names in reverse order
-         * of insertion, and torch combines them in that order */
-        uint64_t names = 0;
-        for (int i = z.nrec; i-- > 0;)
-            names = hash_combine(names, std_hash_string(z.rec[i].name));
-        char id[SERIALIZATION_ID_LEN + 1];
-        snprintf(id, sizeof id, "%020llu%020llu", (unsigned long long)names,
-                 (unsigned long long)z.crc_chain);
-        rc = small_record(&z, ".data/serialization_id", id, SERIALIZATION_ID_LEN);
-    }
-    if (rc == 0)
-        rc = central_directory(&z);
+    const uint64_t sizes[N_RECORDS] = {
+        [R_PKL] = pkl_len, [R_FORMAT] = strlen(FORMAT_VERSION),
+        [R_ALIGNMENT] = strlen(STORAGE_ALIGNMENT), [R_BYTEORDER] = strlen(BYTEORDER),
+        [R_DATA] = nbytes, [R_VERSION] = strlen(VERSION), [R_ID] = SERIALIZATION_ID_LEN,
+    };
+    rc = lay_out(&z, archive_name, sizes);
+    if (rc == 0 && sink)
+        rc = write_records(&z, pkl, strlen(archive_name), read_data, read_ctx);
     free(z.buf);
+    free(z.hdr);
+    free(z.names);
     free(pkl);
     if (rc == 0 && item_len)
-        *item_len = z.pos;
+        *item_len = z.sum.total;
     if (rc == 0 && frame_split)
-        *frame_split = z.frame_split;
+        *frame_split = z.ent[R_DATA].data_off;
     return rc;
 }
 

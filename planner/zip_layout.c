@@ -1,7 +1,6 @@
-/* Layout and headers of a served torch.save-style zip archive (see
- * zip_layout.h).  The byte formats are the ones torch_save_writer.c streams
- * for a single-tensor item: the same flags, padding and end records, so an
- * archive served here looks to a zip reader like one torch wrote. */
+/* Layout and headers of a torch.save-style zip archive (see zip_layout.h):
+ * miniz's flags, padding and end records, so an archive served or written
+ * with them looks to a zip reader like one torch wrote. */
 #include "zip_layout.h"
 
 #include <errno.h>

@@ -1,7 +1,8 @@
 /* The layout of a stored (uncompressed) zip archive written the way torch's
- * PyTorchStreamWriter (miniz) writes torch.save files, for archives that
- * are served rather than written: offsets come from member names and sizes
- * alone, and each header is rendered on demand.  Members' data start at
+ * PyTorchStreamWriter (miniz) writes torch.save files: offsets come from
+ * member names and sizes alone, and each header is rendered on demand, so
+ * the .pt view serves archives with it and torch_save_writer.c streams its
+ * items with it.  Members' data start at
  * multiples of 64 (an "FB" padding extra field), local headers carry no
  * CRC or sizes (general purpose bit 3: they follow the data in a data
  * descriptor), ZIP64 end records are always written and ZIP64 extra fields

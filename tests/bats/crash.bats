@@ -53,21 +53,6 @@ state_of() {
     fi
 }
 
-# others_unchanged DIR NAME FQN...: every other manifest key keeps its sha256.
-others_unchanged() {
-    local dir=$1 name=$2
-    shift 2
-    "$PY" - "$dir" "$FIX/$name.manifest.json" "$@" <<'EOF'
-import json, subprocess, sys
-d, man, skip = sys.argv[1], json.load(open(sys.argv[2])), set(sys.argv[3:])
-got = json.loads(subprocess.run(["/usr/bin/python3", "tests/bats/read_metadata.py", "--sha256", d],
-                                capture_output=True, check=True).stdout)
-bad = [k for k in man if k not in skip and got.get(k) != man[k]["sha256"]]
-if bad:
-    sys.exit("changed or missing: %s" % bad)
-EOF
-}
-
 # crash_loop FIXTURE FQN PATH OFFSET: patches 16 bytes of key FQN (file PATH in the mount)
 # at OFFSET with dd, N = 1, 2, ... until the commit survives.
 crash_loop() {
@@ -106,7 +91,7 @@ EOF
             echo "N=$n: $output" >&2
             return 1
         fi
-        others_unchanged "$src" "$name" "$fqn"
+        same_except "$src" "$name" "$fqn"
         seen="$seen $state"
     done
     echo "states by N:$seen" >&3
@@ -189,7 +174,7 @@ np.save(sys.argv[1], np.random.default_rng(5).random((600, 1000), dtype=np.float
         [ "$died" = 1 ] || unmount_ckpt
         run "$PY" "$RM" --check "$src"
         [ "$status" -eq 0 ]
-        others_unchanged "$src" dcp_single
+        same_except "$src" dcp_single
         if "$PY" "$RM" --json "$src" | grep -q '"big"'; then
             [ "$("$PY" "$RM" --tensor big "$src" | sha256sum)" = "$(sha256sum <"$BATS_TEST_TMPDIR/big.raw")" ]
             state=new

@@ -227,3 +227,36 @@ gen() {
         return 1
     fi
 }
+
+# The independent reader of what a commit wrote: read_metadata.py (Python's pickle with
+# stand-in classes and zipfile, no C code of ours).
+
+# check_ckpt DIR: the independent reader accepts every storage entry and item.
+check_ckpt() {
+    run "$PY" "$BATS_PY/read_metadata.py" --check "$1"
+    if [ "$status" -ne 0 ]; then
+        printf '%s\n' "$output" >&2
+        return 1
+    fi
+}
+
+# key_sha DIR FQN: sha256 of the key's bytes as the independent reader assembles them.
+key_sha() {
+    "$PY" "$BATS_PY/read_metadata.py" --tensor "$2" "$1" | sha256sum | cut -d' ' -f1
+}
+
+# same_except DIR NAME FQN...: every key of fixture NAME's manifest but the named ones
+# still has its manifest sha256 in DIR, as the independent reader assembles it.
+same_except() {
+    local dir=$1 name=$2
+    shift 2
+    "$PY" - "$dir" "$FIX/$name.manifest.json" "$@" <<'PY'
+import json, subprocess, sys
+d, man, skip = sys.argv[1], json.load(open(sys.argv[2])), set(sys.argv[3:])
+got = json.loads(subprocess.run(["/usr/bin/python3", "tests/bats/read_metadata.py", "--sha256", d],
+                                capture_output=True, check=True).stdout)
+bad = [k for k in man if k not in skip and got.get(k) != man[k]["sha256"]]
+if bad:
+    sys.exit("changed or missing: %s" % bad)
+PY
+}

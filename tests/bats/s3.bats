@@ -256,18 +256,6 @@ s3_download() {
     done < <(s3_keys "$1" "$2")
 }
 
-check_ckpt() {
-    run "$PY" "$RM" --check "$1"
-    if [ "$status" -ne 0 ]; then
-        printf '%s\n' "$output" >&2
-        return 1
-    fi
-}
-
-key_sha() {
-    "$PY" "$RM" --tensor "$2" "$1" | sha256sum | cut -d' ' -f1
-}
-
 # every object under the prefix is .metadata or a file the metadata references
 only_referenced() {
     "$PY" - "$1" <<'PY'

@@ -19,39 +19,9 @@ teardown() {
     fi
 }
 
-# check_ckpt DIR: the independent reader accepts every storage entry and item.
-check_ckpt() {
-    run "$PY" "$RM" --check "$1"
-    if [ "$status" -ne 0 ]; then
-        printf '%s\n' "$output" >&2
-        return 1
-    fi
-}
-
-# key_sha DIR FQN: sha256 of the key's bytes as the independent reader assembles them.
-key_sha() {
-    "$PY" "$RM" --tensor "$2" "$1" | sha256sum | cut -d' ' -f1
-}
-
 manifest_sha() {
     "$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]["sha256"])' \
         "$FIX/$1.manifest.json" "$2"
-}
-
-# same_except DIR NAME FQN...: every manifest key but the named ones still has its
-# manifest sha256 (independent reader), and the named keys exist unless removed.
-same_except() {
-    local dir=$1 name=$2
-    shift 2
-    "$PY" - "$dir" "$FIX/$name.manifest.json" "$@" <<'EOF'
-import json, subprocess, sys
-d, man, skip = sys.argv[1], json.load(open(sys.argv[2])), set(sys.argv[3:])
-got = json.loads(subprocess.run(["/usr/bin/python3", "tests/bats/read_metadata.py", "--sha256", d],
-                                capture_output=True, check=True).stdout)
-bad = [k for k in man if k not in skip and got.get(k) != man[k]["sha256"]]
-if bad:
-    sys.exit("changed or missing: %s" % bad)
-EOF
 }
 
 # ours DIR: storage entries that live in files ckptfs wrote.

@@ -8,6 +8,7 @@
 #include "check.h"
 #include "json_num.c"
 #include "view_metadata.c"
+#include "view_region.c"
 
 /* The document as it was built before streaming: the expectation. */
 static char *whole_document(const ck_checkpoint *ck, size_t *len)

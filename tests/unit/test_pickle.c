@@ -18,6 +18,24 @@ static int parse(const void *buf, size_t len, pk_doc **doc, char *err, size_t er
     return pk_parse(buf, len, doc, err, errlen);
 }
 
+/* The document in buf (len bytes read from path), or NULL with the failed
+ * check reported: buf NULL (path unreadable) or a parse error. */
+static pk_doc *parse_checked(const char *path, const void *buf, size_t len)
+{
+    CHECK(buf != NULL);
+    if (!buf)
+        return NULL;
+    char err[256];
+    pk_doc *doc = NULL;
+    int rc = parse(buf, len, &doc, err, sizeof err);
+    CHECK_EQ_INT(rc, 0);
+    if (rc) {
+        printf("# %s: %s\n", path, err);
+        return NULL;
+    }
+    return doc;
+}
+
 static int64_t int_at(const pk_value *seq, size_t i)
 {
     int64_t v = INT64_MIN;
@@ -109,18 +127,12 @@ static const pk_value *tensor_fields(const pk_value *sdm, const char *fqn)
 
 static void test_metadata_fixture(const struct fixture *fx)
 {
-    char path[256], err[256];
+    char path[256];
     snprintf(path, sizeof path, FIX "%s/.metadata", fx->name);
     size_t len = 0;
     uint8_t *buf = slurp(path, &len);
-    CHECK(buf != NULL);
-    if (!buf)
-        return;
-    pk_doc *doc = NULL;
-    int rc = parse(buf, len, &doc, err, sizeof err);
-    CHECK_EQ_INT(rc, 0);
-    if (rc) {
-        printf("# %s: %s\n", path, err);
+    pk_doc *doc = parse_checked(path, buf, len);
+    if (!doc) {
         free(buf);
         return;
     }
@@ -277,21 +289,13 @@ static bool ints_are(const pk_value *t, size_t n, const int64_t *want)
 
 static void test_data_pkl(const struct rebuild *r)
 {
-    char path[256], err[256];
+    char path[256];
     snprintf(path, sizeof path, FIX "dcp_single_perfile/%s", r->file);
     size_t zlen = 0, plen = 0;
     uint8_t *z = slurp(path, &zlen);
     const uint8_t *pkl = z ? zip_member(z, zlen, "/data.pkl", &plen) : NULL;
-    CHECK(pkl != NULL);
-    if (!pkl) {
-        free(z);
-        return;
-    }
-    pk_doc *doc = NULL;
-    int rc = parse(pkl, plen, &doc, err, sizeof err);
-    CHECK_EQ_INT(rc, 0);
-    if (rc) {
-        printf("# %s: %s\n", path, err);
+    pk_doc *doc = parse_checked(path, pkl, plen);
+    if (!doc) {
         free(z);
         return;
     }

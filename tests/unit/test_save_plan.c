@@ -193,20 +193,37 @@ static int python_check(const char *dir)
     return have_read_metadata_py() ? read_metadata_check("", dir) : 0;
 }
 
+/* A writable copy of fixture name at tmp/tag, opened, and its keys as a
+ * save list that changes nothing (extra spare slots after them): the
+ * checkpoint, or NULL with the failure reported. */
+static ck_checkpoint *open_copy(const char *tmp, const char *tag, const char *name, size_t extra,
+                                char **dir, ck_save_key **ks)
+{
+    *dir = copy_fixture(tmp, tag, name);
+    CHECK(*dir != NULL);
+    if (!*dir)
+        return NULL;
+    char err[512] = "";
+    ck_checkpoint *ck = NULL;
+    int rc = ck_open(*dir, NULL, &ck, err, sizeof err);
+    CHECK_EQ_INT(rc, 0);
+    if (rc) {
+        printf("# %s: %s\n", *dir, err);
+        return NULL;
+    }
+    *ks = unchanged_keys(ck, extra);
+    return ck;
+}
+
 /* Patches part of row_sharded (rows 4..5 of 10x7 float32: chunk 1 only) and
  * all of grid's chunk 3; everything else must be carried over. */
 static void commit_patch_sharded(const char *tmp)
 {
-    char *dir = copy_fixture(tmp, "sharded", "dcp_dtensor_ws4");
-    CHECK(dir != NULL);
-    if (!dir)
-        return;
-    char err[512] = "";
-    ck_checkpoint *ck = NULL;
-    CHECK_EQ_INT(ck_open(dir, NULL, &ck, err, sizeof err), 0);
+    char *dir, err[512] = "";
+    ck_save_key *ks;
+    ck_checkpoint *ck = open_copy(tmp, "sharded", "dcp_dtensor_ws4", 0, &dir, &ks);
     if (!ck)
         return;
-    ck_save_key *ks = unchanged_keys(ck, 0);
     const ck_key *rs = ck_find_key(ck, "row_sharded"), *gr = ck_find_key(ck, "grid");
     uint64_t rlen, glen;
     uint8_t *rold = read_key(ck, rs, &rlen), *gold = read_key(ck, gr, &glen);
@@ -276,15 +293,11 @@ static void commit_patch_sharded(const char *tmp)
  * more disappear. */
 static void commit_zstd_and_namespace(const char *tmp)
 {
-    char *dir = copy_fixture(tmp, "zstd", "dcp_zstd");
-    if (!dir)
-        return;
-    char err[512] = "";
-    ck_checkpoint *ck = NULL;
-    CHECK_EQ_INT(ck_open(dir, NULL, &ck, err, sizeof err), 0);
+    char *dir, err[512] = "";
+    ck_save_key *ks;
+    ck_checkpoint *ck = open_copy(tmp, "zstd", "dcp_zstd", 1, &dir, &ks);
     if (!ck)
         return;
-    ck_save_key *ks = unchanged_keys(ck, 1);
     size_t n = ck->nkeys;
     const ck_key *emb = ck_find_key(ck, "model.embed.weight");
     const ck_key *step = ck_find_key(ck, "step");
@@ -413,18 +426,20 @@ static void commit_zstd_and_namespace(const char *tmp)
  * byte the old one and no file of the failed commit is left. */
 static void commit_failures(const char *tmp)
 {
-    char *dir = copy_fixture(tmp, "failures", "dcp_single");
-    if (!dir)
+    char *dir, err[512] = "", mpath[700];
+    ck_save_key *ks;
+    ck_checkpoint *ck = open_copy(tmp, "failures", "dcp_single", 0, &dir, &ks);
+    if (!ck)
         return;
-    char err[512] = "", mpath[700];
     snprintf(mpath, sizeof mpath, "%s/.metadata", dir);
     size_t olen;
     uint8_t *orig = slurp(mpath, &olen);
-    ck_checkpoint *ck = NULL;
-    CHECK_EQ_INT(ck_open(dir, NULL, &ck, err, sizeof err), 0);
-    if (!ck || !orig)
+    CHECK(orig != NULL);
+    if (!orig) {
+        free(ks);
+        ck_close(ck);
         return;
-    ck_save_key *ks = unchanged_keys(ck, 0);
+    }
     const ck_key *wq = ck_find_key(ck, "model.layers.0.attn.wq.weight");
     uint64_t len;
     uint8_t *old = read_key(ck, wq, &len);
@@ -468,15 +483,11 @@ static void commit_failures(const char *tmp)
 /* Refusals: two keys with one name, a new key without a dtype. */
 static void commit_refusals(const char *tmp)
 {
-    char *dir = copy_fixture(tmp, "refusals", "dcp_single");
-    if (!dir)
-        return;
-    char err[512] = "";
-    ck_checkpoint *ck = NULL;
-    ck_open(dir, NULL, &ck, err, sizeof err);
+    char *dir, err[512] = "";
+    ck_save_key *ks;
+    ck_checkpoint *ck = open_copy(tmp, "refusals", "dcp_single", 1, &dir, &ks);
     if (!ck)
         return;
-    ck_save_key *ks = unchanged_keys(ck, 1);
     int dfd = open(dir, O_RDONLY | O_DIRECTORY);
     ck_commit_opts o = { .dirfd = dfd };
     size_t n = ck->nkeys;
