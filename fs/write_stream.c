@@ -173,12 +173,14 @@ static int file_off(const fs_wstream *s, uint64_t x, uint64_t *at)
     return 0;
 }
 
-/* Allocates the payload's blocks a step ahead of a write ending at content
- * offset hi.  A hint: where it fails, writes allocate as they go. */
-static void allocate_ahead(fs_wstream *s, uint64_t hi)
+/* Allocates the payload's blocks a step ahead of an in-order write of
+ * content [off, hi).  A write that lands past the allocated part (out of
+ * order, leaving a hole) allocates as it goes: the hole stays a hole.  A
+ * hint: where it fails, writes allocate as they go. */
+static void allocate_ahead(fs_wstream *s, uint64_t off, uint64_t hi)
 {
     uint64_t pend = s->hdr_len + s->nbytes, at;
-    if (s->alloc_off || hi <= s->alloc_hi || s->alloc_hi >= pend)
+    if (s->alloc_off || off > s->alloc_hi || hi <= s->alloc_hi || s->alloc_hi >= pend)
         return;
     uint64_t to = pend - s->alloc_hi > PREALLOC_STEP ? s->alloc_hi + PREALLOC_STEP : pend;
     if (to < hi)
@@ -202,7 +204,7 @@ static int apply_write(fs_wstream *s, uint64_t off, const uint8_t *p, size_t len
     if (!rc)
         rc = file_off(s, hi, &last); /* the end must fit off_t too */
     if (!rc) {
-        allocate_ahead(s, hi);
+        allocate_ahead(s, off, hi);
         rc = ck_pwrite_full(s->fd, p, len, at);
     }
     if (rc)

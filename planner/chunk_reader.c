@@ -13,12 +13,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-
 #include "arena.h"
 #include "chunk_cache.h"
 #include "crc32.h"
 #include "dcp_safetensors.h"
 #include "geometry.h"
+#include "grow.h"
 #include "readahead.h"
 #include "zip_reader.h"
 #include "zstd_stream.h"
@@ -83,9 +83,10 @@ static uint64_t chunk_image_bytes(const ck_key *key, const ck_chunk *c)
 }
 
 /* Reads and undoes the transforms of the whole item into memory. */
-static uint8_t *take_cache_buffer(void *cache, size_t want, size_t *cap)
+static uint8_t *take_cache_buffer(void *cache, size_t want)
 {
-    return ck_cache_take_buffer(cache, want, cap);
+    size_t cap; /* at most an eighth over: the decode's limits are want's */
+    return ck_cache_take_buffer(cache, want, &cap);
 }
 
 static int load_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t expect,
@@ -596,16 +597,12 @@ static void resolve_batch(ck_checkpoint *ck, const ck_key *key, ck_chunk **group
         int rc = resolve_chunk(ck, key, group[i], buf + (group[i]->offset - lo));
         publish_resolution(ck, group[i], rc);
     }
-    if (keep->n == keep->cap) {
-        size_t cap = keep->cap ? keep->cap * 2 : 4;
-        batch_buf *v = realloc(keep->v, cap * sizeof *v);
-        if (!v) {
-            free(buf);
-            return;
-        }
-        keep->v = v;
-        keep->cap = cap;
+    batch_buf *v = ck_grow(keep->v, &keep->cap, keep->n + 1, sizeof *v, 4);
+    if (!v) {
+        free(buf);
+        return;
     }
+    keep->v = v;
     keep->v[keep->n++] = (batch_buf){ file, lo, hi, buf };
 }
 

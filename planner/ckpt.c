@@ -294,6 +294,8 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
     pthread_cond_init(&ck->resolved, NULL);
     pthread_mutex_init(&ck->files_lock, NULL);
     ck_pkl_memo_init(&ck->pkl_memo);
+    /* once: sysconf reads /sys on every call, and read-ahead asks per request */
+    ck->decode_width = ck_decode_ahead_width();
     ck->root_fd = -1;
     ck->arena = ck_arena_new();
     ck->source = strdup(source);
@@ -336,8 +338,7 @@ int ck_open(const char *source, const ck_open_opts *opts, ck_checkpoint **out, c
             if (md && ck_object_info_get(md, &mi) == 0)
                 ck->mtime = mi.mtime;
             ck_object_close(md);
-            ck->metadata_whole_tree = opts && opts->whole_tree_metadata;
-            rc = ck_build_dcp(ck, err, errlen);
+            rc = ck_build_dcp(ck, opts && opts->whole_tree_metadata, err, errlen);
         } else if (has_safetensors_files(ck->storage)) {
             rc = ck_build_safetensors(ck, NULL, err, errlen);
         } else {

@@ -115,7 +115,6 @@ typedef struct ck_checkpoint {
     /* DCP: the keys were built while .metadata was parsed (dcp_metadata.c);
      * false: from its whole value tree (an odd document, or asked for) */
     bool metadata_streamed;
-    bool metadata_whole_tree; /* set before building: do not stream */
     struct ck_dcp_dialect *dialect; /* DCP: what commits carry over (dcp_dialect.h) */
     ck_cache *cache;
     /* per key (same index as keys): tensor bytes handed to the kernel's
@@ -126,6 +125,7 @@ typedef struct ck_checkpoint {
      * foreground */
     struct ck_decode_ahead_pool *_Atomic decode_pool;
     int decode_pool_failed;
+    int decode_width; /* its number of workers, fixed at open (ck_decode_ahead_width) */
     /* Guards the arena during chunk resolution, the wait for a chunk
      * another thread is resolving (resolved), and the safetensors header
      * cache (dcp_st; held across a data file's first header read). */

@@ -8,8 +8,9 @@
 
 #include "ckpt.h"
 
-/* DCP: parse root/.metadata (dcp_metadata.c). */
-int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen);
+/* DCP: parse root/.metadata (dcp_metadata.c); whole_tree: from the whole
+ * value tree, never streamed (ck_open_opts.whole_tree_metadata). */
+int ck_build_dcp(ck_checkpoint *ck, bool whole_tree, char *err, size_t errlen);
 /* Safetensors (st_source.c): `file` is the name of one .safetensors file in
  * the root directory, or NULL for every *.safetensors there (using
  * model.safetensors.index.json when present to check completeness).

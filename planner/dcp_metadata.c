@@ -687,7 +687,7 @@ static int build_streamed(dcp_ctx *c, const uint8_t *buf, size_t len)
     return rc;
 }
 
-int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
+int ck_build_dcp(ck_checkpoint *ck, bool whole_tree, char *err, size_t errlen)
 {
     dcp_ctx c = { ck, err, errlen, NULL };
     uint8_t *buf;
@@ -705,7 +705,7 @@ int ck_build_dcp(ck_checkpoint *ck, char *err, size_t errlen)
         snprintf(err, errlen, "%s/.metadata: cannot read: %s", ck->source, strerror(-rc));
         return rc;
     }
-    rc = ck->metadata_whole_tree ? 1 : build_streamed(&c, buf, len);
+    rc = whole_tree ? 1 : build_streamed(&c, buf, len);
     if (rc != 1) {
         ck->metadata_streamed = rc == 0;
         free(buf);

@@ -56,7 +56,7 @@ int ck_decode_ahead_width(void)
     return cpus < 1 ? 1 : cpus > MAX_WORKERS ? MAX_WORKERS : (int)cpus;
 }
 
-/* Creates the queue and its workers, ck_decode_ahead_width() of them.  As
+/* Creates the queue and its workers, ck->decode_width of them.  As
  * many as the CPUs: a reader of decoded chunks mostly waits for decodes
  * (its copies to the kernel take a fraction of a decode's time), so with
  * one fewer, a 2-core machine decoded one chunk at a time (zstd first read
@@ -70,7 +70,7 @@ static ck_decode_ahead_pool *start_locked(ck_checkpoint *ck)
     pthread_mutex_init(&p->lock, NULL);
     pthread_cond_init(&p->work, NULL);
     p->ck = ck;
-    int want = ck_decode_ahead_width();
+    int want = ck->decode_width > 0 ? ck->decode_width : 1;
     for (int i = 0; i < want; i++)
         if (pthread_create(&p->workers[p->nworkers], NULL, worker_main, p) == 0)
             p->nworkers++;

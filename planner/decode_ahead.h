@@ -20,7 +20,8 @@ struct ck_checkpoint;
  * queue or a failed thread start drops the request. */
 void ck_decode_ahead(struct ck_checkpoint *ck, uint32_t key, uint32_t chunk);
 
-/* How many chunks the workers decode at once (their number). */
+/* How many chunks the workers decode at once (their number): the CPUs, at
+ * most MAX_WORKERS.  Asks the system: ck_open keeps it in ck->decode_width. */
 int ck_decode_ahead_width(void);
 
 /* Stops the workers (waiting for the decodes in progress) and frees the

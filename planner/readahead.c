@@ -10,6 +10,7 @@
 #include "chunk_cache.h"
 #include "chunk_reader.h"
 #include "geometry.h"
+#include "grow.h"
 #include "decode_ahead.h"
 
 /* A read is sequential when it starts within this distance behind the
@@ -35,14 +36,10 @@ static void range_push(range_vec *rv, uint32_t file, uint64_t off, uint64_t len)
 {
     if (len == 0)
         return;
-    if (rv->n == rv->cap) {
-        size_t cap = rv->cap ? rv->cap * 2 : 64;
-        file_range *v = cap <= SIZE_MAX / sizeof *v ? realloc(rv->v, cap * sizeof *v) : NULL;
-        if (!v)
-            return; /* a hint: fewer ranges advised */
-        rv->v = v;
-        rv->cap = cap;
-    }
+    file_range *v = ck_grow(rv->v, &rv->cap, rv->n + 1, sizeof *v, 64);
+    if (!v)
+        return; /* a hint: fewer ranges advised */
+    rv->v = v;
     rv->v[rv->n++] = (file_range){ file, off, len };
 }
 
@@ -188,7 +185,7 @@ void ck_readahead(ck_checkpoint *ck, const ck_key *key, uint64_t off, uint64_t l
         return; /* a jump: random access is left alone */
     bool decoded = key->nchunks && key->chunks[0].transforms;
     if (decoded)
-        advise_next_keys(ck, key, window, ck_decode_ahead_width());
+        advise_next_keys(ck, key, window, ck->decode_width);
     else if (end >= key->nbytes / 2 || key->nbytes - end <= window)
         advise_next_keys(ck, key, window, 1);
     if (f >= key->nbytes || f > end + window / 2)

@@ -84,8 +84,7 @@ int ck_zstd_decode_into(const ck_byte_source *src, uint64_t max_out, const ck_zs
         if (ob.pos == ob.size) {
             uint64_t cap = ob.size == 0 ? initial_capacity(in.src, in.size - in.pos, src->len, max_out)
                                         : min_u64(min_u64((uint64_t)ob.size * 2, max_out), SIZE_MAX / 2);
-            size_t given_cap;
-            uint8_t *given = !buf && bufs ? bufs->take(bufs->ctx, (size_t)cap, &given_cap) : NULL;
+            uint8_t *given = !buf && bufs ? bufs->take(bufs->ctx, (size_t)cap) : NULL;
             if (given) {
                 /* capacity beyond cap stays unused: the limits are cap's */
                 buf = given;

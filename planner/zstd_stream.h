@@ -11,10 +11,10 @@
 int ck_zstd_decode(const ck_byte_source *src, uint64_t max_out, uint8_t **out, uint64_t *out_len,
                    char *err, size_t errlen);
 
-/* Where a decode may take its output buffer: take(ctx, want, &cap) returns
- * a malloc'd buffer of cap >= want bytes, or NULL (then it is malloc'd). */
+/* Where a decode may take its output buffer: take(ctx, want) returns a
+ * malloc'd buffer of at least want bytes, or NULL (then it is malloc'd). */
 typedef struct {
-    uint8_t *(*take)(void *ctx, size_t want, size_t *cap);
+    uint8_t *(*take)(void *ctx, size_t want);
     void *ctx;
 } ck_zstd_buffers;
 

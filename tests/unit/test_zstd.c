@@ -196,14 +196,13 @@ typedef struct {
     size_t cap, asked;
 } given_buffer;
 
-static uint8_t *take_given(void *ctx, size_t want, size_t *cap)
+static uint8_t *take_given(void *ctx, size_t want)
 {
     given_buffer *g = ctx;
     g->asked = want;
     if (!g->buf || g->cap < want)
         return NULL;
     uint8_t *b = g->buf;
-    *cap = g->cap;
     g->buf = NULL;
     return b;
 }
