@@ -11,10 +11,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "arena.h"
 #include "chunk_cache.h"
+#include "fd_io.h"
 #include "crc32.h"
 #include "dcp_safetensors.h"
 #include "geometry.h"
@@ -509,9 +511,10 @@ int ck_key_size(ck_checkpoint *ck, const ck_key *key, uint64_t *size)
 /* Coalescing: the reads of a request that go straight to shard files are
  * usually runs lying close together in one file (a column-sharded tensor
  * gives one short run per row; small row chunks lie back to back with only
- * their archive headers between them).  One pread of their whole span into
- * a scratch buffer, then scattering, beats a syscall per run.  Spans much
- * larger than the bytes wanted are not worth it. */
+ * their archive headers between them).  One read of their whole span beats
+ * a syscall per run: a preadv that puts each run where it belongs (local
+ * files), or one ranged read scattered from memory (object stores).  Spans
+ * much larger than the bytes wanted are not worth it. */
 #define COALESCE_MAX_SPAN (8ull << 20)
 #define COALESCE_MAX_GAP (64ull << 10)
 
@@ -659,27 +662,76 @@ static int cmp_file_read(const void *a, const void *b)
     return x->off < y->off ? -1 : x->off > y->off;
 }
 
-/* Reads r[0..n) (one file, sorted by offset) with one pread of their span,
- * or one each when the span is one read. */
-static int read_file_span(ck_checkpoint *ck, const file_read *r, size_t n, uint8_t **scratch,
-                          size_t *scratch_cap)
+/* What read_file_span reuses from one span to the next. */
+typedef struct {
+    uint8_t *buf; /* the span (object stores) or the bytes between runs */
+    size_t cap;
+    struct iovec *iov;
+    size_t iov_cap;
+} span_scratch;
+
+static int scratch_reserve(span_scratch *s, size_t bytes)
+{
+    if (s->cap >= bytes)
+        return 0;
+    uint8_t *b = realloc(s->buf, bytes ? bytes : 1);
+    if (!b)
+        return -ENOMEM;
+    s->buf = b;
+    s->cap = bytes;
+    return 0;
+}
+
+/* Local files: one preadv whose buffers are the runs' destinations, the
+ * bytes between runs (archive headers, other chunks' columns) going to one
+ * throwaway buffer, so the span is copied once, straight where it belongs.
+ * -EOPNOTSUPP where the file has no fd. */
+static int scatter_file_span(ck_checkpoint *ck, const file_read *r, size_t n, span_scratch *s)
+{
+    int fd;
+    if (ck_file_fd(ck, r[0].file, &fd) != 0)
+        return -EOPNOTSUPP;
+    uint64_t gap_max = 0;
+    for (size_t i = 1; i < n; i++) {
+        uint64_t end = r[i - 1].off + r[i - 1].len;
+        if (r[i].off - end > gap_max)
+            gap_max = r[i].off - end; /* runs are sorted and apart (read_direct) */
+    }
+    if (gap_max > COALESCE_MAX_GAP || scratch_reserve(s, (size_t)gap_max) != 0)
+        return -EOPNOTSUPP;
+    struct iovec *iov = ck_grow(s->iov, &s->iov_cap, 2 * n, sizeof *iov, 16);
+    if (!iov)
+        return -ENOMEM;
+    s->iov = iov;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (i) {
+            uint64_t gap = r[i].off - (r[i - 1].off + r[i - 1].len);
+            if (gap)
+                iov[k++] = (struct iovec){ .iov_base = s->buf, .iov_len = (size_t)gap };
+        }
+        iov[k++] = (struct iovec){ .iov_base = r[i].dst, .iov_len = (size_t)r[i].len };
+    }
+    return ck_preadv_full(fd, iov, k, r[0].off) ? -EIO : 0;
+}
+
+/* Reads r[0..n) (one file, sorted by offset, apart) with one read of their
+ * span, or one each when the span is one read. */
+static int read_file_span(ck_checkpoint *ck, const file_read *r, size_t n, span_scratch *s)
 {
     if (n == 1)
         return ck_file_pread(ck, r[0].file, r[0].dst, (size_t)r[0].len, r[0].off);
-    uint64_t lo = r[0].off, hi = 0;
-    for (size_t i = 0; i < n; i++)
-        hi = r[i].off + r[i].len > hi ? r[i].off + r[i].len : hi;
+    int rc = scatter_file_span(ck, r, n, s);
+    if (rc != -EOPNOTSUPP)
+        return rc;
+    /* an object store: one ranged read of the span, then scattering */
+    uint64_t lo = r[0].off, hi = r[n - 1].off + r[n - 1].len;
     size_t span = (size_t)(hi - lo);
-    if (*scratch_cap < span) {
-        uint8_t *s = realloc(*scratch, span);
-        if (!s)
-            return -ENOMEM;
-        *scratch = s;
-        *scratch_cap = span;
-    }
-    int rc = ck_file_pread(ck, r[0].file, *scratch, span, lo);
+    rc = scratch_reserve(s, span);
+    if (!rc)
+        rc = ck_file_pread(ck, r[0].file, s->buf, span, lo);
     for (size_t i = 0; !rc && i < n; i++)
-        memcpy(r[i].dst, *scratch + (r[i].off - lo), (size_t)r[i].len);
+        memcpy(r[i].dst, s->buf + (r[i].off - lo), (size_t)r[i].len);
     return rc;
 }
 
@@ -687,10 +739,10 @@ static int read_file_span(ck_checkpoint *ck, const file_read *r, size_t n, uint8
  * the bytes were read has changed it by now (file_id.h).  -EIO for a short
  * read of a file that did not change: the caller names the chunk. */
 static int read_file_span_checked(ck_checkpoint *ck, const file_read *r, size_t n,
-                                  uint8_t **scratch, size_t *scratch_cap, int *changed)
+                                  span_scratch *s, int *changed)
 {
     *changed = 0;
-    int rc = read_file_span(ck, r, n, scratch, scratch_cap);
+    int rc = read_file_span(ck, r, n, s);
     if ((rc == 0 || rc == -EIO) && ck_file_check(ck, r[0].file)) {
         *changed = 1;
         return -EIO;
@@ -704,8 +756,7 @@ static int read_file_span_checked(ck_checkpoint *ck, const file_read *r, size_t 
 static int read_direct(ck_checkpoint *ck, const ck_key *key, file_read *r, size_t n)
 {
     qsort(r, n, sizeof *r, cmp_file_read);
-    uint8_t *scratch = NULL;
-    size_t scratch_cap = 0;
+    span_scratch scratch = { 0 };
     int rc = 0;
     for (size_t i = 0; !rc && i < n;) {
         size_t j = i + 1;
@@ -719,13 +770,13 @@ static int read_direct(ck_checkpoint *ck, const ck_key *key, file_read *r, size_
             j++;
         }
         int changed;
-        rc = read_file_span_checked(ck, r + i, j - i, &scratch, &scratch_cap, &changed);
+        rc = read_file_span_checked(ck, r + i, j - i, &scratch, &changed);
         if (rc == -ETIMEDOUT)
             rc = chunk_unreachable(ck, key, &key->chunks[r[i].chunk], rc);
         if (rc == -EIO && !changed) {
             rc = 0;
             for (size_t k = i; !rc && k < j; k++) {
-                int e = read_file_span_checked(ck, r + k, 1, &scratch, &scratch_cap, &changed);
+                int e = read_file_span_checked(ck, r + k, 1, &scratch, &changed);
                 if (e == -EIO && !changed)
                     rc = chunk_fail(ck, key, &key->chunks[r[k].chunk], -EIO,
                                     "file shrank under the mount");
@@ -737,7 +788,8 @@ static int read_direct(ck_checkpoint *ck, const ck_key *key, file_read *r, size_
         }
         i = j;
     }
-    free(scratch);
+    free(scratch.buf);
+    free(scratch.iov);
     return rc;
 }
 

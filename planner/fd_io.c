@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <linux/openat2.h>
 #include <stdbool.h>
 #include <sys/syscall.h>
@@ -68,6 +69,42 @@ int ck_opendir_at(int dirfd, DIR **out)
 int ck_pread_full(int fd, void *buf, size_t n, uint64_t off)
 {
     return fits_off_t(off, n) ? transfer_full(IO_PREAD, fd, buf, n, off) : -EIO;
+}
+
+int ck_preadv_full(int fd, struct iovec *iov, size_t n, uint64_t off)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        if (__builtin_add_overflow(total, iov[i].iov_len, &total))
+            return -EIO;
+    if (!fits_off_t(off, total))
+        return -EIO;
+    size_t i = 0;
+    while (i < n) {
+        if (iov[i].iov_len == 0) {
+            i++;
+            continue;
+        }
+        int cnt = n - i > IOV_MAX ? IOV_MAX : (int)(n - i);
+        ssize_t r = preadv(fd, iov + i, cnt, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            return -EIO; /* the file ended first */
+        off += (uint64_t)r;
+        for (size_t got = (size_t)r; got;) { /* advance past what came */
+            size_t take = got < iov[i].iov_len ? got : iov[i].iov_len;
+            iov[i].iov_base = (uint8_t *)iov[i].iov_base + take;
+            iov[i].iov_len -= take;
+            got -= take;
+            if (iov[i].iov_len == 0)
+                i++;
+        }
+    }
+    return 0;
 }
 
 int ck_write_full(int fd, const void *buf, size_t n)

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 /* Opens path (relative) for reading so that neither "..", absolute
  * symlinks nor links that climb out can take it outside dirfd: openat2
@@ -25,6 +26,10 @@ int ck_opendir_at(int dirfd, DIR **out);
  * shorter than whoever asked expected); -errno from pread; -EIO for a
  * range past what off_t can say. */
 int ck_pread_full(int fd, void *buf, size_t n, uint64_t off);
+/* ck_pread_full into the n buffers iov[0..n) in turn (a scatter read: one
+ * syscall per IOV_MAX buffers).  iov is consumed: its entries are advanced
+ * past what was read.  Same results as ck_pread_full. */
+int ck_preadv_full(int fd, struct iovec *iov, size_t n, uint64_t off);
 /* Writes all n bytes at the file position.  0 or -errno. */
 int ck_write_full(int fd, const void *buf, size_t n);
 /* Writes all n bytes at off.  0, -EFBIG past off_t, -errno. */
