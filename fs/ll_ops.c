@@ -134,7 +134,8 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
     if (conn->capable & FUSE_CAP_READDIRPLUS)
         conn->want |= FUSE_CAP_READDIRPLUS;
     conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
-    conn->max_readahead = 1u << 20;
+    conn->max_read = (unsigned)r->read_size; /* the mount option main.c gave */
+    conn->max_readahead = 2 * (unsigned)r->read_size;
     if (!r->opts.rw && fs_notifier_start(r->se, r->itable, &r->notify) != 0)
         fprintf(stderr, "ckptfs: cannot start the invalidation thread: kernel entries of "
                 "replaced states expire on their own\n");

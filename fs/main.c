@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <fuse_lowlevel.h>
 
@@ -16,6 +17,7 @@
 #include "notify.h"
 #include "ops.h"
 #include "page_cache.h"
+#include "read_size.h"
 #include "root.h"
 #include "run.h"
 #include "snapshot.h"
@@ -32,6 +34,20 @@ static void raise_fd_limit(void)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+}
+
+/* The kernel caps a FUSE mount's read-ahead at 128 KiB whatever INIT asks
+ * (read_size.h); root may open it to two requests.  Others keep the
+ * kernel's window: reads still work, in smaller requests. */
+static void open_readahead_window(const fs_root *r, const char *mountpoint)
+{
+    dev_t dev;
+    if (geteuid() != 0 || fs_mount_dev(mountpoint, &dev) != 0)
+        return;
+    int rc = fs_bdi_set_readahead("/sys", dev, (unsigned)(2 * r->read_size >> 10));
+    if (rc)
+        fprintf(stderr, "ckptfs: cannot widen the mount's read-ahead (%s): reads go in "
+                "smaller requests\n", strerror(-rc));
 }
 
 /* The low-level session loop (ll_ops.c answers the requests). */
@@ -53,6 +69,7 @@ static int run_fuse(struct fuse_args *args, fs_root *r)
         goto out_destroy;
     if (fuse_session_mount(se, co.mountpoint) != 0)
         goto out_signals;
+    open_readahead_window(r, co.mountpoint);
     if (fuse_daemonize(co.foreground) != 0)
         goto out_unmount;
     rc = co.singlethread ? fuse_session_loop(se) : fuse_session_loop_mt(se, co.clone_fd);
@@ -166,6 +183,13 @@ int main(int argc, char *argv[])
     if (mount_prepare(&m) != 0)
         goto out;
 
+    /* as large as a spliced reply can be (read_size.h); ll_init says the same */
+    m.read_size = m.opts.nosplice ? FS_READ_SIZE_MAX
+                                  : fs_read_size_for_pipe(fs_pipe_max_size(), FS_FD_SPANS_MAX,
+                                                          (size_t)sysconf(_SC_PAGESIZE));
+    char max_read[40];
+    snprintf(max_read, sizeof max_read, "-omax_read=%zu", m.read_size);
+    fuse_opt_add_arg(&args, max_read);
     if (!m.opts.rw)
         fuse_opt_add_arg(&args, "-oro");
     fuse_opt_add_arg(&args, "-ofsname=ckptfs");

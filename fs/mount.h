@@ -50,6 +50,7 @@ typedef struct fs_root {
     fs_itable *itable;
     struct fuse_session *se; /* while mounted */
     bool splice;             /* replies of shard-file bytes may be spliced (ll_ops.c) */
+    size_t read_size;        /* the largest READ the kernel sends (read_size.h) */
     _Atomic uint64_t next_gen;
 } fs_root;
 

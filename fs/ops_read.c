@@ -2,6 +2,7 @@
  * load plans carried out into one memory buffer per request (see
  * read_into_memory for why not fd buffers). */
 #include "ops.h"
+#include "read_size.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -288,9 +289,6 @@ static int read_into_memory(fs_mount *m, fs_handle *h, uint64_t off, size_t size
     return 0;
 }
 
-/* Runs of shard-file bytes a reply may take as they are (fd buffers,
- * spliced by ll_ops.c); more runs than this and the reply is assembled. */
-#define FD_SPANS_MAX 16
 /* Below this, a copy costs less than splicing pages. */
 #define FD_REPLY_MIN (64u << 10)
 
@@ -303,9 +301,9 @@ static int read_into_fd_buffers(fs_mount *m, fs_handle *h, uint64_t off, size_t 
 {
     if (h->view || !h->reply_pinned || size < FD_REPLY_MIN)
         return -EAGAIN;
-    ck_fd_span spans[FD_SPANS_MAX];
+    ck_fd_span spans[FS_FD_SPANS_MAX];
     size_t n = 0, got = 0;
-    int rc = ck_key_fd_spans(m->ck, h->node->key, off, size, spans, FD_SPANS_MAX, &n, &got, plan);
+    int rc = ck_key_fd_spans(m->ck, h->node->key, off, size, spans, FS_FD_SPANS_MAX, &n, &got, plan);
     if (rc)
         return rc;
     struct fuse_bufvec *bv = bv_new(n ? n : 1);

@@ -166,3 +166,28 @@ teardown() {
     run_ckptfs_refusal "$src"
     expect_refusal model-00002-of-00004.safetensors
 }
+
+# read_size.h: requests as large as a reply spliced through a pipe of pipe-max-size can be,
+# and the mount's read-ahead window (which the kernel caps at 128 KiB) opened to two of them.
+@test "root: the mount asks max_read as large as a spliced reply fits the pipe, read-ahead twice that" {
+    [ "$(id -u)" -eq 0 ] || skip "only root may set a mount's read-ahead"
+    local pipe_max want
+    pipe_max=$(cat /proc/sys/fs/pipe-max-size)
+    # the largest power of two from 128 KiB to 1 MiB with 18 pages and a header to spare
+    want=$((1 << 20))
+    while [ "$want" -gt $((128 << 10)) ] && [ $((want + 18 * 4096 + 16)) -gt "$pipe_max" ]; do
+        want=$((want / 2))
+    done
+    mount_ckpt "$FIX/dcp_single"
+    local dev
+    dev=$(mountpoint -d "$MNT")
+    grep -q " $MNT .*max_read=$want" /proc/self/mountinfo
+    [ "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" -eq $((2 * want / 1024)) ]
+    py_check "$BATS_PY/check_manifest.py" "$MNT" "$FIX/dcp_single.manifest.json" --src "$FIX/dcp_single"
+    unmount_ckpt
+    # copied replies are not bound by the pipe: the largest request
+    mount_ckpt "$FIX/dcp_single" -o nosplice
+    dev=$(mountpoint -d "$MNT")
+    grep -q " $MNT .*max_read=1048576" /proc/self/mountinfo
+    [ "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" -eq 2048 ]
+}
