@@ -4,6 +4,7 @@
 #include "wr_common.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +203,12 @@ int fs_wr_new_handle(fs_wfile *wf, bool writable, struct fuse_file_info *fi)
     h->wbuf = wh;
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->keep_cache = 0; /* contents change at commits */
+    /* A write-only handle (cp, dd, np.save, torch.save) skips the kernel's
+     * page cache: without it each write is first copied into fresh cache
+     * pages, which the daemon then copies again (twice the time of a cp of
+     * 1 GiB, measured).  Such a handle can be neither read nor mmapped, so
+     * it loses nothing; O_RDWR handles keep the cache for shared mmaps. */
+    fi->direct_io = writable && (fi->flags & O_ACCMODE) == O_WRONLY;
     return 0;
 }
 

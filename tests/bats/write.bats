@@ -571,3 +571,50 @@ for name, want in (("copied", a), ("back", a), ("model/saved", a * 2), ("reshape
 assert open(mnt + "/plain", "rb").read() == data
 EOF2
 }
+
+# wr_paths.c: write-only handles skip the kernel's page cache (direct I/O); read-write ones
+# keep it, so a shared writable mmap of a file being written still works.
+@test "write: O_WRONLY handles write around the page cache, O_RDWR ones can be mmapped and read back" {
+    local src blob
+    src=$(test_tmp)/new
+    blob=$(test_tmp)/blob
+    head -c $((3 * (1 << 20) + 12345)) /dev/urandom >"$blob"
+    mount_ckpt "$src" -o rw,create
+    run "$PY" - "$MNT" "$blob" <<'PY'
+import mmap, os, sys
+mnt, blob = sys.argv[1], sys.argv[2]
+data = open(blob, "rb").read()
+# write-only: unaligned pieces, one left as a hole and filled last, through one handle
+fd = os.open(os.path.join(mnt, "wo"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+step = 777777
+for at in range(0, len(data), step):
+    if at != step:
+        os.pwrite(fd, data[at:at + step], at)
+os.pwrite(fd, data[step:2 * step], step)
+try:
+    os.read(fd, 1)
+    sys.exit("a write-only handle was readable")
+except OSError:
+    pass
+os.close(fd)
+with open(os.path.join(mnt, "wo"), "rb") as f:
+    assert f.read() == data, "wo: bytes differ after close"
+# read-write: sized, mmapped shared, written through the map, read back through the fd
+fd = os.open(os.path.join(mnt, "rw"), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.ftruncate(fd, 1 << 20)
+m = mmap.mmap(fd, 1 << 20, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[:] = data[:1 << 20]
+m.flush()
+assert os.pread(fd, 1 << 20, 0) == data[:1 << 20], "rw: read back differs"
+m.close()
+os.close(fd)
+print("ok")
+PY
+    [ "$status" -eq 0 ] || { echo "$output"; false; }
+    [ "${lines[-1]}" = ok ]
+    unmount_ckpt
+    check_ckpt "$src"
+    mount_ckpt "$src"
+    cmp "$MNT/wo" "$blob"
+    cmp "$MNT/rw" <(head -c $((1 << 20)) "$blob")
+}
