@@ -8,6 +8,16 @@
 #include "options.h"
 #include "tree.h"
 
+/* st_blksize: readers size their buffers by it.  Files say 1 MiB, so that
+ * cp, dd and Python's io read and write in the largest FUSE requests.
+ * Directories say 4 KiB: glibc's opendir sizes its getdents buffer by
+ * st_blksize (up to 1 MiB), and the kernel allocates a reply buffer of
+ * that size for every READDIRPLUS (vmalloc'd past a few pages), which made
+ * find over 100,000 directories spend most of its time in page allocation
+ * and vmap; at 4 KiB glibc uses its 32 KiB default. */
+#define FS_FILE_BLKSIZE (1 << 20)
+#define FS_DIR_BLKSIZE 4096
+
 typedef struct fs_views fs_views; /* views.c */
 typedef struct fs_wstate fs_wstate; /* write_state.c: pending writes (rw mounts) */
 

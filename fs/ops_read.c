@@ -36,7 +36,7 @@ void fs_fill_stat(fs_mount *m, const fs_node *n, uint64_t size, struct stat *st)
         st->st_size = (off_t)size;
         st->st_blocks = (blkcnt_t)((size + 511) / 512);
     }
-    st->st_blksize = 1 << 20;
+    st->st_blksize = n && n->is_dir ? FS_DIR_BLKSIZE : FS_FILE_BLKSIZE;
     st->st_uid = m->opts.uid;
     st->st_gid = m->opts.gid;
     st->st_mtim = m->ck->mtime;

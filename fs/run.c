@@ -258,7 +258,7 @@ static void dir_stat(const struct timespec *mtime, struct stat *st)
     memset(st, 0, sizeof *st);
     st->st_mode = S_IFDIR | 0555;
     st->st_nlink = 2;
-    st->st_blksize = 1 << 20;
+    st->st_blksize = FS_DIR_BLKSIZE;
     st->st_uid = getuid();
     st->st_gid = getgid();
     st->st_mtim = st->st_ctim = st->st_atim = *mtime;

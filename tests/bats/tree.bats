@@ -218,3 +218,16 @@ PY
     fi
     MNT=
 }
+
+# mount.h: st_blksize sizes readers' buffers.  Files ask for 1 MiB pieces (cp, dd, Python's
+# io); directories say 4 KiB, so that glibc's readdir keeps its 32 KiB getdents buffer and the
+# kernel does not allocate a 1 MiB reply buffer for every READDIRPLUS of a walk.
+@test "tree: st_blksize is 1 MiB for files and 4 KiB for directories" {
+    mount_ckpt "$FIX/dcp_single"
+    local f
+    f=$(find "$MNT" -type f -not -path "$MNT/.ckptfs/*" | head -1)
+    [ -n "$f" ]
+    [ "$(stat -c %o "$f")" -eq 1048576 ]
+    [ "$(stat -c %o "$MNT")" -eq 4096 ]
+    [ "$(stat -c %o "$(dirname "$f")")" -eq 4096 ]
+}
