@@ -61,13 +61,13 @@ int main(void)
     /* read_ahead_kb written under a sysfs tree of our own */
     char root[] = "/tmp/ckpt-sysfs-XXXXXX";
     CHECK(mkdtemp(root) != NULL);
+    static const char *const dirs[] = { "class", "class/bdi", "class/bdi/0:40" };
+    const size_t ndirs = sizeof dirs / sizeof dirs[0];
     char path[256];
-    snprintf(path, sizeof path, "%s/class", root);
-    mkdir(path, 0755);
-    snprintf(path, sizeof path, "%s/class/bdi", root);
-    mkdir(path, 0755);
-    snprintf(path, sizeof path, "%s/class/bdi/0:40", root);
-    mkdir(path, 0755);
+    for (size_t i = 0; i < ndirs; i++) {
+        snprintf(path, sizeof path, "%s/%s", root, dirs[i]);
+        CHECK_EQ_INT(mkdir(path, 0755), 0);
+    }
     snprintf(path, sizeof path, "%s/class/bdi/0:40/read_ahead_kb", root);
     CHECK_EQ_INT(write_file(path, "128\n", 4), 0);
     CHECK_EQ_INT(fs_bdi_set_readahead(root, makedev(0, 40), 1024), 0);
@@ -78,12 +78,10 @@ int main(void)
     /* no such device: nothing is created */
     CHECK_EQ_INT(fs_bdi_set_readahead(root, makedev(0, 41), 1024), -ENOENT);
     unlink(path);
-    snprintf(path, sizeof path, "%s/class/bdi/0:40", root);
-    rmdir(path);
-    snprintf(path, sizeof path, "%s/class/bdi", root);
-    rmdir(path);
-    snprintf(path, sizeof path, "%s/class", root);
-    rmdir(path);
+    for (size_t i = ndirs; i-- > 0;) {
+        snprintf(path, sizeof path, "%s/%s", root, dirs[i]);
+        rmdir(path);
+    }
     rmdir(root);
     return check_done();
 }
