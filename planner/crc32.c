@@ -8,6 +8,8 @@
  * zlib over many lengths, offsets and seeds. */
 #include "crc32.h"
 
+#include <stdatomic.h>
+
 #include <zlib.h>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -87,10 +89,14 @@ uint32_t ck_crc32(uint32_t crc, const void *buf, size_t len)
 {
     const unsigned char *b = buf;
 #ifdef HAVE_FOLD
-    static int have = -1; /* racy first use is harmless: every thread finds the same */
+    /* what the CPU can do, found once; threads racing on the first use all
+     * store the same value, atomically (relaxed: nothing else hangs on it) */
+    static _Atomic int have_fold = -1;
+    int have = atomic_load_explicit(&have_fold, memory_order_relaxed);
     if (have < 0) {
         __builtin_cpu_init();
         have = __builtin_cpu_supports("pclmul") && __builtin_cpu_supports("sse4.1");
+        atomic_store_explicit(&have_fold, have, memory_order_relaxed);
     }
     if (have && len >= 64) {
         size_t n = len & ~(size_t)15;
