@@ -16,9 +16,9 @@
 
 #include "arena.h"
 #include "chunk_cache.h"
-#include "fd_io.h"
 #include "crc32.h"
 #include "dcp_safetensors.h"
+#include "fd_io.h"
 #include "geometry.h"
 #include "grow.h"
 #include "readahead.h"
