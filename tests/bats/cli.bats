@@ -182,12 +182,16 @@ teardown() {
     local dev
     dev=$(mountpoint -d "$MNT")
     grep -q " $MNT .*max_read=$want" /proc/self/mountinfo
-    [ "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" -eq $((2 * want / 1024)) ]
     py_check "$BATS_PY/check_manifest.py" "$MNT" "$FIX/dcp_single.manifest.json" --src "$FIX/dcp_single"
+    # a read-only /sys (some containers) is the one excuse, and the daemon must say so
+    local ro_sys=0
+    grep -q "cannot widen the mount's read-ahead" "$CKPT_LOG" && ro_sys=1
+    [ "$ro_sys" = 1 ] || [ "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" -eq $((2 * want / 1024)) ]
     unmount_ckpt
     # copied replies are not bound by the pipe: the largest request
     mount_ckpt "$FIX/dcp_single" -o nosplice
     dev=$(mountpoint -d "$MNT")
     grep -q " $MNT .*max_read=1048576" /proc/self/mountinfo
-    [ "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" -eq 2048 ]
+    [ "$ro_sys" = 1 ] || [ "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" -eq 2048 ]
+    [ "$ro_sys" = 0 ] || skip "/sys is read-only here: max_read checked, read-ahead not"
 }
