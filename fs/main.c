@@ -38,14 +38,16 @@ static void raise_fd_limit(void)
 
 /* The kernel caps a FUSE mount's read-ahead at 128 KiB whatever INIT asks
  * (read_size.h); root may open it to two requests.  Others keep the
- * kernel's window: reads still work, in smaller requests. */
+ * kernel's window: reads still work, in smaller requests.  So does root
+ * where /sys is missing or read-only (chroots, containers), quietly: it is
+ * a speed-up, not something the user asked for. */
 static void open_readahead_window(const fs_root *r, const char *mountpoint)
 {
     dev_t dev;
     if (geteuid() != 0 || fs_mount_dev(mountpoint, &dev) != 0)
         return;
     int rc = fs_bdi_set_readahead("/sys", dev, (unsigned)(2 * r->read_size >> 10));
-    if (rc)
+    if (rc && rc != -ENOENT && rc != -EROFS && rc != -EACCES && rc != -EPERM)
         fprintf(stderr, "ckptfs: cannot widen the mount's read-ahead (%s): reads go in "
                 "smaller requests\n", strerror(-rc));
 }
