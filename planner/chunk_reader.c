@@ -84,13 +84,14 @@ static uint64_t chunk_image_bytes(const ck_key *key, const ck_chunk *c)
     return n * ck_dtype_get(key->dtype)->size;
 }
 
-/* Reads and undoes the transforms of the whole item into memory. */
+/* A buffer the cache let go, for a decode of want bytes (ck_zstd_buffers). */
 static uint8_t *take_cache_buffer(void *cache, size_t want)
 {
     size_t cap; /* at most an eighth over: the decode's limits are want's */
     return ck_cache_take_buffer(cache, want, &cap);
 }
 
+/* Reads and undoes the transforms of the whole item into memory. */
 static int load_item(ck_checkpoint *ck, const ck_key *key, ck_chunk *c, uint64_t expect,
                      uint8_t **out, uint64_t *out_len, char *why, size_t whylen)
 {
@@ -724,7 +725,8 @@ static int read_file_span(ck_checkpoint *ck, const file_read *r, size_t n, span_
     int rc = scatter_file_span(ck, r, n, s);
     if (rc != -EOPNOTSUPP)
         return rc;
-    /* an object store: one ranged read of the span, then scattering */
+    /* an object store (or gaps past the throwaway buffer's bound): one
+     * ranged read of the span, then scattering */
     uint64_t lo = r[0].off, hi = r[n - 1].off + r[n - 1].len;
     size_t span = (size_t)(hi - lo);
     rc = scratch_reserve(s, span);
